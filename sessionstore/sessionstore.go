@@ -1,0 +1,208 @@
+// Package sessionstore defines the gateway's server-side sessions: the Session
+// type, the errors a store reports, and the Store interface that every backend
+// (bbolt in package boltstore, Redis later) implements. The shared contract
+// test suite in package storetest runs against every backend.
+//
+// A session is created at login and names the one access token (by its jti)
+// that may currently be exchanged for a successor at /auth/refresh. Every rule
+// of the refresh protocol is decided inside the store, in one atomic step, so
+// that two gateways or two goroutines can never both rotate the same token.
+package sessionstore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Revocation reasons, as recorded in Session.RevokeReason and used as the
+// "reason" label of gateway_sessions_revoked_total.
+const (
+	ReasonLogout        = "logout"
+	ReasonReuseDetected = "reuse_detected"
+	ReasonAdmin         = "admin"
+)
+
+// Errors returned by Rotate, in the order the refresh rules are checked.
+var (
+	// ErrNotFound means no session has the given ID: it never existed, or it
+	// ended and was swept.
+	ErrNotFound = errors.New("session not found")
+	// ErrRevoked means the session was revoked (logout, reuse detection, or
+	// an administrator) and can no longer be refreshed.
+	ErrRevoked = errors.New("session revoked")
+	// ErrExpired means the session is past its idle or its absolute deadline.
+	ErrExpired = errors.New("session expired")
+	// ErrReuseDetected means a token of the session that had already been
+	// rotated was presented after the grace period. Rotate has revoked the
+	// whole session (reason ReasonReuseDetected) in the same transaction
+	// before returning it.
+	ErrReuseDetected = errors.New("token reuse detected")
+)
+
+// Errors returned by Create.
+var (
+	// ErrExists means a session with the same ID is already stored.
+	ErrExists = errors.New("session already exists")
+)
+
+// ErrUnavailable wraps every error that comes from the storage medium itself
+// (disk full, I/O error, connection refused) rather than from a rule. Callers
+// answer 503 for it and nothing has changed. Backends wrap their underlying
+// errors so that errors.Is(err, ErrUnavailable) holds.
+var ErrUnavailable = errors.New("session store unavailable")
+
+// Session is one login's server-side state. Its zero value is not a valid
+// session. Times are stored with at least millisecond precision; callers
+// should not rely on more.
+type Session struct {
+	// ID is the session ID, carried in every token of the session as the
+	// "sid" claim. It is random and at least 128 bits.
+	ID string `json:"id"`
+	// Subject is the user the session belongs to (the "sub" claim).
+	Subject string `json:"sub"`
+	// Roles is a snapshot of the user's roles at login, minted into every
+	// token of the session as the "roles" claim. Nil means none.
+	Roles []string `json:"roles,omitempty"`
+
+	// JTI is the jti of the session's current token: the only one that may be
+	// rotated. IssuedAt is when that token was minted (its "iat").
+	JTI      string    `json:"jti"`
+	IssuedAt time.Time `json:"iat"`
+
+	// PrevJTI is the jti the session rotated away from most recently, and
+	// RotatedAt when. Presented again within the grace period, PrevJTI gets
+	// the current token (JTI, IssuedAt) again; after it, it is reuse.
+	// Empty before the first rotation.
+	PrevJTI   string    `json:"prev_jti,omitempty"`
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+
+	// CreatedAt is the login time; RefreshedAt the last successful
+	// rotation (CreatedAt before the first).
+	CreatedAt   time.Time `json:"created_at"`
+	RefreshedAt time.Time `json:"refreshed_at"`
+	// IdleExpiresAt is RefreshedAt plus the idle timeout; ExpiresAt is
+	// CreatedAt plus the absolute timeout. The session is over at the nearer.
+	IdleExpiresAt time.Time `json:"idle_expires_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+
+	// RevokedAt is when the session was revoked, zero while it is not, and
+	// RevokeReason one of the Reason constants. A revoked session is kept
+	// (so that refresh can say "session revoked") until the sweeper removes
+	// it at its deadline.
+	RevokedAt    time.Time `json:"revoked_at,omitzero"`
+	RevokeReason string    `json:"revoke_reason,omitempty"`
+}
+
+// Deadline is the moment the session ends: the nearer of its idle and
+// absolute deadlines.
+func (s *Session) Deadline() time.Time {
+	if s.IdleExpiresAt.Before(s.ExpiresAt) {
+		return s.IdleExpiresAt
+	}
+	return s.ExpiresAt
+}
+
+// Revoked reports whether the session has been revoked.
+func (s *Session) Revoked() bool { return !s.RevokedAt.IsZero() }
+
+// Live reports whether the session is neither revoked nor past its deadline
+// at now.
+func (s *Session) Live(now time.Time) bool {
+	return !s.Revoked() && now.Before(s.Deadline())
+}
+
+// RotateRequest asks Store.Rotate to exchange the token JTI of session
+// SessionID for a successor NewJTI.
+type RotateRequest struct {
+	SessionID string
+	// JTI is the jti of the presented token, whose signature, issuer and
+	// audience the caller has already verified.
+	JTI string
+	// NewJTI is the jti of the successor token, chosen by the caller; it is
+	// used only when the session actually rotates.
+	NewJTI string
+	// Now is the time of the request.
+	Now time.Time
+	// IdleTimeout moves IdleExpiresAt to Now+IdleTimeout on rotation (never
+	// beyond ExpiresAt is not required: Deadline takes the nearer).
+	IdleTimeout time.Duration
+	// Grace is how long after a rotation PrevJTI still gets the current
+	// token instead of being treated as reuse. Zero means no grace.
+	Grace time.Duration
+}
+
+// RotateResult is a successful Rotate.
+type RotateResult struct {
+	// Session is the session after the call. Its JTI and IssuedAt name the
+	// successor token the caller must mint and answer with.
+	Session Session
+	// Grace is true when nothing rotated because the presented jti was
+	// rotated within the grace period: Session.JTI is the successor that was
+	// handed out then.
+	Grace bool
+}
+
+// Store holds sessions. Implementations are safe for concurrent use, and
+// every method is atomic: it either happens whole or not at all, and a method
+// that returned nil has been made durable (for bbolt: fsynced) first.
+//
+// Times are passed in by the caller so that every rule can be tested with an
+// injected clock; a Store never reads the wall clock for a rule.
+//
+// A method called with a ctx that is already done changes nothing and returns
+// an error wrapping both ErrUnavailable and ctx.Err().
+type Store interface {
+	// Create stores a new session. It returns ErrExists if s.ID is taken.
+	Create(ctx context.Context, s Session) error
+
+	// Get returns the session with the given ID, revoked or not, or
+	// ErrNotFound. It never writes. It is the every_request revocation
+	// check, so it must be cheap (bbolt: one read transaction).
+	Get(ctx context.Context, id string) (Session, error)
+
+	// Rotate applies the refresh rules of CONTRACT.md in their order and,
+	// when they hold, rotates the session to req.NewJTI in the same
+	// transaction:
+	//   - no session with that ID: ErrNotFound;
+	//   - revoked: ErrRevoked;
+	//   - req.Now at or past Deadline(): ErrExpired;
+	//   - req.JTI == JTI: rotate (PrevJTI=JTI, JTI=NewJTI, IssuedAt=
+	//     RefreshedAt=RotatedAt=Now, IdleExpiresAt=Now+IdleTimeout);
+	//   - req.JTI == PrevJTI and Now < RotatedAt+Grace: Grace result, no
+	//     change;
+	//   - any other jti (PrevJTI after the grace, or an older one): the
+	//     session is revoked with ReasonReuseDetected and ErrReuseDetected
+	//     is returned.
+	// Of many concurrent Rotate calls with the same current JTI exactly one
+	// rotates; the others see the grace (or reuse) rule.
+	Rotate(ctx context.Context, req RotateRequest) (RotateResult, error)
+
+	// Revoke revokes one session with the given reason at now. Revoking an
+	// already revoked session changes nothing and returns (false, nil);
+	// revoked reports whether this call revoked it. Unknown ID: ErrNotFound.
+	Revoke(ctx context.Context, id, reason string, now time.Time) (revoked bool, err error)
+
+	// RevokeSubject revokes every unrevoked session of subject and returns
+	// how many it revoked.
+	RevokeSubject(ctx context.Context, subject, reason string, now time.Time) (int, error)
+
+	// List returns the subject's sessions that are live at now, oldest
+	// first. No sessions is an empty slice and no error.
+	List(ctx context.Context, subject string, now time.Time) ([]Session, error)
+
+	// Count returns the number of stored sessions that are not revoked
+	// (including expired ones the sweeper has not removed yet). It is O(1):
+	// it reads a maintained counter, never scans.
+	Count(ctx context.Context) (int, error)
+
+	// Sweep deletes every session whose Deadline is at or before now,
+	// revoked or not, with its index entries, and returns how many it
+	// deleted. It costs O(deleted), using a deadline index.
+	Sweep(ctx context.Context, now time.Time) (int, error)
+
+	// Close releases the store. Calls after Close return errors wrapping
+	// ErrUnavailable (a draining gateway answers 503); calling Close again
+	// does not panic.
+	Close() error
+}
