@@ -1,0 +1,152 @@
+// Package metrics defines the gateway's Prometheus metrics. Nothing here is
+// global: New registers the collectors on the Registerer it is given, so
+// every test can use a fresh registry.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Label values of gateway_refreshes_total's "result".
+const (
+	RefreshSuccess        = "success"
+	RefreshGrace          = "grace"
+	RefreshNotExpired     = "not_expired"
+	RefreshInvalidToken   = "invalid_token"
+	RefreshUnknownSession = "unknown_session"
+	RefreshRevoked        = "revoked"
+	RefreshExpired        = "expired"
+	RefreshReuseDetected  = "reuse_detected"
+)
+
+// Label values of gateway_token_validations_total's "result".
+const (
+	ValidationValid   = "valid"
+	ValidationMissing = "missing"
+	ValidationExpired = "expired"
+	ValidationInvalid = "invalid"
+	ValidationRevoked = "revoked"
+)
+
+// Label values of gateway_logins_total's "result".
+const (
+	LoginSuccess     = "success"
+	LoginFailure     = "failure"
+	LoginRateLimited = "rate_limited"
+)
+
+// RouteAuth is the "route" label of the gateway's own endpoints (/auth/...,
+// /.well-known/jwks.json); RouteUnmatched that of requests no route matched.
+const (
+	RouteAuth      = "auth"
+	RouteUnmatched = "unmatched"
+)
+
+// Metrics holds every collector of CONTRACT.md. A nil *Metrics is not valid;
+// use New.
+type Metrics struct {
+	Logins               *prometheus.CounterVec
+	Refreshes            *prometheus.CounterVec
+	Logouts              prometheus.Counter
+	SessionsRevoked      *prometheus.CounterVec
+	TokenValidations     *prometheus.CounterVec
+	HTTPRequests         *prometheus.CounterVec
+	HTTPRequestDuration  *prometheus.HistogramVec
+	UpstreamErrors       *prometheus.CounterVec
+	SpoofedHeaders       *prometheus.CounterVec
+	StoreOperationLength *prometheus.HistogramVec
+}
+
+// proxyBuckets run from 100µs to 10s: a verified request through a local
+// sidecar is sub-millisecond, a slow legacy backend takes seconds.
+var proxyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New creates the collectors and registers them, with the Go and process
+// collectors, on reg. It returns an error if any is already registered.
+//
+// activeSessions is called at each scrape for gateway_sessions_active; it
+// must be cheap (the stores keep a counter rather than scanning) and return
+// NaN when the store cannot be read. Nil leaves the gauge out.
+func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, error) {
+	m := &Metrics{
+		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_logins_total",
+			Help: "Login attempts by result.",
+		}, []string{"result"}),
+		Refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_refreshes_total",
+			Help: "Refresh attempts by result.",
+		}, []string{"result"}),
+		Logouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_logouts_total",
+			Help: "Logouts answered 204.",
+		}),
+		SessionsRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_sessions_revoked_total",
+			Help: "Sessions revoked, by reason.",
+		}, []string{"reason"}),
+		TokenValidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_token_validations_total",
+			Help: "Access token checks on proxied requests, by result.",
+		}, []string{"result"}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_http_requests_total",
+			Help: "Requests answered on the main listener, by route prefix and status code.",
+		}, []string{"route", "code"}),
+		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gateway_http_request_duration_seconds",
+			Help:    "Time from request to the end of the answer, by route prefix.",
+			Buckets: proxyBuckets,
+		}, []string{"route"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_upstream_errors_total",
+			Help: "Requests the upstream could not answer (502 or 504), by route prefix.",
+		}, []string{"route"}),
+		SpoofedHeaders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_spoofed_headers_total",
+			Help: "Requests that carried a header under the identity prefix, by route prefix.",
+		}, []string{"route"}),
+		StoreOperationLength: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gateway_store_operation_duration_seconds",
+			Help:    "Session store operations, by operation.",
+			Buckets: proxyBuckets,
+		}, []string{"op"}),
+	}
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Logins, m.Refreshes, m.Logouts, m.SessionsRevoked,
+		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
+		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	if activeSessions != nil {
+		err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_sessions_active",
+			Help: "Sessions stored and not revoked (expired ones count until the sweeper removes them).",
+		}, activeSessions))
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Make the label values known up front so that dashboards and alerts see
+	// zeros rather than absent series.
+	for _, r := range []string{LoginSuccess, LoginFailure, LoginRateLimited} {
+		m.Logins.WithLabelValues(r)
+	}
+	for _, r := range []string{RefreshSuccess, RefreshGrace, RefreshNotExpired, RefreshInvalidToken,
+		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected} {
+		m.Refreshes.WithLabelValues(r)
+	}
+	for _, r := range []string{"logout", "reuse_detected", "admin"} {
+		m.SessionsRevoked.WithLabelValues(r)
+	}
+	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {
+		m.TokenValidations.WithLabelValues(r)
+	}
+	return m, nil
+}

@@ -1,0 +1,433 @@
+// Package proxy is the gateway's main listener: it checks the path, matches a
+// route, verifies the token, cleans the headers and forwards the request
+// through an httputil.ReverseProxy; and it serves the gateway's own
+// endpoints (/auth/login, /auth/refresh, /auth/logout, the JWKS).
+//
+// proxy knows the session store only through sessionstore.Store, and the
+// keys only through package auth.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
+	"github.com/spa-gateway/gateway/sessionstore"
+)
+
+// Delivery says how access tokens travel between the gateway and the
+// browser.
+type Delivery int
+
+const (
+	// DeliveryBearer returns tokens in the login and refresh bodies; the
+	// client sends them as Authorization: Bearer.
+	DeliveryBearer Delivery = iota
+	// DeliveryCookie sets them in an HttpOnly cookie only.
+	DeliveryCookie
+	// DeliveryBoth does both.
+	DeliveryBoth
+)
+
+// Config is the behaviour of the main listener. Its zero value is not useful:
+// Routes and the token settings are required.
+type Config struct {
+	Routes []Route
+	// AllowEncodedSlash forwards "%2F" in paths as is; false answers 400.
+	AllowEncodedSlash bool
+	// TrustedProxies are the peers whose Forwarded, X-Real-IP and
+	// X-Forwarded-* headers are kept and extended. Nil trusts none.
+	TrustedProxies []netip.Prefix
+
+	// IdentityPrefix: every client header under it is removed before
+	// forwarding ("X-Auth-" if empty).
+	IdentityPrefix string
+	// RejectSpoofed answers 400 to a request carrying such a header instead
+	// of stripping it.
+	RejectSpoofed bool
+	// ForwardToken keeps the Authorization header and the token cookie
+	// toward the upstream.
+	ForwardToken bool
+	// Claims maps a header to inject to the claim it is taken from. Every
+	// header must be under IdentityPrefix.
+	Claims map[string]string
+
+	Delivery   Delivery
+	CookieName string
+	// AllowedOrigins are the origins, besides the request's own, allowed to
+	// make state-changing requests with the cookie.
+	AllowedOrigins []string
+	// EveryRequest checks the session in the store on each proxied request
+	// (revocation = "every_request"), not only at refresh.
+	EveryRequest bool
+
+	AccessTTL           time.Duration
+	IdleTimeout         time.Duration
+	AbsoluteTimeout     time.Duration
+	RefreshGrace        time.Duration
+	RefreshBeforeExpiry time.Duration
+
+	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
+	MaxAuthBodyBytes int64
+}
+
+// Deps are the parts the gateway works with. Verifier, Minter, KeySet and
+// Store are required; Login may be nil (then /auth/login answers 404).
+type Deps struct {
+	Verifier *auth.Verifier
+	Minter   *auth.Minter
+	Keys     *auth.KeySet
+	Store    sessionstore.Store
+	Login    auth.Authenticator
+	// Limiter counts failed logins; nil means no limit.
+	Limiter *auth.FailureLimiter
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// Now is the clock of every time rule; nil means time.Now.
+	Now func() time.Time
+	// Transport reaches the upstreams; nil means a new tuned transport per
+	// route (see NewTransport).
+	Transport http.RoundTripper
+}
+
+// Gateway is the main listener's handler.
+type Gateway struct {
+	cfg     Config
+	deps    Deps
+	now     func() time.Time
+	log     *slog.Logger
+	m       *metrics.Metrics
+	routes  []*route
+	own     map[string]http.Handler
+	prefix  string // identity prefix, lower case, '-' for '_'
+	claims  []claimHeader
+	origins map[string]bool
+	buffers *bufferPool
+}
+
+// New builds the gateway's handler. It returns an error for a Config that
+// Validate would have refused (a route without upstream, a claim header
+// outside the identity prefix).
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if deps.Verifier == nil || deps.Minter == nil || deps.Keys == nil || deps.Store == nil || deps.Metrics == nil {
+		return nil, errors.New("proxy: Verifier, Minter, Keys, Store and Metrics are required")
+	}
+	if cfg.IdentityPrefix == "" {
+		cfg.IdentityPrefix = "X-Auth-"
+	}
+	if cfg.CookieName == "" {
+		cfg.CookieName = "__Host-gateway"
+	}
+	if cfg.MaxAuthBodyBytes == 0 {
+		cfg.MaxAuthBodyBytes = 64 << 10
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		deps:    deps,
+		now:     deps.Now,
+		log:     deps.Logger,
+		m:       deps.Metrics,
+		prefix:  strings.ToLower(strings.ReplaceAll(cfg.IdentityPrefix, "_", "-")),
+		origins: make(map[string]bool),
+		buffers: &bufferPool{},
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		g.origins[strings.ToLower(o)] = true
+	}
+	for h, c := range cfg.Claims {
+		if !isIdentityHeader(h, g.prefix) {
+			return nil, fmt.Errorf("proxy: claim header %q is not under the identity prefix %q", h, cfg.IdentityPrefix)
+		}
+		g.claims = append(g.claims, claimHeader{header: http.CanonicalHeaderKey(h), claim: c})
+	}
+	for _, r := range cfg.Routes {
+		if r.Upstream == nil || r.Upstream.Host == "" {
+			return nil, fmt.Errorf("proxy: route %q has no upstream", r.Prefix)
+		}
+		rt := &route{Route: r}
+		if len(r.RequireRoles) > 0 {
+			rt.roleSet = make(map[string]struct{}, len(r.RequireRoles))
+			for _, x := range r.RequireRoles {
+				rt.roleSet[x] = struct{}{}
+			}
+		}
+		tr := deps.Transport
+		if tr == nil {
+			tr = NewTransport(r.Timeout)
+		}
+		rt.proxy = g.newReverseProxy(rt, tr)
+		g.routes = append(g.routes, rt)
+	}
+	sortRoutes(g.routes)
+	g.own = g.ownEndpoints()
+	return g, nil
+}
+
+// ServeHTTP checks the path, then serves the gateway's own endpoint or the
+// matching route.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	label := metrics.RouteUnmatched
+	defer func() {
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		g.m.HTTPRequests.WithLabelValues(label, statusText(sw.status)).Inc()
+		g.m.HTTPRequestDuration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	}()
+
+	path, reason := checkPath(r.URL.EscapedPath(), g.cfg.AllowEncodedSlash)
+	if reason != "" {
+		writeError(sw, http.StatusBadRequest, errInvalidRequest, reason)
+		return
+	}
+	if h := g.own[path]; h != nil {
+		label = metrics.RouteAuth
+		h.ServeHTTP(sw, r)
+		return
+	}
+	rt := match(g.routes, path)
+	if rt == nil {
+		writeError(sw, http.StatusNotFound, errNotFound, "no route for this path")
+		return
+	}
+	label = rt.Prefix
+	g.serveRoute(sw, r, rt)
+}
+
+// forward is what the Rewrite hook needs to know about a request that passed
+// the checks.
+type forward struct {
+	route  *route
+	token  *auth.Token // nil: anonymous
+	bearer bool        // the Authorization header held a bearer token
+}
+
+type forwardKey struct{}
+
+func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
+	if hasIdentityHeader(r.Header, g.prefix) {
+		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
+		g.log.Warn("spoofed identity header", "route", rt.Prefix, "client", r.RemoteAddr, "action", map[bool]string{true: "reject", false: "strip"}[g.cfg.RejectSpoofed])
+		if g.cfg.RejectSpoofed {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
+			return
+		}
+	}
+	if up := r.Header.Get("Upgrade"); up != "" && !(rt.WebSocket && strings.EqualFold(up, "websocket")) {
+		// Never forwarded: without an Upgrade header ReverseProxy treats the
+		// request as a plain one (h2c smuggling, RFC 7230 upgrades).
+		r.Header.Del("Upgrade")
+	}
+
+	fw := &forward{route: rt}
+	if rt.Auth != AuthNone {
+		raw, fromCookie, bearer, bad := g.extractToken(r)
+		fw.bearer = bearer
+		if bad != "" {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
+			return
+		}
+		switch {
+		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
+			// anonymous
+		case raw == "":
+			g.m.TokenValidations.WithLabelValues(metrics.ValidationMissing).Inc()
+			writeChallenge(w, http.StatusUnauthorized, "", "token missing")
+			return
+		default:
+			tok, ok := g.authorize(w, r, raw, fromCookie)
+			if !ok {
+				return
+			}
+			if !rt.allowed(tok.Roles) {
+				writeChallenge(w, http.StatusForbidden, errInsufficientScope, "role required")
+				return
+			}
+			fw.token = tok
+		}
+	}
+	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+}
+
+// authorize verifies a token for a proxied request: signature and claims,
+// the cookie's CSRF rule, and under every_request the session.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
+	tok, err := g.deps.Verifier.Verify(raw)
+	if err != nil {
+		result := metrics.ValidationInvalid
+		if errors.Is(err, auth.ErrTokenExpired) {
+			result = metrics.ValidationExpired
+		}
+		g.m.TokenValidations.WithLabelValues(result).Inc()
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, auth.Describe(err))
+		return nil, false
+	}
+	if fromCookie && !safeMethod(r.Method) {
+		if reason := g.csrfCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return nil, false
+		}
+	}
+	if g.cfg.EveryRequest {
+		start := time.Now()
+		s, err := g.deps.Store.Get(r.Context(), tok.SessionID)
+		g.m.StoreOperationLength.WithLabelValues("get").Observe(time.Since(start).Seconds())
+		var desc string
+		switch {
+		case errors.Is(err, sessionstore.ErrNotFound):
+			desc = "session revoked"
+		case err != nil:
+			g.log.Error("session store read", "op", "get", "err", err)
+			writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+			return nil, false
+		case s.Revoked():
+			desc = "session revoked"
+		case !s.Live(g.now()):
+			desc = "session expired"
+		}
+		if desc != "" {
+			g.m.TokenValidations.WithLabelValues(metrics.ValidationRevoked).Inc()
+			writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
+			return nil, false
+		}
+	}
+	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
+	return tok, true
+}
+
+// extractToken finds the request's token: Authorization: Bearer, or the
+// cookie where delivery allows it. bad is a reason for 400 invalid_request:
+// two Authorization headers, or a bearer and a cookie token that differ.
+func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer bool, bad string) {
+	authz := r.Header["Authorization"]
+	if len(authz) > 1 {
+		return "", false, false, "more than one Authorization header"
+	}
+	if len(authz) == 1 {
+		if t, ok := bearerToken(authz[0]); ok {
+			raw, bearer = t, true
+		}
+	}
+	if g.cfg.Delivery == DeliveryBearer {
+		return raw, false, bearer, ""
+	}
+	c, n, conflict := cookieValues(r.Header, g.cfg.CookieName)
+	switch {
+	case conflict:
+		return "", false, false, "conflicting token cookies"
+	case n == 0:
+		return raw, false, bearer, ""
+	case bearer && c != raw:
+		return "", false, false, "bearer token and cookie token differ"
+	case bearer:
+		return raw, false, true, ""
+	}
+	return c, true, false, ""
+}
+
+// bearerToken parses "Bearer TOKEN" (scheme without case, RFC 7235).
+func bearerToken(v string) (string, bool) {
+	const scheme = "bearer "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(scheme):]), true
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// csrfCheck applies the cookie rule of CONTRACT.md to a state-changing
+// request whose token came from the cookie: X-Requested-With must be
+// present (a cross-site form cannot set it, and a cross-site fetch that sets
+// it needs a CORS preflight the gateway never grants), and an Origin, where
+// the browser sends one, must be the request's own or an allowed one.
+func (g *Gateway) csrfCheck(r *http.Request) string {
+	if r.Header.Get("X-Requested-With") == "" {
+		return "X-Requested-With header required"
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	o := strings.ToLower(origin)
+	if o == strings.ToLower(g.scheme(r)+"://"+r.Host) || g.origins[o] {
+		return ""
+	}
+	return "origin not allowed"
+}
+
+// scheme is the scheme the client used: https on a TLS connection, or what a
+// trusted proxy says.
+func (g *Gateway) scheme(r *http.Request) string {
+	if trusted(g.cfg.TrustedProxies, r.RemoteAddr) {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+			return p
+		}
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// statusWriter records the status code for the metrics. Unwrap lets
+// http.ResponseController (and so ReverseProxy's flushing and upgrades) reach
+// the underlying writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusText is strconv.Itoa for the common codes without allocating.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 403:
+		return "403"
+	case 404:
+		return "404"
+	case 502:
+		return "502"
+	}
+	return fmt.Sprint(code)
+}

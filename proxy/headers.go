@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spa-gateway/gateway/auth"
+)
+
+// claimHeader is one [headers.claims] entry: the header to inject and the
+// claim it is taken from.
+type claimHeader struct {
+	header string // canonical form
+	claim  string
+}
+
+// isIdentityHeader reports whether name falls under prefix (lower case, with
+// '-' for '_'), compared without case and with '_' taken as '-': both
+// "x-auth-subject" and "X_Auth_Subject" reach some backends (CGI, PHP,
+// nginx with underscores_in_headers) as the same variable.
+func isIdentityHeader(name, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// hasIdentityHeader reports whether h holds any header under prefix.
+func hasIdentityHeader(h http.Header, prefix string) bool {
+	for k := range h {
+		if isIdentityHeader(k, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripIdentityHeaders deletes every header under prefix from h.
+func stripIdentityHeaders(h http.Header, prefix string) {
+	for k := range h {
+		if isIdentityHeader(k, prefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// injectClaims sets the configured identity headers from the verified token.
+// A claim the token lacks sets nothing; a value that could not travel in a
+// header (control characters, nested objects) sets nothing either, rather
+// than something the backend might misread.
+func injectClaims(h http.Header, claims []claimHeader, tok *auth.Token) {
+	for _, c := range claims {
+		var v string
+		var ok bool
+		switch c.claim {
+		case "sub":
+			v, ok = tok.Subject, tok.Subject != ""
+		case "roles":
+			v, ok = strings.Join(tok.Roles, ","), tok.Roles != nil
+		default:
+			v, ok = claimString(tok.Claims[c.claim])
+		}
+		if ok && validHeaderValue(v) {
+			h[c.header] = []string{v}
+		}
+	}
+}
+
+// claimString renders a JSON claim value as a header value; arrays are
+// joined with ",".
+func claimString(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case bool:
+		return strconv.FormatBool(v), true
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), true
+	case json.Number:
+		return v.String(), true
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := claimString(e)
+			if !ok {
+				return "", false
+			}
+			if _, nested := e.([]any); nested {
+				return "", false
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), true
+	}
+	return "", false
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// removeCookie deletes the cookie named name from the request's Cookie
+// headers, leaving every other cookie as the client sent it.
+func removeCookie(h http.Header, name string) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	out := lines[:0:0]
+	for _, line := range lines {
+		if !strings.Contains(line, name) {
+			out = append(out, line)
+			continue
+		}
+		var kept []string
+		for _, part := range strings.Split(line, ";") {
+			n, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if n != name {
+				kept = append(kept, strings.TrimSpace(part))
+			}
+		}
+		if len(kept) > 0 {
+			out = append(out, strings.Join(kept, "; "))
+		}
+	}
+	if len(out) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = out
+}
+
+// cookieValues returns the values of every cookie named name in the request,
+// without allocating when there is none.
+func cookieValues(h http.Header, name string) (first string, n int, conflict bool) {
+	for _, line := range h["Cookie"] {
+		if !strings.Contains(line, name) {
+			continue
+		}
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || k != name {
+				continue
+			}
+			v = strings.Trim(v, `"`)
+			if n == 0 {
+				first = v
+			} else if v != first {
+				conflict = true
+			}
+			n++
+		}
+	}
+	return first, n, conflict
+}
+
+// stripResponseHeaders keeps the upstream from setting the gateway's token
+// cookie or speaking under the identity prefix to the client.
+func stripResponseHeaders(h http.Header, prefix, cookieName string) {
+	stripIdentityHeaders(h, prefix)
+	sc := h["Set-Cookie"]
+	if len(sc) == 0 {
+		return
+	}
+	kept := sc[:0]
+	for _, c := range sc {
+		n, _, _ := strings.Cut(c, "=")
+		if strings.TrimSpace(n) != cookieName {
+			kept = append(kept, c)
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Set-Cookie")
+		return
+	}
+	h["Set-Cookie"] = kept
+}
+
+// trusted reports whether addr (a RemoteAddr) is inside one of nets.
+func trusted(nets []netip.Prefix, remoteAddr string) bool {
+	if len(nets) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, n := range nets {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP is the address of the client for rate limiting: the peer, or,
+// behind trusted proxies, the rightmost X-Forwarded-For entry that is not
+// itself a trusted proxy.
+func clientIP(nets []netip.Prefix, r *http.Request) string {
+	host := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		host = ap.Addr().Unmap().String()
+	}
+	if !trusted(nets, r.RemoteAddr) {
+		return host
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		parts := strings.Split(xff[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			if err != nil {
+				return host
+			}
+			a = a.Unmap()
+			inside := false
+			for _, n := range nets {
+				if n.Contains(a) {
+					inside = true
+					break
+				}
+			}
+			if !inside {
+				return a.String()
+			}
+		}
+	}
+	return host
+}

@@ -1,0 +1,384 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
+	"github.com/spa-gateway/gateway/sessionstore"
+)
+
+// ownEndpoints is the gateway's own surface on the main listener. It is
+// matched before the routes, on the checked path.
+func (g *Gateway) ownEndpoints() map[string]http.Handler {
+	m := map[string]http.Handler{
+		"/auth/refresh":          g.post(g.handleRefresh),
+		"/auth/logout":           g.post(g.handleLogout),
+		"/.well-known/jwks.json": g.handleJWKS(),
+	}
+	if g.deps.Login != nil {
+		m["/auth/login"] = g.post(g.handleLogin)
+	}
+	return m
+}
+
+// post answers 405 to anything but POST, and bounds the body.
+func (g *Gateway) post(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, "use POST")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
+		h(w, r)
+	})
+}
+
+func (g *Gateway) handleJWKS() http.Handler {
+	body := g.deps.Keys.JWKS()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, "use GET")
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "public, max-age=300")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
+	})
+}
+
+// tokenResponse is the body of a successful login or refresh.
+type tokenResponse struct {
+	AccessToken      string `json:"access_token,omitempty"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int64  `json:"expires_in"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in"`
+}
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, "body too large")
+			return
+		}
+		writeError(w, http.StatusBadRequest, errInvalidRequest, "unreadable body")
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	creds, ok := parseCredentials(ct, body)
+	if !ok {
+		writeError(w, http.StatusBadRequest, errInvalidRequest, "username and password required, as JSON or a form")
+		return
+	}
+	addr := clientIP(g.cfg.TrustedProxies, r)
+	if g.deps.Limiter != nil {
+		if wait, ok := g.deps.Limiter.Check(creds.Username, addr); !ok {
+			g.m.Logins.WithLabelValues(metrics.LoginRateLimited).Inc()
+			g.log.Warn("login rate limited", "client", addr)
+			w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+			writeError(w, http.StatusTooManyRequests, errTooManyRequests, "too many failed logins; retry later")
+			return
+		}
+	}
+	creds.ContentType = ct
+	creds.Body = body
+	id, err := g.deps.Login.Authenticate(r.Context(), creds)
+	if err != nil {
+		var rej *auth.UpstreamRejected
+		switch {
+		case errors.As(err, &rej):
+			if rej.Status < 500 {
+				g.loginFailed(creds.Username, addr)
+			} else {
+				g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
+			}
+			relay(w, rej)
+		case errors.Is(err, auth.ErrBadCredentials):
+			g.loginFailed(creds.Username, addr)
+			writeError(w, http.StatusUnauthorized, errInvalidGrant, "invalid username or password")
+		default:
+			g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
+			g.log.Error("login source", "err", err)
+			writeError(w, http.StatusBadGateway, errBadGateway, "login service unavailable")
+		}
+		return
+	}
+
+	now := g.now()
+	s := sessionstore.Session{
+		ID:          rand.Text(),
+		Subject:     id.Subject,
+		Roles:       id.Roles,
+		JTI:         rand.Text(),
+		IssuedAt:    now,
+		CreatedAt:   now,
+		RefreshedAt: now,
+		// Deadlines are stored at the precision every backend keeps.
+		IdleExpiresAt: now.Add(g.cfg.IdleTimeout),
+		ExpiresAt:     now.Add(g.cfg.AbsoluteTimeout),
+	}
+	if err := g.storeOp("create", func() error { return g.deps.Store.Create(r.Context(), s) }); err != nil {
+		g.log.Error("session store write", "op", "create", "err", err)
+		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+		return
+	}
+	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
+	g.log.Info("login", "subject", s.Subject, "session", s.ID, "client", addr)
+	g.answerToken(w, &s, now)
+}
+
+func (g *Gateway) loginFailed(username, addr string) {
+	g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
+	if g.deps.Limiter != nil {
+		g.deps.Limiter.Fail(username, addr)
+	}
+	// The username is logged: it is not a secret, and operators need it to
+	// see a password-guessing attack. The password never is.
+	g.log.Warn("login failed", "username", username, "client", addr)
+}
+
+// relay passes a legacy login endpoint's refusal to the client unchanged.
+func relay(w http.ResponseWriter, rej *auth.UpstreamRejected) {
+	for _, k := range []string{"Content-Type", "Www-Authenticate", "Retry-After"} {
+		if v := rej.Header.Values(k); len(v) > 0 {
+			w.Header()[k] = v
+		}
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(rej.Body)))
+	w.WriteHeader(rej.Status)
+	w.Write(rej.Body)
+}
+
+// parseCredentials reads {"username","password"} from JSON or a form.
+func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	var c auth.Credentials
+	switch mt {
+	case "application/json":
+		var lr loginRequest
+		if err := json.Unmarshal(body, &lr); err != nil {
+			return c, false
+		}
+		c.Username, c.Password = lr.Username, lr.Password
+	case "application/x-www-form-urlencoded":
+		v, err := url.ParseQuery(string(body))
+		if err != nil {
+			return c, false
+		}
+		c.Username, c.Password = v.Get("username"), v.Get("password")
+	default:
+		return c, false
+	}
+	return c, c.Username != "" && c.Password != ""
+}
+
+// sessionToken reads and verifies the token of an /auth/refresh or
+// /auth/logout request. Only exp is relaxed (VerifyExpired); the cookie's
+// CSRF rule applies as to any state-changing request.
+func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (*auth.Token, bool) {
+	raw, fromCookie, _, bad := g.extractToken(r)
+	if bad != "" {
+		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
+		return nil, false
+	}
+	if raw == "" {
+		writeChallenge(w, http.StatusUnauthorized, "", "token missing")
+		return nil, false
+	}
+	if fromCookie {
+		if reason := g.csrfCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return nil, false
+		}
+	}
+	tok, err := g.deps.Verifier.VerifyExpired(raw)
+	if err == nil && tok.SessionID == "" {
+		err = errNoSession
+	}
+	if err != nil {
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, describe(err))
+		return nil, false
+	}
+	return tok, true
+}
+
+var errNoSession = errors.New("token names no session")
+
+func describe(err error) string {
+	if errors.Is(err, errNoSession) {
+		return "token names no session"
+	}
+	return auth.Describe(err)
+}
+
+func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	tok, ok := g.sessionToken(w, r)
+	if !ok {
+		g.m.Refreshes.WithLabelValues(metrics.RefreshInvalidToken).Inc()
+		return
+	}
+	now := g.now()
+	if now.Before(tok.ExpiresAt.Add(-g.cfg.RefreshBeforeExpiry)) {
+		g.m.Refreshes.WithLabelValues(metrics.RefreshNotExpired).Inc()
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "token not expired")
+		return
+	}
+	var res sessionstore.RotateResult
+	err := g.storeOp("rotate", func() (err error) {
+		res, err = g.deps.Store.Rotate(r.Context(), sessionstore.RotateRequest{
+			SessionID:   tok.SessionID,
+			JTI:         tok.ID,
+			NewJTI:      rand.Text(),
+			Now:         now,
+			IdleTimeout: g.cfg.IdleTimeout,
+			Grace:       g.cfg.RefreshGrace,
+		})
+		return err
+	})
+	var result, desc string
+	switch {
+	case err == nil && res.Grace:
+		result = metrics.RefreshGrace
+	case err == nil:
+		result = metrics.RefreshSuccess
+	case errors.Is(err, sessionstore.ErrNotFound):
+		result, desc = metrics.RefreshUnknownSession, "session revoked"
+	case errors.Is(err, sessionstore.ErrRevoked):
+		result, desc = metrics.RefreshRevoked, "session revoked"
+	case errors.Is(err, sessionstore.ErrExpired):
+		result, desc = metrics.RefreshExpired, "session expired"
+	case errors.Is(err, sessionstore.ErrReuseDetected):
+		result, desc = metrics.RefreshReuseDetected, "token reuse detected"
+		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonReuseDetected).Inc()
+		g.log.Warn("token reuse detected; session revoked", "subject", tok.Subject, "session", tok.SessionID, "client", clientIP(g.cfg.TrustedProxies, r))
+	default:
+		g.log.Error("session store write", "op", "rotate", "err", err)
+		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+		return
+	}
+	g.m.Refreshes.WithLabelValues(result).Inc()
+	if desc != "" {
+		g.clearCookie(w)
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
+		return
+	}
+	g.answerToken(w, &res.Session, now)
+}
+
+func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
+	tok, ok := g.sessionToken(w, r)
+	if !ok {
+		return
+	}
+	var revoked bool
+	err := g.storeOp("revoke", func() (err error) {
+		revoked, err = g.deps.Store.Revoke(r.Context(), tok.SessionID, sessionstore.ReasonLogout, g.now())
+		return err
+	})
+	if err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
+		g.log.Error("session store write", "op", "revoke", "err", err)
+		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+		return
+	}
+	g.m.Logouts.Inc()
+	if revoked {
+		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonLogout).Inc()
+		g.log.Info("logout", "subject", tok.Subject, "session", tok.SessionID)
+	}
+	g.clearCookie(w)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// answerToken mints the session's current token and answers with it. The
+// token's exp never passes the session's absolute end.
+func (g *Gateway) answerToken(w http.ResponseWriter, s *sessionstore.Session, now time.Time) {
+	exp := s.IssuedAt.Add(g.cfg.AccessTTL)
+	if exp.After(s.ExpiresAt) {
+		exp = s.ExpiresAt
+	}
+	raw, err := g.deps.Minter.Mint(auth.MintClaims{
+		Subject:   s.Subject,
+		SessionID: s.ID,
+		ID:        s.JTI,
+		Roles:     s.Roles,
+		IssuedAt:  s.IssuedAt,
+		ExpiresAt: exp,
+	})
+	if err != nil {
+		g.log.Error("mint token", "err", err)
+		writeError(w, http.StatusInternalServerError, "server_error", "could not mint a token")
+		return
+	}
+	resp := tokenResponse{
+		TokenType:        "Bearer",
+		ExpiresIn:        seconds(exp.Sub(now)),
+		RefreshExpiresIn: seconds(s.Deadline().Sub(now)),
+	}
+	if g.cfg.Delivery != DeliveryCookie {
+		resp.AccessToken = raw
+	}
+	if g.cfg.Delivery != DeliveryBearer {
+		http.SetCookie(w, &http.Cookie{
+			Name:     g.cfg.CookieName,
+			Value:    raw,
+			Path:     "/",
+			MaxAge:   max(int(seconds(s.Deadline().Sub(now))), 1),
+			HttpOnly: true,
+			Secure:   true,
+			SameSite: http.SameSiteStrictMode,
+		})
+	}
+	body, _ := json.Marshal(resp)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.Write(append(body, '\n'))
+}
+
+// clearCookie expires the token cookie where cookies are in use.
+func (g *Gateway) clearCookie(w http.ResponseWriter) {
+	if g.cfg.Delivery == DeliveryBearer {
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: g.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// storeOp runs one store operation and records its duration.
+func (g *Gateway) storeOp(op string, f func() error) error {
+	start := time.Now()
+	err := f()
+	g.m.StoreOperationLength.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	return err
+}
+
+// seconds rounds d down to whole seconds, never below zero.
+func seconds(d time.Duration) int64 {
+	if d < 0 {
+		return 0
+	}
+	return int64(d / time.Second)
+}

@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+)
+
+// NewTransport returns the transport used to reach one route's upstream:
+// bounded dial and TLS handshakes, responseTimeout (zero: 30s) for the
+// response headers, and enough idle connections per host that a busy route
+// reuses connections instead of churning through TCP handshakes (Go's
+// default keeps 2). Proxy settings from the environment are ignored: a
+// sidecar must talk to its backend directly.
+func NewTransport(responseTimeout time.Duration) *http.Transport {
+	if responseTimeout == 0 {
+		responseTimeout = 30 * time.Second
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: responseTimeout,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+func (g *Gateway) newReverseProxy(rt *route, tr http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      tr,
+		FlushInterval:  -1, // stream: server-sent events and long polls must not wait for a buffer
+		BufferPool:     g.buffers,
+		ErrorHandler:   g.upstreamError,
+		ModifyResponse: g.modifyResponse,
+		ErrorLog:       nil,
+	}
+}
+
+// rewrite builds the outbound request. ReverseProxy has already removed the
+// hop-by-hop headers, including any a client named in Connection, and the
+// Forwarded/X-Forwarded-* headers, so nothing the client sent can undo what
+// is injected here.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	fw := pr.In.Context().Value(forwardKey{}).(*forward)
+	pr.SetURL(fw.route.Upstream)
+	// ReverseProxy drops query parameters it cannot parse; the gateway never
+	// reads the query, so the upstream gets it exactly as sent.
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	if fw.route.Upstream.RawQuery != "" {
+		pr.Out.URL.RawQuery = fw.route.Upstream.RawQuery + "&" + pr.In.URL.RawQuery
+	}
+
+	h := pr.Out.Header
+	stripIdentityHeaders(h, g.prefix)
+	if trusted(g.cfg.TrustedProxies, pr.In.RemoteAddr) {
+		in := pr.In.Header
+		for _, k := range []string{"Forwarded", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v, ok := in[k]; ok {
+				h[k] = v
+			}
+		}
+		h["X-Forwarded-For"] = in["X-Forwarded-For"]
+		host, proto := h["X-Forwarded-Host"], h["X-Forwarded-Proto"]
+		pr.SetXForwarded()
+		if host != nil {
+			h["X-Forwarded-Host"] = host
+		}
+		if proto != nil {
+			h["X-Forwarded-Proto"] = proto
+		}
+	} else {
+		h.Del("X-Real-Ip")
+		pr.SetXForwarded()
+	}
+	if !g.cfg.ForwardToken {
+		if fw.bearer {
+			h.Del("Authorization")
+		}
+		removeCookie(h, g.cfg.CookieName)
+	}
+	if fw.token != nil {
+		injectClaims(h, g.claims, fw.token)
+	}
+}
+
+func (g *Gateway) modifyResponse(res *http.Response) error {
+	stripResponseHeaders(res.Header, g.prefix, g.cfg.CookieName)
+	return nil
+}
+
+// upstreamError is the one place transport failures become answers: 504 when
+// the upstream did not answer in time, 502 for everything else (refused,
+// reset, bad response). A client that went away gets nothing.
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	fw := r.Context().Value(forwardKey{}).(*forward)
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		w.WriteHeader(499) // nginx's "client closed request", for the metrics only
+		return
+	}
+	g.m.UpstreamErrors.WithLabelValues(fw.route.Prefix).Inc()
+	g.log.Warn("upstream error", "route", fw.route.Prefix, "err", err)
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout() && !isDialError(err)) {
+		writeError(w, http.StatusGatewayTimeout, errGatewayTimeout, "upstream timed out")
+		return
+	}
+	writeError(w, http.StatusBadGateway, errBadGateway, "upstream unavailable")
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers across requests.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
