@@ -1,0 +1,497 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
+	"github.com/spa-gateway/gateway/proxy"
+	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/boltstore"
+)
+
+const serveDescription = `Runs the gateway: the main listener (proxy and /auth/ endpoints) and the
+admin listener (/healthz, /readyz, /metrics, /admin/). Stops gracefully on
+SIGTERM or SIGINT.
+
+With --dev it needs no file: an ephemeral EdDSA key, a store in a temporary
+directory, user demo / password demo, and an echo upstream under /api/ that
+answers with the headers it received.`
+
+// serve is the "serve" command: parse flags, load the configuration, build
+// the gateway, run it until ctx ends.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "serve --config FILE | serve --dev", serveDescription, stderr)
+	configPath := fs.String("config", "", "the TOML configuration `file`")
+	dev := fs.Bool("dev", false, "run with built-in defaults and no file (for trying the gateway)")
+	listen := fs.String("listen", "", "override server.listen (`host:port`; port 0 picks a free one)")
+	adminListen := fs.String("admin-listen", "", "override admin.listen (`host:port`)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dev == (*configPath != "") {
+		fs.Usage()
+		return reportedError{usageError{errors.New("serve: give exactly one of --config FILE or --dev")}}
+	}
+
+	var (
+		cfg Config
+		err error
+	)
+	if *dev {
+		cfg, err = devConfig()
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(filepath.Dir(cfg.Store.Path))
+	} else if cfg, err = loadConfig(*configPath); err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Server.Listen = *listen
+	}
+	if *adminListen != "" {
+		cfg.Admin.Listen = *adminListen
+	}
+
+	m, err := newMain(cfg, *dev, stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Listen(); err != nil {
+		return err
+	}
+	if *dev {
+		if err := m.printDevTour(ctx, stdout); err != nil {
+			return err
+		}
+	}
+	return m.Run(ctx)
+}
+
+// Main is the running gateway: everything serve builds, so that tests can
+// start and stop it in process.
+type Main struct {
+	cfg               Config
+	log               *slog.Logger
+	store             sessionstore.Store
+	keys              *auth.KeySet
+	minter            *auth.Minter
+	reg               *prometheus.Registry
+	met               *metrics.Metrics
+	mainSrv, adminSrv *http.Server
+	mainLn, adminLn   net.Listener
+	ready             atomic.Bool
+	echo              *http.Server // --dev only
+	closeOnce         sync.Once
+}
+
+// newMain builds every part from cfg, opening the store. Close releases what
+// it opened, also when it fails half way.
+func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
+	m := &Main{cfg: cfg, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	t := cfg.Tokens
+
+	var signing *auth.Key
+	if dev {
+		signing, err = auth.GenerateKey(t.Algorithm)
+	} else {
+		signing, err = auth.LoadKey(t.Algorithm, t.KeyFile)
+	}
+	if err != nil {
+		return nil, &ConfigError{Key: "tokens.key_file", Err: err}
+	}
+	var verify []*auth.Key
+	for i, f := range t.VerifyKeyFiles {
+		k, err := auth.LoadPublicKey(t.Algorithm, f)
+		if err != nil {
+			return nil, &ConfigError{Key: fmt.Sprintf("tokens.verify_key_files[%d]", i), Err: err}
+		}
+		verify = append(verify, k)
+	}
+	if m.keys, err = auth.NewKeySet(signing, verify...); err != nil {
+		return nil, &ConfigError{Key: "tokens.verify_key_files", Err: err}
+	}
+	verifier, err := auth.NewVerifier(auth.VerifierConfig{
+		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
+		Leeway: time.Duration(t.Leeway),
+	})
+	if err != nil {
+		return nil, &ConfigError{Key: "tokens", Err: err}
+	}
+	m.minter = auth.NewMinter(m.keys, t.Issuer, t.Audience)
+
+	var login auth.Authenticator
+	switch {
+	case dev:
+		login, err = devUsers()
+	case cfg.Login.UsersFile != "":
+		var uf *auth.UsersFile
+		uf, err = auth.LoadUsersFile(cfg.Login.UsersFile, cfg.Login.Roles)
+		if err != nil {
+			return nil, &ConfigError{Key: "login.users_file", Err: err}
+		}
+		login = uf
+	case cfg.Login.Upstream != "":
+		login = &auth.UpstreamLogin{URL: cfg.Login.Upstream, SubjectHeader: cfg.Login.SubjectHeader, Roles: cfg.Login.Roles}
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	switch cfg.Store.Backend {
+	case BackendBbolt:
+		st, err := boltstore.Open(cfg.Store.Path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		m.store = st
+	default:
+		return nil, &ConfigError{Key: "store.backend", Err: fmt.Errorf("%q is not available in this build", cfg.Store.Backend)}
+	}
+
+	met, err := metrics.New(m.reg, m.activeSessions)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	m.met = met
+
+	pcfg, err := proxyConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		if pcfg.Routes, err = m.startEcho(); err != nil {
+			return nil, err
+		}
+	}
+	gw, err := proxy.New(pcfg, proxy.Deps{
+		Verifier: verifier,
+		Minter:   m.minter,
+		Keys:     m.keys,
+		Store:    m.store,
+		Login:    login,
+		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), nil),
+		Metrics:  met,
+		Logger:   m.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	errLog := slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
+	s := cfg.Server
+	m.mainSrv = &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: time.Duration(s.ReadHeaderTimeout),
+		ReadTimeout:       time.Duration(s.ReadTimeout),
+		WriteTimeout:      time.Duration(s.WriteTimeout),
+		IdleTimeout:       time.Duration(s.IdleTimeout),
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+	adminHandler, err := m.adminHandler()
+	if err != nil {
+		return nil, err
+	}
+	m.adminSrv = &http.Server{
+		Handler:           adminHandler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          errLog,
+	}
+	return m, nil
+}
+
+// proxyConfig maps the validated configuration onto proxy.Config.
+func proxyConfig(cfg Config) (proxy.Config, error) {
+	t := cfg.Tokens
+	pc := proxy.Config{
+		AllowEncodedSlash:   cfg.Server.AllowEncodedSlash,
+		TrustedProxies:      cfg.TrustedProxyNets(),
+		IdentityPrefix:      cfg.Headers.IdentityPrefix,
+		RejectSpoofed:       cfg.Headers.OnSpoof == SpoofReject,
+		ForwardToken:        cfg.Headers.ForwardToken,
+		Claims:              cfg.Headers.Claims,
+		CookieName:          t.CookieName,
+		AllowedOrigins:      t.AllowedOrigins,
+		EveryRequest:        t.Revocation == RevocationEveryRequest,
+		AccessTTL:           time.Duration(t.AccessTTL),
+		IdleTimeout:         time.Duration(t.IdleTimeout),
+		AbsoluteTimeout:     time.Duration(t.AbsoluteTimeout),
+		RefreshGrace:        time.Duration(t.RefreshGrace),
+		RefreshBeforeExpiry: time.Duration(t.RefreshBeforeExpiry),
+	}
+	switch t.Delivery {
+	case DeliveryCookie:
+		pc.Delivery = proxy.DeliveryCookie
+	case DeliveryBoth:
+		pc.Delivery = proxy.DeliveryBoth
+	}
+	for i, r := range cfg.Route {
+		mode, ok := proxy.ParseAuthMode(r.Auth)
+		if !ok {
+			return pc, &ConfigError{Key: fmt.Sprintf("route[%d].auth", i), Err: fmt.Errorf("%q is not one of required, optional, none", r.Auth)}
+		}
+		pc.Routes = append(pc.Routes, proxy.Route{
+			Prefix:       r.Prefix,
+			Upstream:     r.UpstreamURL(),
+			Auth:         mode,
+			RequireRoles: r.RequireRoles,
+			WebSocket:    r.Websocket,
+			Timeout:      time.Duration(r.Timeout),
+		})
+	}
+	return pc, nil
+}
+
+// activeSessions feeds gateway_sessions_active from the store's counter.
+func (m *Main) activeSessions() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, err := m.store.Count(ctx)
+	if err != nil {
+		return math.NaN()
+	}
+	return float64(n)
+}
+
+// Listen opens both listeners, so that a port in use fails before anything
+// is served and ":0" gets its real port (MainAddr, AdminAddr).
+func (m *Main) Listen() error {
+	var err error
+	if m.mainLn, err = net.Listen("tcp", m.cfg.Server.Listen); err != nil {
+		return fmt.Errorf("listen on server.listen: %w", err)
+	}
+	if m.adminLn, err = net.Listen("tcp", m.cfg.Admin.Listen); err != nil {
+		return fmt.Errorf("listen on admin.listen: %w", err)
+	}
+	return nil
+}
+
+// MainAddr and AdminAddr are the listeners' addresses, after Listen.
+func (m *Main) MainAddr() string  { return m.mainLn.Addr().String() }
+func (m *Main) AdminAddr() string { return m.adminLn.Addr().String() }
+
+// Run serves until ctx ends, then shuts down: readiness off first, then the
+// listeners stop accepting and requests in flight finish, bounded by
+// server.shutdown_timeout. A listener that fails ends Run with its error.
+func (m *Main) Run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if m.cfg.Server.TLS() {
+			err = m.mainSrv.ServeTLS(m.mainLn, m.cfg.Server.TLSCertFile, m.cfg.Server.TLSKeyFile)
+		} else {
+			err = m.mainSrv.Serve(m.mainLn)
+		}
+		errc <- err
+	}()
+	go func() { errc <- m.adminSrv.Serve(m.adminLn) }()
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go m.sweep(sweepCtx)
+
+	m.ready.Store(true)
+	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		runErr = fmt.Errorf("serve: %w", runErr)
+	}
+	m.ready.Store(false)
+	m.log.Info("shutting down", "timeout", m.cfg.Server.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.cfg.Server.ShutdownTimeout))
+	defer cancel()
+	if err := m.mainSrv.Shutdown(sctx); err != nil {
+		m.log.Warn("requests still in flight at the shutdown timeout were cut", "err", err)
+	}
+	m.adminSrv.Shutdown(sctx)
+	stopSweep()
+	if err := m.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		m.log.Info("stopped")
+	}
+	return runErr
+}
+
+// sweep removes ended sessions every store.sweep_interval.
+func (m *Main) sweep(ctx context.Context) {
+	every := time.Duration(m.cfg.Store.SweepInterval)
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := m.store.Sweep(ctx, time.Now())
+			switch {
+			case err != nil && ctx.Err() == nil:
+				m.log.Error("sweep sessions", "err", err)
+			case n > 0:
+				m.log.Info("swept ended sessions", "count", n)
+			}
+		}
+	}
+}
+
+// Close releases the store and the dev echo server. It is safe to call more
+// than once.
+func (m *Main) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		if m.echo != nil {
+			m.echo.Close()
+		}
+		if m.store != nil {
+			err = m.store.Close()
+		}
+	})
+	return err
+}
+
+// adminHandler serves the admin listener.
+func (m *Main) adminHandler() (http.Handler, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	if m.cfg.Admin.TokenFile == "" {
+		return mux, nil
+	}
+	token, err := LoadAdminToken(m.cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, &ConfigError{Key: "admin.token_file", Err: err}
+	}
+	mux.Handle("/admin/", requireAdmin(token, m.adminAPI()))
+	return mux, nil
+}
+
+// requireAdmin checks the admin bearer token in constant time.
+func requireAdmin(token []byte, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gateway-admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sessionView is a session as the admin API shows it.
+type sessionView struct {
+	SessionID     string   `json:"session_id"`
+	Subject       string   `json:"subject"`
+	Roles         []string `json:"roles,omitempty"`
+	CreatedAt     string   `json:"created_at"`
+	RefreshedAt   string   `json:"refreshed_at"`
+	IdleExpiresAt string   `json:"idle_expires_at"`
+	ExpiresAt     string   `json:"expires_at"`
+}
+
+func (m *Main) adminAPI() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
+		subject := r.URL.Query().Get("subject")
+		if subject == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
+			return
+		}
+		list, err := m.store.List(r.Context(), subject, time.Now())
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		out := make([]sessionView, 0, len(list))
+		for _, s := range list {
+			out = append(out, sessionView{
+				SessionID: s.ID, Subject: s.Subject, Roles: s.Roles,
+				CreatedAt: rfc3339(s.CreatedAt), RefreshedAt: rfc3339(s.RefreshedAt),
+				IdleExpiresAt: rfc3339(s.IdleExpiresAt), ExpiresAt: rfc3339(s.ExpiresAt),
+			})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		revoked, err := m.store.Revoke(r.Context(), r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
+		switch {
+		case errors.Is(err, sessionstore.ErrNotFound):
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+		case err != nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		default:
+			if revoked {
+				m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(1)
+			}
+			m.log.Info("session revoked", "reason", sessionstore.ReasonAdmin, "session", r.PathValue("id"))
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	mux.HandleFunc("DELETE /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
+		subject := r.URL.Query().Get("subject")
+		if subject == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
+			return
+		}
+		n, err := m.store.RevokeSubject(r.Context(), subject, sessionstore.ReasonAdmin, time.Now())
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(float64(n))
+		m.log.Info("sessions revoked", "reason", sessionstore.ReasonAdmin, "subject", subject, "count", n)
+		writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
+	})
+	return mux
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
