@@ -235,7 +235,14 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	}
 
 	fw := &forward{route: rt}
-	if rt.Auth != AuthNone {
+	if rt.Auth == AuthNone {
+		// Not verified here, but a bearer token is still never handed to an
+		// upstream unless forward_token says so: a public route's backend
+		// has no business holding the user's credential.
+		if a := r.Header["Authorization"]; len(a) == 1 {
+			_, fw.bearer = bearerToken(a[0])
+		}
+	} else {
 		raw, fromCookie, bearer, bad := g.extractToken(r)
 		fw.bearer = bearer
 		if bad != "" {

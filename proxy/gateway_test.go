@@ -94,6 +94,22 @@ func TestVerifiedRequestGetsIdentityOnce(t *testing.T) {
 	}
 }
 
+func TestBearerTokenNeverReachesAnUpstream(t *testing.T) {
+	e := newEnv(t, nil)
+	tok, _ := e.session("alice")
+	for _, path := range []string{"/api/x", "/public/x", "/maybe/x"} {
+		e.do("GET", path, bearer(tok), "")
+		if got := e.upstream.last(t).Header.Get("Authorization"); got != "" {
+			t.Errorf("%s: upstream Authorization = %q, want none", path, got)
+		}
+	}
+	// Another scheme is not the gateway's token: it passes.
+	e.do("GET", "/public/x", http.Header{"Authorization": {"Basic YTpi"}}, "")
+	if got := e.upstream.last(t).Header.Get("Authorization"); got != "Basic YTpi" {
+		t.Errorf("Basic: upstream Authorization = %q, want it unchanged", got)
+	}
+}
+
 func TestForwardTokenKeepsAuthorization(t *testing.T) {
 	e := newEnv(t, func(c *Config, _ *Deps) { c.ForwardToken = true })
 	tok, _ := e.session("alice")
