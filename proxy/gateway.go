@@ -239,8 +239,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		// Not verified here, but a bearer token is still never handed to an
 		// upstream unless forward_token says so: a public route's backend
 		// has no business holding the user's credential.
-		if a := r.Header["Authorization"]; len(a) == 1 {
-			_, fw.bearer = bearerToken(a[0])
+		for _, a := range r.Header["Authorization"] {
+			if _, ok := bearerToken(a); ok {
+				fw.bearer = true
+			}
 		}
 	} else {
 		raw, fromCookie, bearer, bad := g.extractToken(r)

@@ -103,6 +103,10 @@ func TestBearerTokenNeverReachesAnUpstream(t *testing.T) {
 			t.Errorf("%s: upstream Authorization = %q, want none", path, got)
 		}
 	}
+	e.do("GET", "/public/x", http.Header{"Authorization": {"Basic YTpi", "Bearer " + tok}}, "")
+	if got := e.upstream.last(t).Header.Values("Authorization"); len(got) != 0 {
+		t.Errorf("two headers on a none route: upstream Authorization = %q, want none", got)
+	}
 	// Another scheme is not the gateway's token: it passes.
 	e.do("GET", "/public/x", http.Header{"Authorization": {"Basic YTpi"}}, "")
 	if got := e.upstream.last(t).Header.Get("Authorization"); got != "Basic YTpi" {
