@@ -2,6 +2,8 @@ package boltstore
 
 import (
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,5 +106,70 @@ func BenchmarkSweep(b *testing.B) {
 		if err != nil || n != due {
 			b.Fatalf("Sweep() = %d, %v; want %d", n, err, due)
 		}
+	}
+}
+
+// batchModes compare the group commit as tuned with bbolt's own batch
+// defaults and with one commit per call.
+var batchModes = []struct {
+	name string
+	opts *Options
+}{
+	{"group-commit", nil},
+	{"bbolt-defaults", &Options{MaxBatchSize: 1000, MaxBatchDelay: 10 * time.Millisecond}},
+	{"single-commits", &Options{MaxBatchSize: -1}},
+}
+
+// BenchmarkRotateParallel is the refresh load: 64 goroutines, each
+// rotating its own session in a loop, with fsync.
+func BenchmarkRotateParallel(b *testing.B) {
+	for _, mode := range batchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			st, _ := openTemp(b, mode.opts)
+			var seq atomic.Int64
+			b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
+			b.RunParallel(func(pb *testing.PB) {
+				id := fmt.Sprintf("p%03d", seq.Add(1))
+				if err := st.Create(b.Context(), session(id, "alice", t0)); err != nil {
+					b.Error(err)
+					return
+				}
+				jti, now := id+"-jti-0", t0
+				for i := 1; pb.Next(); i++ {
+					now = now.Add(time.Millisecond)
+					next := fmt.Sprintf("%s-jti-%d", id, i)
+					res, err := st.Rotate(b.Context(), sessionstore.RotateRequest{
+						SessionID: id, JTI: jti, NewJTI: next, Now: now, IdleTimeout: time.Hour, Grace: time.Second,
+					})
+					if err != nil || res.Grace {
+						b.Errorf("Rotate() = %+v, %v", res, err)
+						return
+					}
+					jti = next
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkCreateParallel is the login load: 64 goroutines creating
+// sessions, with fsync.
+func BenchmarkCreateParallel(b *testing.B) {
+	for _, mode := range batchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			st, _ := openTemp(b, mode.opts)
+			var seq atomic.Int64
+			b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := seq.Add(1)
+					s := session(fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15), fmt.Sprintf("user%d", i%1000), t0)
+					if err := st.Create(b.Context(), s); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -23,8 +23,11 @@ import (
 
 // Durations used by the suite. t0 has millisecond precision and a non-UTC
 // zone, so a backend that keeps milliseconds and returns UTC still passes.
+// It is a year ahead of the wall clock, never a fixed date: a backend whose
+// expiry runs on its own clock (Redis TTLs) must not drop the suite's
+// sessions once that date has passed.
 var (
-	t0 = time.Date(2030, time.March, 4, 5, 6, 7, 890_000_000, time.FixedZone("UTC+2", 2*60*60))
+	t0 = time.Now().AddDate(1, 0, 0).Truncate(time.Second).Add(890 * time.Millisecond).In(time.FixedZone("UTC+2", 2*60*60))
 )
 
 const (
