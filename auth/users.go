@@ -145,6 +145,12 @@ func bcryptCost(hash string) (int, error) {
 	default:
 		return 0, notBcrypt
 	}
+	// The cost is two decimal digits ("$2b$12$"): bcrypt.Cost reads it
+	// with strconv.Atoi, which also takes "+9", a form no tool writes
+	// (found by fuzzing ParseUsers).
+	if hash[4] < '0' || hash[4] > '9' || hash[5] < '0' || hash[5] > '9' || hash[6] != '$' {
+		return 0, notBcrypt
+	}
 	for _, c := range hash[7:] {
 		if !strings.ContainsRune(bcryptAlphabet, c) {
 			return 0, notBcrypt
