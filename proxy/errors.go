@@ -21,6 +21,7 @@ const (
 	errMethodNotAllowed  = "method_not_allowed"
 	errTooManyRequests   = "too_many_requests"
 	errTooLarge          = "request_too_large"
+	errRequestTimeout    = "request_timeout"
 )
 
 // realm is the WWW-Authenticate realm of every challenge.

@@ -75,7 +75,11 @@ type Config struct {
 	RefreshBeforeExpiry time.Duration
 
 	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
+	// A larger body, declared or sent, is answered 413.
 	MaxAuthBodyBytes int64
+	// AuthBodyTimeout bounds the time to receive the body of /auth/login;
+	// past it the answer is 408. Zero means 10s.
+	AuthBodyTimeout time.Duration
 }
 
 // Deps are the parts the gateway works with. Verifier, Minter, KeySet and
@@ -128,6 +132,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if cfg.MaxAuthBodyBytes == 0 {
 		cfg.MaxAuthBodyBytes = 64 << 10
 	}
+	if cfg.AuthBodyTimeout == 0 {
+		cfg.AuthBodyTimeout = 10 * time.Second
+	}
 	g := &Gateway{
 		cfg:     cfg,
 		deps:    deps,
@@ -169,6 +176,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			tr = NewTransport(r.Timeout)
 		}
 		rt.proxy = g.newReverseProxy(rt, tr)
+		if r.MaxInFlight > 0 {
+			rt.proxy = g.limitInFlight(rt, rt.proxy)
+		}
 		g.routes = append(g.routes, rt)
 	}
 	sortRoutes(g.routes)
@@ -180,14 +190,18 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 // matching route.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	id := requestID(r.Header)
+	w.Header().Set(HeaderRequestID, id)
 	sw := &statusWriter{ResponseWriter: w}
 	label := metrics.RouteUnmatched
 	defer func() {
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
+		d := time.Since(start)
 		g.m.HTTPRequests.WithLabelValues(label, statusText(sw.status)).Inc()
-		g.m.HTTPRequestDuration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+		g.m.HTTPRequestDuration.WithLabelValues(label).Observe(d.Seconds())
+		g.accessLog(r, sw, label, id, d)
 	}()
 
 	path, reason := checkPath(r.URL.EscapedPath(), g.cfg.AllowEncodedSlash)
@@ -219,10 +233,11 @@ type forward struct {
 
 type forwardKey struct{}
 
-func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
+func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		g.log.Warn("spoofed identity header", "route", rt.Prefix, "client", r.RemoteAddr, "action", map[bool]string{true: "reject", false: "strip"}[g.cfg.RejectSpoofed])
+		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix, "client", r.RemoteAddr,
+			"request_id", r.Header.Get(HeaderRequestID), "action", map[bool]string{true: "reject", false: "strip"}[g.cfg.RejectSpoofed])
 		if g.cfg.RejectSpoofed {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
 			return
@@ -263,6 +278,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 			if !ok {
 				return
 			}
+			w.subject = tok.Subject
 			if !rt.allowed(tok.Roles) {
 				writeChallenge(w, http.StatusForbidden, errInsufficientScope, "role required")
 				return
@@ -288,6 +304,16 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 	}
 	if fromCookie && !safeMethod(r.Method) {
 		if reason := g.csrfCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return nil, false
+		}
+	} else if fromCookie && r.Header.Get("Upgrade") != "" {
+		// A WebSocket handshake is a GET, and the browser's WebSocket API
+		// cannot set X-Requested-With; but browsers always send Origin on
+		// it. A cookie-authenticated upgrade from another origin is
+		// cross-site WebSocket hijacking: refused as any other CSRF (found
+		// by the adversarial suite).
+		if reason := g.originCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
 			return nil, false
 		}
@@ -371,6 +397,12 @@ func (g *Gateway) csrfCheck(r *http.Request) string {
 	if r.Header.Get("X-Requested-With") == "" {
 		return "X-Requested-With header required"
 	}
+	return g.originCheck(r)
+}
+
+// originCheck refuses an Origin that is neither the request's own nor an
+// allowed one; no Origin (not a browser) passes.
+func (g *Gateway) originCheck(r *http.Request) string {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return ""
@@ -396,12 +428,15 @@ func (g *Gateway) scheme(r *http.Request) string {
 	return "http"
 }
 
-// statusWriter records the status code for the metrics. Unwrap lets
-// http.ResponseController (and so ReverseProxy's flushing and upgrades) reach
-// the underlying writer.
+// statusWriter records the status code and the body bytes written, for the
+// metrics and the access log, and the subject of the token verified for the
+// request, if any. Unwrap lets http.ResponseController (and so
+// ReverseProxy's flushing and upgrades) reach the underlying writer.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	bytes   int64
+	subject string // "" until a token is verified
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -415,7 +450,17 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// noteSubject records the verified subject of the request for the access
+// log, when w is the gateway's statusWriter.
+func noteSubject(w http.ResponseWriter, subject string) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.subject = subject
+	}
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

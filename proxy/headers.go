@@ -59,6 +59,35 @@ func stripIdentityHeaders(h http.Header, prefix string) {
 	}
 }
 
+// isForwardingHeader reports whether name is one of the headers through
+// which a proxy tells the upstream who the client is or how it connected:
+// Forwarded, X-Real-IP and every X-Forwarded-* (-For, -Host, -Proto, but
+// also -Port, -Prefix, -Server, -Ssl, -Scheme, which frameworks read to build
+// redirect URLs or to decide a request came over TLS). Like identity
+// headers, they are compared without case and with '_' taken as '-':
+// "X_Forwarded_For" reaches CGI, PHP and nginx backends with
+// underscores_in_headers as the same HTTP_X_FORWARDED_FOR.
+func isForwardingHeader(name string) bool {
+	// isIdentityHeader is the folded prefix comparison; equal lengths make
+	// it an equality.
+	return isIdentityHeader(name, "x-forwarded-") ||
+		(len(name) == len("forwarded") && isIdentityHeader(name, "forwarded")) ||
+		(len(name) == len("x-real-ip") && isIdentityHeader(name, "x-real-ip"))
+}
+
+// stripForwardingHeaders deletes every forwarding header from h. It is
+// applied to requests from clients outside trusted_proxies: httputil's
+// Rewrite mode only removes Forwarded and X-Forwarded-For, -Host and
+// -Proto, so without it "X-Forwarded-Port: 443" or "X_Forwarded_For" from
+// anyone would reach the upstream (found by the adversarial suite).
+func stripForwardingHeaders(h http.Header) {
+	for k := range h {
+		if isForwardingHeader(k) {
+			delete(h, k)
+		}
+	}
+}
+
 // injectClaims sets the configured identity headers from the verified token.
 // A claim the token lacks sets nothing; a value that could not travel in a
 // header (control characters, nested objects) sets nothing either, rather

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxDecodeDepth is how many rounds of percent-decoding checkPath looks
@@ -26,7 +27,12 @@ const maxDecodeDepth = 3
 //   - an encoded '/' unless allowEncodedSlash (then a first-level "%2F" is
 //     forwarded as is and routed as the three characters "%2F"; a
 //     double-encoded one is still refused);
-//   - a control character, or a malformed escape.
+//   - a control character, or a malformed escape;
+//   - bytes that are not UTF-8 once decoded: overlong forms such as
+//     "%c0%ae" ('.') and "%c0%af" ('/') are decoded as those characters by
+//     lax decoders (Tomcat CVE-2008-2938, old IIS), so "/public/%c0%ae%c0%ae/api"
+//     would reach a protected route through a public one (found by the
+//     adversarial suite). Paths in legacy 8-bit encodings are refused too.
 //
 // This follows Spring Security's StrictHttpFirewall: refuse what is
 // ambiguous rather than guess how the backend normalises it.
@@ -77,6 +83,9 @@ func checkPath(escaped string, allowEncodedSlash bool) (routePath, reason string
 
 // checkSegments refuses the ambiguous forms of one decoding level of a path.
 func checkSegments(p string) string {
+	if !utf8.ValidString(p) {
+		return "path is not UTF-8"
+	}
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
 		case c < 0x20 || c == 0x7f:

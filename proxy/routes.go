@@ -4,7 +4,9 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -53,6 +55,12 @@ type Route struct {
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// the gateway answers 504. Zero means 30s.
 	Timeout time.Duration
+	// MaxInFlight bounds the requests forwarded to Upstream at once; one
+	// more is answered 503 at once (never queued), so that a slow or
+	// flooded backend cannot pile up the gateway's goroutines and
+	// connections. Requests refused before forwarding (401, 403, 400) do
+	// not count. Zero means no limit.
+	MaxInFlight int
 }
 
 // route is a Route with what ServeHTTP needs prepared once.
@@ -60,6 +68,8 @@ type route struct {
 	Route
 	proxy   http.Handler
 	roleSet map[string]struct{}
+	// inFlight counts the requests being forwarded, for MaxInFlight.
+	inFlight atomic.Int64
 }
 
 // sortRoutes orders routes longest prefix first, so the first match is the
@@ -89,4 +99,22 @@ func (r *route) allowed(roles []string) bool {
 		}
 	}
 	return false
+}
+
+// limitInFlight answers 503 with Retry-After instead of forwarding more than
+// rt.MaxInFlight requests at once. It never waits: a client over the limit
+// is answered at once, so a flood costs the gateway no queue.
+func (g *Gateway) limitInFlight(rt *route, next http.Handler) http.Handler {
+	limit := int64(rt.MaxInFlight)
+	retry := strconv.Itoa(1)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt.inFlight.Add(1) > limit {
+			rt.inFlight.Add(-1)
+			w.Header().Set("Retry-After", retry)
+			writeError(w, http.StatusServiceUnavailable, errUnavailable, "too many requests in flight to this upstream")
+			return
+		}
+		defer rt.inFlight.Add(-1)
+		next.ServeHTTP(w, r)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -36,6 +37,15 @@ func (g *Gateway) post(h http.HandlerFunc) http.Handler {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, "use POST")
+			return
+		}
+		// A declared body over the limit is refused before anything is
+		// read: /auth/refresh and /auth/logout never read theirs, and
+		// login would wait for a body it must refuse anyway, holding the
+		// connection of a client that declares 1 GiB and sends nothing
+		// (found by the adversarial suite).
+		if r.ContentLength > g.cfg.MaxAuthBodyBytes {
+			writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, "body too large")
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
@@ -73,11 +83,17 @@ type loginRequest struct {
 }
 
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
+	body, err := g.readBody(w, r)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, "body too large")
+			return
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestTimeout, errRequestTimeout, "body not received in time")
 			return
 		}
 		writeError(w, http.StatusBadRequest, errInvalidRequest, "unreadable body")
@@ -93,7 +109,8 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if g.deps.Limiter != nil {
 		if wait, ok := g.deps.Limiter.Check(creds.Username, addr); !ok {
 			g.m.Logins.WithLabelValues(metrics.LoginRateLimited).Inc()
-			g.log.Warn("login rate limited", "client", addr)
+			g.log.Warn("login rate limited", "event", EventRateLimited, "username", creds.Username, "client", addr,
+				"request_id", r.Header.Get(HeaderRequestID))
 			w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 			writeError(w, http.StatusTooManyRequests, errTooManyRequests, "too many failed logins; retry later")
 			return
@@ -107,13 +124,13 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.As(err, &rej):
 			if rej.Status < 500 {
-				g.loginFailed(creds.Username, addr)
+				g.loginFailed(r, creds.Username, addr)
 			} else {
 				g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
 			}
 			relay(w, rej)
 		case errors.Is(err, auth.ErrBadCredentials):
-			g.loginFailed(creds.Username, addr)
+			g.loginFailed(r, creds.Username, addr)
 			writeError(w, http.StatusUnauthorized, errInvalidGrant, "invalid username or password")
 		default:
 			g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
@@ -142,18 +159,35 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
-	g.log.Info("login", "subject", s.Subject, "session", s.ID, "client", addr)
+	noteSubject(w, s.Subject)
+	g.log.Info("login", "subject", s.Subject, "session", s.ID, "client", addr, "request_id", r.Header.Get(HeaderRequestID))
 	g.answerToken(w, &s, now)
 }
 
-func (g *Gateway) loginFailed(username, addr string) {
+// readBody reads the login body within AuthBodyTimeout of now, whatever
+// server.read_timeout says (none by default): a client trickling its body a
+// byte a minute (slow POST) would otherwise hold a connection and a
+// goroutine for ever. The deadline is lifted once the body is read, so that
+// a slow login source is not cut by it.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(g.cfg.AuthBodyTimeout)); err != nil {
+		return io.ReadAll(r.Body) // a writer without deadlines (tests): no bound
+	}
+	body, err := io.ReadAll(r.Body)
+	rc.SetReadDeadline(time.Time{})
+	return body, err
+}
+
+func (g *Gateway) loginFailed(r *http.Request, username, addr string) {
 	g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
 	if g.deps.Limiter != nil {
 		g.deps.Limiter.Fail(username, addr)
 	}
 	// The username is logged: it is not a secret, and operators need it to
 	// see a password-guessing attack. The password never is.
-	g.log.Warn("login failed", "username", username, "client", addr)
+	g.log.Warn("login failed", "event", EventLoginFailed, "username", username, "client", addr,
+		"request_id", r.Header.Get(HeaderRequestID))
 }
 
 // relay passes a legacy login endpoint's refusal to the client unchanged.
@@ -218,6 +252,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (*auth.To
 		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, describe(err))
 		return nil, false
 	}
+	noteSubject(w, tok.Subject)
 	return tok, true
 }
 
@@ -269,7 +304,8 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, sessionstore.ErrReuseDetected):
 		result, desc = metrics.RefreshReuseDetected, "token reuse detected"
 		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonReuseDetected).Inc()
-		g.log.Warn("token reuse detected; session revoked", "subject", tok.Subject, "session", tok.SessionID, "client", clientIP(g.cfg.TrustedProxies, r))
+		g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
+			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
 	default:
 		g.log.Error("session store write", "op", "rotate", "err", err)
 		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
@@ -302,7 +338,8 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 	g.m.Logouts.Inc()
 	if revoked {
 		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonLogout).Inc()
-		g.log.Info("logout", "subject", tok.Subject, "session", tok.SessionID)
+		g.log.Info("session revoked", "event", EventSessionRevoked, "reason", sessionstore.ReasonLogout, "subject", tok.Subject,
+			"session", tok.SessionID, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.clearCookie(w)
 	w.Header().Set("Cache-Control", "no-store")

@@ -34,10 +34,15 @@ func NewTransport(responseTimeout time.Duration) *http.Transport {
 }
 
 func (g *Gateway) newReverseProxy(rt *route, tr http.RoundTripper) *httputil.ReverseProxy {
+	// FlushInterval stays zero: ReverseProxy flushes every write at once by
+	// itself for server-sent events (text/event-stream) and for answers of
+	// unknown length (streams, long polls), and buffers only fixed-length
+	// ones. -1 would flush those too, write by write, at the cost of a
+	// timer, a goroutine and an extra write per response
+	// (docs/PERFORMANCE.md).
 	return &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      tr,
-		FlushInterval:  -1, // stream: server-sent events and long polls must not wait for a buffer
 		BufferPool:     g.buffers,
 		ErrorHandler:   g.upstreamError,
 		ModifyResponse: g.modifyResponse,
@@ -78,7 +83,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			h["X-Forwarded-Proto"] = proto
 		}
 	} else {
-		h.Del("X-Real-Ip")
+		stripForwardingHeaders(h)
 		pr.SetXForwarded()
 	}
 	if !g.cfg.ForwardToken {
@@ -94,6 +99,8 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 func (g *Gateway) modifyResponse(res *http.Response) error {
 	stripResponseHeaders(res.Header, g.prefix, g.cfg.CookieName)
+	// The client gets the gateway's X-Request-Id (already set), once.
+	res.Header.Del(HeaderRequestID)
 	return nil
 }
 
@@ -107,7 +114,7 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	g.m.UpstreamErrors.WithLabelValues(fw.route.Prefix).Inc()
-	g.log.Warn("upstream error", "route", fw.route.Prefix, "err", err)
+	g.log.Warn("upstream error", "route", fw.route.Prefix, "request_id", r.Header.Get(HeaderRequestID), "err", err)
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout() && !isDialError(err)) {
 		writeError(w, http.StatusGatewayTimeout, errGatewayTimeout, "upstream timed out")
@@ -121,14 +128,23 @@ func isDialError(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// bufferPool recycles ReverseProxy's 32 KiB copy buffers across requests.
+// copyBufferSize is the size of ReverseProxy's copy buffers, its own default.
+const copyBufferSize = 32 << 10
+
+// bufferPool recycles ReverseProxy's copy buffers across requests. It
+// pools pointers to arrays, which a slice converts to without allocating
+// (a pooled *[]byte would need a new pointer on every Put).
 type bufferPool struct{ p sync.Pool }
 
 func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+	if v, ok := b.p.Get().(*[copyBufferSize]byte); ok {
+		return v[:]
 	}
-	return make([]byte, 32<<10)
+	return new([copyBufferSize]byte)[:]
 }
 
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+func (b *bufferPool) Put(buf []byte) {
+	if len(buf) == copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(buf))
+	}
+}
