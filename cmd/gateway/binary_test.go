@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/spa-gateway/gateway/sessionstore/boltstore"
 )
 
 // The tests in this file run the real binary, built once per test process.
@@ -383,6 +385,17 @@ func TestBinaryCrashSafety(t *testing.T) {
 		t.Fatalf("only %d refreshes answered before the kill", answered)
 	}
 	t.Logf("%d refreshes answered 200 before SIGKILL", answered)
+
+	// The file the kill left is consistent: pages, indexes and counter
+	// agree with the sessions.
+	st, err := boltstore.Open(filepath.Join(dir, "sessions.db"), nil)
+	if err != nil {
+		t.Fatalf("open the store after SIGKILL: %v", err)
+	}
+	if err := st.Check(t.Context()); err != nil {
+		t.Errorf("store after SIGKILL: %v", err)
+	}
+	st.Close()
 
 	p2 := start(t, "serve", "--config", path)
 	mainAddr, _ = p2.addrs(t)

@@ -77,6 +77,7 @@ Commands:
   check-config   validate a configuration file and every file it names
   keygen         write a new signing key (--alg ALG --out FILE)
   hash-password  read a password on stdin, print its bcrypt hash
+  sessions       list or revoke a subject's sessions on a running gateway (admin API)
   version        print the version
   help           print this help, or a command's (gateway help keygen)
 
@@ -113,6 +114,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return hashPasswordCmd(rest, stdin, stdout, stderr)
 	case "version":
 		return versionCmd(rest, stdout, stderr)
+	case "sessions":
+		return sessionsCmd(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" && isCommand(rest[0]) {
 			// The command's own -h, printed to stdout since it was asked for.
@@ -130,7 +133,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 func isCommand(s string) bool {
 	switch s {
-	case "serve", "check-config", "keygen", "hash-password", "version":
+	case "serve", "check-config", "keygen", "hash-password", "version", "sessions":
 		return true
 	}
 	return false

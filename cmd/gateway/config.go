@@ -20,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/sessionstore/redisstore"
 )
 
 // Config is the gateway's whole configuration, one field per key of the TOML
@@ -29,7 +30,8 @@ import (
 //
 // Relative file paths (tokens.key_file, tokens.verify_key_files,
 // login.users_file, admin.token_file, server.tls_cert_file,
-// server.tls_key_file, store.path) are resolved by LoadConfig against the
+// server.tls_key_file, store.path, store.redis_password_file,
+// store.redis_tls_ca_file) are resolved by LoadConfig against the
 // directory of the configuration file, so that a configuration means the same
 // thing whatever the working directory of the process.
 type Config struct {
@@ -53,6 +55,11 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds how long requests in flight may finish after
 	// SIGTERM or SIGINT.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// DrainDelay is how long, after SIGTERM or SIGINT, the gateway keeps
+	// serving with /readyz already answering 503, before its listeners
+	// stop accepting (extension): time for a load balancer or Kubernetes
+	// to take it out of its endpoints. Zero stops accepting at once.
+	DrainDelay Duration `toml:"drain_delay"`
 	// AllowEncodedSlash forwards %2F in paths as is; false answers 400.
 	AllowEncodedSlash bool `toml:"allow_encoded_slash"`
 	// MaxHeaderBytes bounds the request headers; larger ones get 431.
@@ -87,6 +94,11 @@ type AdminConfig struct {
 	// TokenFile holds the bearer token for /admin/ (see LoadAdminToken).
 	// Empty disables /admin/: it answers 404.
 	TokenFile string `toml:"token_file"`
+	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/ on
+	// the admin listener (extension), for finding where CPU time and
+	// allocations go under load. False answers 404. Anyone who reaches the
+	// admin listener can then take profiles, which cost CPU while they run.
+	Pprof bool `toml:"pprof"`
 }
 
 // TokensConfig is the [tokens] table: how access tokens are minted, carried
@@ -119,6 +131,12 @@ type TokensConfig struct {
 	AllowedOrigins []string `toml:"allowed_origins"`
 	// Revocation is RevocationRefresh or RevocationEveryRequest.
 	Revocation string `toml:"revocation"`
+	// VerifyCacheSize is how many verified tokens are remembered, so that
+	// a token presented again has its signature checked once, not on every
+	// request (extension; see auth.VerifierConfig.CacheSize). Zero
+	// disables the cache. The every_request revocation check is made on
+	// every request all the same.
+	VerifyCacheSize int `toml:"verify_cache_size"`
 }
 
 // StoreConfig is the [store] table: where sessions live.
@@ -127,10 +145,22 @@ type StoreConfig struct {
 	Backend string `toml:"backend"`
 	// Path is the bbolt file.
 	Path string `toml:"path"`
-	// URL is redis://host:port/db or rediss://... for the redis backend.
+	// URL is the Redis of the redis backend, in one of the forms
+	// redisstore.Open accepts: redis://host:port/db, rediss://...,
+	// redis+sentinel://..., redis+cluster://...
 	URL string `toml:"url"`
 	// SweepInterval is how often ended sessions are deleted (extension).
 	SweepInterval Duration `toml:"sweep_interval"`
+	// RedisPasswordFile holds the Redis password (surrounding whitespace
+	// ignored), which then replaces the URL's. Empty means the URL's, if
+	// any.
+	RedisPasswordFile string `toml:"redis_password_file"`
+	// RedisTLSCAFile holds the PEM certificates of the CAs that verify a
+	// rediss server. Empty means the system's.
+	RedisTLSCAFile string `toml:"redis_tls_ca_file"`
+	// RedisConnectTimeout bounds how long serve waits for Redis at start-up
+	// before it fails.
+	RedisConnectTimeout Duration `toml:"redis_connect_timeout"`
 }
 
 // LoginConfig is the [login] table. With neither UsersFile nor Upstream set,
@@ -148,6 +178,12 @@ type LoginConfig struct {
 	// within FailureWindow are allowed; past them 429.
 	MaxFailures   int      `toml:"max_failures"`
 	FailureWindow Duration `toml:"failure_window"`
+	// MaxBodyBytes bounds the body of POST /auth/login, /auth/refresh and
+	// /auth/logout (extension): a larger one, declared or sent, gets 413.
+	MaxBodyBytes int `toml:"max_body_bytes"`
+	// BodyTimeout bounds the time to receive the body of POST /auth/login
+	// (extension), whatever server.read_timeout says: past it 408.
+	BodyTimeout Duration `toml:"body_timeout"`
 	// Roles maps a user to the roles minted in the "roles" claim. Nil or
 	// empty means nobody has roles.
 	Roles map[string][]string `toml:"roles"`
@@ -191,6 +227,9 @@ type RouteConfig struct {
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// 504 (extension).
 	Timeout Duration `toml:"timeout"`
+	// MaxInFlight bounds the requests forwarded to the upstream at once
+	// (extension); one more gets 503 at once. Zero means no limit.
+	MaxInFlight int `toml:"max_in_flight"`
 }
 
 // Values of the enumerated keys.
@@ -240,16 +279,20 @@ func Default() Config {
 			CookieName:      "__Host-gateway",
 			AllowedOrigins:  []string{},
 			Revocation:      RevocationRefresh,
+			VerifyCacheSize: 10_000,
 		},
 		Store: StoreConfig{
-			Backend:       BackendBbolt,
-			Path:          "gateway.db",
-			SweepInterval: Duration(time.Minute),
+			Backend:             BackendBbolt,
+			Path:                "gateway.db",
+			SweepInterval:       Duration(time.Minute),
+			RedisConnectTimeout: Duration(10 * time.Second),
 		},
 		Login: LoginConfig{
 			SubjectHeader: "X-Auth-Subject",
 			MaxFailures:   5,
 			FailureWindow: Duration(time.Minute),
+			MaxBodyBytes:  64 << 10,
+			BodyTimeout:   Duration(10 * time.Second),
 			Roles:         map[string][]string{},
 		},
 		Headers: HeadersConfig{
@@ -576,6 +619,8 @@ func (c *Config) resolvePaths(dir string) {
 	if c.Store.Backend == BackendBbolt {
 		res(&c.Store.Path)
 	}
+	res(&c.Store.RedisPasswordFile)
+	res(&c.Store.RedisTLSCAFile)
 }
 
 // problems collects Validate's findings.
@@ -622,6 +667,9 @@ func (c *Config) validateServer(p *problems) {
 		checkReadable(p, "admin.token_file", c.Admin.TokenFile)
 	}
 	positive(p, "server.shutdown_timeout", s.ShutdownTimeout)
+	if s.DrainDelay < 0 {
+		p.add("server.drain_delay", "%v must not be negative", s.DrainDelay)
+	}
 	if s.MaxHeaderBytes <= 0 {
 		p.add("server.max_header_bytes", "%d must be positive", s.MaxHeaderBytes)
 	}
@@ -708,6 +756,9 @@ func (c *Config) validateTokens(p *problems) {
 	default:
 		p.add("tokens.revocation", "%q is not one of refresh, every_request", t.Revocation)
 	}
+	if t.VerifyCacheSize < 0 {
+		p.add("tokens.verify_cache_size", "%d must not be negative (0 disables the cache)", t.VerifyCacheSize)
+	}
 }
 
 func (c *Config) validateStore(p *problems) {
@@ -718,21 +769,33 @@ func (c *Config) validateStore(p *problems) {
 			p.add("store.path", "must be set for backend = \"bbolt\"")
 		}
 	case BackendRedis:
-		u, err := url.Parse(s.URL)
-		switch {
-		case s.URL == "":
+		if s.URL == "" {
 			p.add("store.url", "must be set for backend = \"redis\"")
-		case err != nil:
-			p.add("store.url", "is not a URL") // url.Parse's error would repeat a password
-		case u.Scheme != "redis" && u.Scheme != "rediss":
-			p.add("store.url", "scheme %q must be redis or rediss", u.Scheme)
-		case u.Host == "":
-			p.add("store.url", "has no host: write redis://host:port/db")
+		} else if err := redisstore.CheckURL(s.URL); err != nil {
+			p.add("store.url", "%w", err) // CheckURL's errors never repeat a password
+		}
+		if s.RedisPasswordFile != "" {
+			checkReadable(p, "store.redis_password_file", s.RedisPasswordFile)
+		}
+		if s.RedisTLSCAFile != "" {
+			checkReadable(p, "store.redis_tls_ca_file", s.RedisTLSCAFile)
+			if !strings.HasPrefix(s.URL, "rediss") {
+				p.add("store.redis_tls_ca_file", "needs a TLS URL (rediss://, rediss+sentinel:// or rediss+cluster://)")
+			}
 		}
 	default:
 		p.add("store.backend", "%q is not one of bbolt, redis", s.Backend)
 	}
+	if s.Backend != BackendRedis {
+		if s.RedisPasswordFile != "" {
+			p.add("store.redis_password_file", "is only for backend = \"redis\"")
+		}
+		if s.RedisTLSCAFile != "" {
+			p.add("store.redis_tls_ca_file", "is only for backend = \"redis\"")
+		}
+	}
 	positive(p, "store.sweep_interval", s.SweepInterval)
+	positive(p, "store.redis_connect_timeout", s.RedisConnectTimeout)
 }
 
 func (c *Config) validateLogin(p *problems) {
@@ -755,6 +818,10 @@ func (c *Config) validateLogin(p *problems) {
 		p.add("login.max_failures", "%d must be at least 1", l.MaxFailures)
 	}
 	positive(p, "login.failure_window", l.FailureWindow)
+	if l.MaxBodyBytes < 1 {
+		p.add("login.max_body_bytes", "%d must be at least 1", l.MaxBodyBytes)
+	}
+	positive(p, "login.body_timeout", l.BodyTimeout)
 	for _, user := range slices.Sorted(maps.Keys(l.Roles)) {
 		key := joinKey("login.roles", user)
 		if user == "" {
@@ -825,6 +892,9 @@ func (c *Config) validateRoutes(p *problems) {
 			}
 		}
 		positive(p, key+".timeout", r.Timeout)
+		if r.MaxInFlight < 0 {
+			p.add(key+".max_in_flight", "%d must not be negative (0 means no limit)", r.MaxInFlight)
+		}
 	}
 }
 

@@ -145,6 +145,7 @@ func TestValidateNamesKey(t *testing.T) {
 		{"origin case", func(c *Config) { c.Tokens.AllowedOrigins = []string{"https://App.example.com"} }, "tokens.allowed_origins[0]: "},
 		{"origin default port", func(c *Config) { c.Tokens.AllowedOrigins = []string{"https://app.example.com:443"} }, `write "https://app.example.com"`},
 		{"revocation", func(c *Config) { c.Tokens.Revocation = "never" }, `tokens.revocation: "never"`},
+		{"verify cache size negative", func(c *Config) { c.Tokens.VerifyCacheSize = -1 }, "tokens.verify_cache_size: -1 must not be negative"},
 
 		{"backend", func(c *Config) { c.Store.Backend = "sqlite" }, `store.backend: "sqlite" is not one of bbolt, redis`},
 		{"bbolt path", func(c *Config) { c.Store.Path = "" }, "store.path: must be set"},
@@ -159,6 +160,8 @@ func TestValidateNamesKey(t *testing.T) {
 		{"subject header", func(c *Config) { c.Login.SubjectHeader = "X Auth" }, `login.subject_header: "X Auth"`},
 		{"max failures", func(c *Config) { c.Login.MaxFailures = 0 }, "login.max_failures: 0 must be at least 1"},
 		{"failure window", func(c *Config) { c.Login.FailureWindow = 0 }, "login.failure_window: "},
+		{"max body bytes", func(c *Config) { c.Login.MaxBodyBytes = 0 }, "login.max_body_bytes: 0 must be at least 1"},
+		{"body timeout", func(c *Config) { c.Login.BodyTimeout = 0 }, "login.body_timeout: 0s must be positive"},
 		{"role comma", func(c *Config) { c.Login.Roles = map[string][]string{"alice": {"a,b"}} }, "login.roles.alice[0]: "},
 
 		{"identity prefix empty", func(c *Config) { c.Headers.IdentityPrefix = "" }, "headers.identity_prefix: "},
@@ -185,6 +188,7 @@ func TestValidateNamesKey(t *testing.T) {
 		{"roles without auth", func(c *Config) { c.Route[0].Auth, c.Route[0].RequireRoles = AuthNone, []string{"admin"} }, "route[0].require_roles: needs auth"},
 		{"role empty", func(c *Config) { c.Route[0].RequireRoles = []string{""} }, "route[0].require_roles[0]: "},
 		{"route timeout", func(c *Config) { c.Route[0].Timeout = 0 }, "route[0].timeout: 0s must be positive"},
+		{"route max in flight", func(c *Config) { c.Route[0].MaxInFlight = -1 }, "route[0].max_in_flight: -1 must not be negative"},
 
 		{"log level", func(c *Config) { c.Log.Level = "trace" }, `log.level: "trace"`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml"`},

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,9 +9,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,7 +136,7 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 	}
 	verifier, err := auth.NewVerifier(auth.VerifierConfig{
 		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
-		Leeway: time.Duration(t.Leeway),
+		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize,
 	})
 	if err != nil {
 		return nil, &ConfigError{Key: "tokens", Err: err}
@@ -168,6 +166,12 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 		st, err := boltstore.Open(cfg.Store.Path, nil)
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
+		}
+		m.store = st
+	case BackendRedis:
+		st, err := openRedis(context.Background(), cfg.Store, m.log)
+		if err != nil {
+			return nil, err
 		}
 		m.store = st
 	default:
@@ -245,6 +249,8 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 		AbsoluteTimeout:     time.Duration(t.AbsoluteTimeout),
 		RefreshGrace:        time.Duration(t.RefreshGrace),
 		RefreshBeforeExpiry: time.Duration(t.RefreshBeforeExpiry),
+		MaxAuthBodyBytes:    int64(cfg.Login.MaxBodyBytes),
+		AuthBodyTimeout:     time.Duration(cfg.Login.BodyTimeout),
 	}
 	switch t.Delivery {
 	case DeliveryCookie:
@@ -264,6 +270,7 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 			RequireRoles: r.RequireRoles,
 			WebSocket:    r.Websocket,
 			Timeout:      time.Duration(r.Timeout),
+			MaxInFlight:  r.MaxInFlight,
 		})
 	}
 	return pc, nil
@@ -297,9 +304,10 @@ func (m *Main) Listen() error {
 func (m *Main) MainAddr() string  { return m.mainLn.Addr().String() }
 func (m *Main) AdminAddr() string { return m.adminLn.Addr().String() }
 
-// Run serves until ctx ends, then shuts down: readiness off first, then the
-// listeners stop accepting and requests in flight finish, bounded by
-// server.shutdown_timeout. A listener that fails ends Run with its error.
+// Run serves until ctx ends, then shuts down: readiness off first, then,
+// after server.drain_delay, the listeners stop accepting and requests in
+// flight finish, bounded by server.shutdown_timeout. A listener that fails
+// ends Run with its error.
 func (m *Main) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() {
@@ -327,10 +335,18 @@ func (m *Main) Run(ctx context.Context) error {
 		runErr = fmt.Errorf("serve: %w", runErr)
 	}
 	m.ready.Store(false)
+	if d := time.Duration(m.cfg.Server.DrainDelay); runErr == nil && d > 0 {
+		// /readyz answers 503 from now on, while requests are still served:
+		// time for load balancers and Kubernetes endpoints to notice before
+		// the listeners close.
+		m.log.Info("draining", "delay", d.String())
+		time.Sleep(d)
+	}
 	m.log.Info("shutting down", "timeout", m.cfg.Server.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.cfg.Server.ShutdownTimeout))
 	defer cancel()
 	if err := m.mainSrv.Shutdown(sctx); err != nil {
+		m.mainSrv.Close()
 		m.log.Warn("requests still in flight at the shutdown timeout were cut", "err", err)
 	}
 	m.adminSrv.Shutdown(sctx)
@@ -394,9 +410,21 @@ func (m *Main) adminHandler() (http.Handler, error) {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if err := pingStore(r.Context(), m.store); err != nil {
+			http.Error(w, "session store unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	if m.cfg.Admin.Pprof {
+		// Only here, never on the main listener. (Importing net/http/pprof
+		// also registers it on http.DefaultServeMux, which nothing serves.)
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	if m.cfg.Admin.TokenFile == "" {
 		return mux, nil
 	}
@@ -406,92 +434,4 @@ func (m *Main) adminHandler() (http.Handler, error) {
 	}
 	mux.Handle("/admin/", requireAdmin(token, m.adminAPI()))
 	return mux, nil
-}
-
-// requireAdmin checks the admin bearer token in constant time.
-func requireAdmin(token []byte, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="gateway-admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// sessionView is a session as the admin API shows it.
-type sessionView struct {
-	SessionID     string   `json:"session_id"`
-	Subject       string   `json:"subject"`
-	Roles         []string `json:"roles,omitempty"`
-	CreatedAt     string   `json:"created_at"`
-	RefreshedAt   string   `json:"refreshed_at"`
-	IdleExpiresAt string   `json:"idle_expires_at"`
-	ExpiresAt     string   `json:"expires_at"`
-}
-
-func (m *Main) adminAPI() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
-		subject := r.URL.Query().Get("subject")
-		if subject == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
-			return
-		}
-		list, err := m.store.List(r.Context(), subject, time.Now())
-		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-			return
-		}
-		out := make([]sessionView, 0, len(list))
-		for _, s := range list {
-			out = append(out, sessionView{
-				SessionID: s.ID, Subject: s.Subject, Roles: s.Roles,
-				CreatedAt: rfc3339(s.CreatedAt), RefreshedAt: rfc3339(s.RefreshedAt),
-				IdleExpiresAt: rfc3339(s.IdleExpiresAt), ExpiresAt: rfc3339(s.ExpiresAt),
-			})
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		revoked, err := m.store.Revoke(r.Context(), r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
-		switch {
-		case errors.Is(err, sessionstore.ErrNotFound):
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
-		case err != nil:
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-		default:
-			if revoked {
-				m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(1)
-			}
-			m.log.Info("session revoked", "reason", sessionstore.ReasonAdmin, "session", r.PathValue("id"))
-			w.WriteHeader(http.StatusNoContent)
-		}
-	})
-	mux.HandleFunc("DELETE /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
-		subject := r.URL.Query().Get("subject")
-		if subject == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
-			return
-		}
-		n, err := m.store.RevokeSubject(r.Context(), subject, sessionstore.ReasonAdmin, time.Now())
-		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-			return
-		}
-		m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(float64(n))
-		m.log.Info("sessions revoked", "reason", sessionstore.ReasonAdmin, "subject", subject, "count", n)
-		writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
-	})
-	return mux
-}
-
-func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
 }

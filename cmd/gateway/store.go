@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/redisstore"
+)
+
+// openRedis opens the Redis session store of cfg: it reads the password and
+// CA files, then waits for Redis for at most store.redis_connect_timeout.
+// A file that does not load is a *ConfigError; Redis not answering is an
+// error naming the URL with its password redacted.
+func openRedis(ctx context.Context, cfg StoreConfig, log *slog.Logger) (sessionstore.Store, error) {
+	opts := &redisstore.Options{ConnectTimeout: time.Duration(cfg.RedisConnectTimeout)}
+	if cfg.RedisPasswordFile != "" {
+		pw, err := loadRedisPassword(cfg.RedisPasswordFile)
+		if err != nil {
+			return nil, &ConfigError{Key: "store.redis_password_file", Err: err}
+		}
+		opts.Password = pw
+	}
+	if cfg.RedisTLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisTLSCAFile)
+		if err == nil {
+			opts.RootCAs, err = redisstore.CertPool(pem)
+		}
+		if err != nil {
+			return nil, &ConfigError{Key: "store.redis_tls_ca_file", Err: fmt.Errorf("%s: %w", cfg.RedisTLSCAFile, err)}
+		}
+	}
+	// go-redis reports what it cannot return (a pool that fails to dial)
+	// through a process-wide logger; route it to ours, as JSON or text like
+	// every other line. Its messages name addresses, never passwords.
+	redis.SetLogger(redisLogger{log})
+	st, err := redisstore.Open(ctx, cfg.URL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// loadRedisPassword reads the Redis password from path, without surrounding
+// whitespace (a trailing newline is usual). The error never holds the
+// password.
+func loadRedisPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pw := strings.TrimSpace(string(b))
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
+}
+
+// redisLogger is go-redis's logger, writing to the gateway's.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}
+
+// readyPingTimeout bounds the store check of /readyz, well within a
+// Kubernetes probe's default one-second timeout.
+const readyPingTimeout = 500 * time.Millisecond
+
+// pinger is a store that can tell whether its backend answers: the Redis
+// store does; bbolt, a local file, has nothing to ask.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// pingStore checks st for /readyz: nil when st is no pinger or answers
+// within readyPingTimeout.
+func pingStore(ctx context.Context, st sessionstore.Store) error {
+	p, ok := st.(pinger)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
+	defer cancel()
+	return p.Ping(ctx)
+}
