@@ -39,7 +39,7 @@ func TestBadTokensGetRFC6750Errors(t *testing.T) {
 		name, token, desc string
 	}{
 		{"expired", expired, "token expired"},
-		{"tampered", good[:len(good)-4] + "AAAA", ""},
+		{"tampered", good[:len(good)-10] + flip(good[len(good)-10]) + good[len(good)-9:], ""},
 		{"garbage", "abc.def", ""},
 	}
 	for _, tt := range tests {
@@ -63,6 +63,14 @@ func TestBadTokensGetRFC6750Errors(t *testing.T) {
 	if n := len(e.upstream.requests()); n != 0 {
 		t.Errorf("upstream called %d times, want 0", n)
 	}
+}
+
+// flip returns a base64url character other than c.
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
 }
 
 func TestVerifiedRequestGetsIdentityOnce(t *testing.T) {
@@ -406,6 +414,29 @@ func TestForwardedHeaders(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestPathOverrideHeadersAreRemoved(t *testing.T) {
+	for _, trustedPeer := range []bool{false, true} {
+		e := newEnv(t, func(c *Config, _ *Deps) {
+			if trustedPeer {
+				c.TrustedProxies = mustPrefixes(t, "127.0.0.0/8")
+			}
+		})
+		h := http.Header{"X-Original-Url": {"/admin-api/x"}, "X_rewrite_url": {"/admin-api/x"}, "X-Original-Host": {"kept"}}
+		if res := e.do("GET", "/public/x", h, ""); res.StatusCode != http.StatusOK {
+			t.Fatalf("trusted=%v: status = %d, want 200", trustedPeer, res.StatusCode)
+		}
+		got := e.upstream.last(t).Header
+		for k := range got {
+			if n := strings.ToLower(strings.ReplaceAll(k, "_", "-")); n == "x-original-url" || n == "x-rewrite-url" {
+				t.Errorf("trusted=%v: upstream got %s", trustedPeer, k)
+			}
+		}
+		if got.Get("X-Original-Host") != "kept" {
+			t.Errorf("trusted=%v: X-Original-Host = %q, want it unchanged", trustedPeer, got.Get("X-Original-Host"))
+		}
+	}
 }
 
 func TestResponseHygiene(t *testing.T) {

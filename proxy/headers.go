@@ -88,6 +88,28 @@ func stripForwardingHeaders(h http.Header) {
 	}
 }
 
+// isPathOverrideHeader reports whether name is X-Original-URL or
+// X-Rewrite-URL (without case, '_' for '-'). IIS, Symfony and Zend route on
+// them instead of the request line, so a client could have the gateway check
+// /public/ while the backend serves /admin/. They are removed from every
+// request, trusted proxies' included: the gateway routes on the request path
+// alone, and so must the backend.
+func isPathOverrideHeader(name string) bool {
+	return (len(name) == len("x-original-url") && isIdentityHeader(name, "x-original-url")) ||
+		(len(name) == len("x-rewrite-url") && isIdentityHeader(name, "x-rewrite-url"))
+}
+
+// cleanRequestHeaders removes, in one pass over h, every header under the
+// identity prefix, the path-override headers, and, for a client outside
+// trusted_proxies (untrusted), every forwarding header.
+func cleanRequestHeaders(h http.Header, prefix string, untrusted bool) {
+	for k := range h {
+		if isIdentityHeader(k, prefix) || isPathOverrideHeader(k) || (untrusted && isForwardingHeader(k)) {
+			delete(h, k)
+		}
+	}
+}
+
 // injectClaims sets the configured identity headers from the verified token.
 // A claim the token lacks sets nothing; a value that could not travel in a
 // header (control characters, nested objects) sets nothing either, rather

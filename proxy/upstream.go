@@ -65,8 +65,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 
 	h := pr.Out.Header
-	stripIdentityHeaders(h, g.prefix)
-	if trusted(g.cfg.TrustedProxies, pr.In.RemoteAddr) {
+	isTrusted := trusted(g.cfg.TrustedProxies, pr.In.RemoteAddr)
+	cleanRequestHeaders(h, g.prefix, !isTrusted)
+	if isTrusted {
 		in := pr.In.Header
 		for _, k := range []string{"Forwarded", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 			if v, ok := in[k]; ok {
@@ -83,7 +84,6 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			h["X-Forwarded-Proto"] = proto
 		}
 	} else {
-		stripForwardingHeaders(h)
 		pr.SetXForwarded()
 	}
 	if !g.cfg.ForwardToken {
