@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"embed"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,9 +23,10 @@ import (
 )
 
 // devConfig is the configuration of serve --dev: the defaults, a store in a
-// new temporary directory (the caller removes it), one-minute tokens in both
-// the body and a cookie, and text logs.
-func devConfig() (Config, error) {
+// new temporary directory (the caller removes it), one-minute tokens (or
+// accessTTL, when not zero, with no refresh grace) in both the body and a
+// cookie, and text logs.
+func devConfig(accessTTL time.Duration) (Config, error) {
 	cfg := Default()
 	dir, err := os.MkdirTemp("", "gateway-dev-")
 	if err != nil {
@@ -33,8 +36,57 @@ func devConfig() (Config, error) {
 	cfg.Tokens.Delivery = DeliveryBoth
 	// A one-minute token, so that trying a refresh takes a minute, not 15.
 	cfg.Tokens.AccessTTL = Duration(time.Minute)
+	if accessTTL > 0 {
+		// --dev-access-ttl, for tests: the browser tests use two seconds.
+		// No refresh grace, so that any second use of a rotated token is
+		// reuse: two tabs refreshing one token would show at once.
+		cfg.Tokens.AccessTTL = Duration(accessTTL)
+		cfg.Tokens.RefreshGrace = 0
+	}
 	cfg.Log.Format = "text"
 	return cfg, nil
+}
+
+// demoFiles is the demo page of --dev. demo/gateway-client.js is a copy of
+// client/gateway-client.js (go:embed cannot reach outside this directory);
+// TestDemoClientIsTheClient keeps them equal.
+//
+//go:generate cp ../../client/gateway-client.js demo/gateway-client.js
+//go:embed demo/index.html demo/demo.js demo/demo.css demo/gateway-client.js
+var demoFiles embed.FS
+
+// devHandler serves the demo page at "/" and its files under "/client/",
+// and everything else with the gateway. Only these exact paths are taken:
+// the gateway keeps its own path checks for everything else.
+func devHandler(gw http.Handler) http.Handler {
+	files := map[string]struct{ name, contentType string }{
+		"/":                         {"demo/index.html", "text/html; charset=utf-8"},
+		"/client/demo.js":           {"demo/demo.js", "text/javascript; charset=utf-8"},
+		"/client/demo.css":          {"demo/demo.css", "text/css; charset=utf-8"},
+		"/client/gateway-client.js": {"demo/gateway-client.js", "text/javascript; charset=utf-8"},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, ok := files[r.URL.Path]
+		if !ok || r.URL.RawPath != "" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		body, err := demoFiles.ReadFile(f.name)
+		if err != nil {
+			http.Error(w, "demo file missing", http.StatusInternalServerError)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", f.contentType)
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		if r.Method == http.MethodHead {
+			return
+		}
+		w.Write(body)
+	})
 }
 
 // devUsers is the users file of --dev: demo / demo with the role "demo".
@@ -104,6 +156,8 @@ func (m *Main) printDevTour(ctx context.Context, w io.Writer) error {
 	base := "http://" + m.MainAddr()
 	fmt.Fprintf(w, `gateway (dev mode) on %[1]s, admin on http://%[2]s
   an ephemeral %[3]s key; sessions in %[4]s (removed at exit); user demo / password demo
+
+  open %[1]s/ in a browser for the demo page (log in as demo / demo)
 
   TOKEN=%[5]s
 

@@ -142,3 +142,39 @@ func checkExpr(t *testing.T, alert, expr string, known map[string]map[string]map
 		}
 	}
 }
+
+// TestCIRunsTheREADMETestCommand keeps .ci/run on exactly the test command
+// the README gives, the first indented line after "Run the tests".
+func TestCIRunsTheREADMETestCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "Run the tests")
+	if !ok {
+		t.Fatal(`README has no "Run the tests" paragraph`)
+	}
+	var command string
+	for _, line := range strings.Split(after, "\n") {
+		if strings.HasPrefix(line, "    ") {
+			command = strings.TrimSpace(line)
+			break
+		}
+	}
+	if command == "" {
+		t.Fatal("README gives no indented test command")
+	}
+	found := false
+	for _, line := range strings.Split(string(ci), "\n") {
+		if strings.HasPrefix(line, command) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf(".ci/run does not run the README's test command %q", command)
+	}
+}

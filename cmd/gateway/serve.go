@@ -42,6 +42,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dev := fs.Bool("dev", false, "run with built-in defaults and no file (for trying the gateway)")
 	listen := fs.String("listen", "", "override server.listen (`host:port`; port 0 picks a free one)")
 	adminListen := fs.String("admin-listen", "", "override admin.listen (`host:port`)")
+	devAccessTTL := fs.Duration("dev-access-ttl", 0, "with --dev, the access tokens' `lifetime` instead of one minute, and no refresh grace (for tests)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -49,13 +50,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return reportedError{usageError{errors.New("serve: give exactly one of --config FILE or --dev")}}
 	}
+	if *devAccessTTL < 0 || (*devAccessTTL != 0 && !*dev) {
+		return usageError{errors.New("serve: --dev-access-ttl needs --dev and a positive duration")}
+	}
 
 	var (
 		cfg Config
 		err error
 	)
 	if *dev {
-		cfg, err = devConfig()
+		cfg, err = devConfig(*devAccessTTL)
 		if err != nil {
 			return err
 		}
@@ -207,10 +211,14 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 		return nil, err
 	}
 
+	var handler http.Handler = gw
+	if dev {
+		handler = devHandler(gw) // the demo page at "/"
+	}
 	errLog := slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	s := cfg.Server
 	m.mainSrv = &http.Server{
-		Handler:           gw,
+		Handler:           handler,
 		ReadHeaderTimeout: time.Duration(s.ReadHeaderTimeout),
 		ReadTimeout:       time.Duration(s.ReadTimeout),
 		WriteTimeout:      time.Duration(s.WriteTimeout),

@@ -1,0 +1,86 @@
+/** Options of createClient. */
+export interface ClientOptions {
+  /** The gateway's origin and path prefix, e.g. "https://app.example"; "" (the default) is the page's own origin. */
+  baseURL?: string;
+  /**
+   * How the access token travels. "cookie" (the default): the gateway's
+   * HttpOnly cookie, with X-Requested-With on every request. "bearer": an
+   * Authorization header, the token kept in memory only.
+   */
+  delivery?: 'cookie' | 'bearer';
+  /**
+   * Refresh before a request when the token has fewer than this many
+   * seconds left: set it to the gateway's tokens.refresh_before_expiry.
+   * 0 (the default): refresh only after a 401 "token expired".
+   */
+  refreshEarlySeconds?: number;
+  /** Called with the reason when the session has ended, like the "sessionended" event. */
+  onSessionEnded?: (reason: SessionEndedReason) => void;
+  /** The fetch to use; globalThis.fetch by default (for tests). */
+  fetch?: typeof globalThis.fetch;
+  /** The Web Locks manager; navigator.locks by default, null to refresh without a cross-tab lock. */
+  locks?: Pick<LockManager, 'request'> | null;
+  /** The channel to share refreshes with other tabs; a BroadcastChannel("gateway-session") by default, null for none. */
+  channel?: Pick<BroadcastChannel, 'postMessage' | 'onmessage'> | null;
+  /** The clock, in milliseconds; Date.now by default (for tests). */
+  now?: () => number;
+}
+
+/**
+ * Why a session ended: "logout", or the gateway's refusal: "session expired"
+ * (idle or absolute timeout), "session revoked", "token reuse detected", or
+ * another error_description of a refused refresh.
+ */
+export type SessionEndedReason =
+  | 'logout'
+  | 'session expired'
+  | 'session revoked'
+  | 'token reuse detected'
+  | (string & {});
+
+/** The event dispatched as "sessionended". */
+export interface SessionEndedEvent extends Event {
+  readonly type: 'sessionended';
+  readonly reason: SessionEndedReason;
+  readonly detail: { reason: SessionEndedReason };
+}
+
+/** The event dispatched as "refreshed" when a new token came: from this tab's refresh, or another tab's (byOtherTab). */
+export interface RefreshedEvent extends Event {
+  readonly type: 'refreshed';
+  readonly byOtherTab: boolean;
+  readonly detail: { byOtherTab: boolean };
+}
+
+/** A login the gateway refused; status is its HTTP status (401, 429, ...). */
+export interface LoginError extends Error {
+  status: number;
+}
+
+/** A client of one gateway. */
+export interface GatewayClient {
+  /** Logs in; rejects with a LoginError when refused. */
+  login(username: string, password: string): Promise<void>;
+  /** Ends the session at the gateway and dispatches "sessionended" with reason "logout"; resolves true on 204. */
+  logout(): Promise<boolean>;
+  /**
+   * fetch with the session's token; a 401 "token expired" is refreshed once
+   * and the request retried once. A string input is relative to baseURL.
+   */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** Seconds until the session can no longer be refreshed (from refresh_expires_in); null before any login or refresh. */
+  timeLeft(): number | null;
+  /** The delivery in use. */
+  readonly delivery: 'cookie' | 'bearer';
+  addEventListener(type: 'sessionended', listener: (ev: SessionEndedEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: 'refreshed', listener: (ev: RefreshedEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener(type: 'sessionended' | 'refreshed', listener: (ev: any) => void, options?: boolean | EventListenerOptions): void;
+  /** Closes the BroadcastChannel the client opened. */
+  close(): void;
+}
+
+/** createClient returns a client of the gateway at options.baseURL. */
+export function createClient(options?: ClientOptions): GatewayClient;
+
+/** parseChallenge reads error and error_description from a WWW-Authenticate header; "" when absent. */
+export function parseChallenge(header: string | null): { error: string; description: string };
