@@ -32,7 +32,7 @@ var storeBackends = []struct {
 func benchGateway(b *testing.B, redisArgs []string) string {
 	b.Helper()
 	dir := b.TempDir()
-	upstream := upstreamOK(b)
+	upstream := okUpstream(b)
 	cfg := Default()
 	cfg.Server.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Tokens.KeyFile = writeKey(b, dir, "signing.pem", "EdDSA")

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,16 +58,6 @@ func redisSetup(t testing.TB, dir, redisURL, passwordFile, upstream, grace strin
 		t.Fatal(err)
 	}
 	return path
-}
-
-// upstreamOK is an upstream that answers 200 "upstream ok".
-func upstreamOK(t testing.TB) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "upstream ok")
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
 }
 
 // gw is a client of one running gateway binary.
@@ -238,7 +227,7 @@ func TestBinaryRedisTwoGateways(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	config := redisSetup(t, dir, srv.URL(0), pwFile, upstreamOK(t), "0s")
+	config := redisSetup(t, dir, srv.URL(0), pwFile, okUpstream(t), "0s")
 	a, b := startGateway(t, config), startGateway(t, config)
 
 	t.Run("login on one, refresh on the other", func(t *testing.T) {
@@ -316,7 +305,7 @@ func TestBinaryRedisTwoGateways(t *testing.T) {
 func TestBinaryRedisOutage(t *testing.T) {
 	srv := redistest.Start(t, redistest.Persistent...)
 	dir := t.TempDir()
-	config := redisSetup(t, dir, srv.URL(0), "", upstreamOK(t), "5s")
+	config := redisSetup(t, dir, srv.URL(0), "", okUpstream(t), "5s")
 	g := startGateway(t, config)
 	wantStatus(t, "readyz with Redis up", g.ready(), http.StatusOK)
 
@@ -440,7 +429,7 @@ func TestBinaryRedisStartup(t *testing.T) {
 	})
 
 	t.Run("waits for Redis", func(t *testing.T) {
-		config := redisSetup(t, t.TempDir(), srv.URL(0), "", upstreamOK(t), "0s")
+		config := redisSetup(t, t.TempDir(), srv.URL(0), "", okUpstream(t), "0s")
 		cfg, _ := os.ReadFile(config)
 		cfg = bytes.Replace(cfg, []byte(`redis_connect_timeout = "2s"`), []byte(`redis_connect_timeout = "30s"`), 1)
 		if err := os.WriteFile(config, cfg, 0o600); err != nil {
