@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -11,22 +10,6 @@ import (
 	"testing"
 	"time"
 )
-
-// TestDemoClientIsTheClient keeps the embedded copy of the client library
-// equal to client/gateway-client.js (go generate ./cmd/gateway copies it).
-func TestDemoClientIsTheClient(t *testing.T) {
-	want, err := os.ReadFile(filepath.Join("..", "..", "client", "gateway-client.js"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := demoFiles.ReadFile("demo/gateway-client.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Error("cmd/gateway/demo/gateway-client.js differs from client/gateway-client.js: run go generate ./cmd/gateway")
-	}
-}
 
 // TestDevDemoPage runs the --dev configuration in process: the demo page and
 // its files are served at their exact paths, everything else by the gateway.

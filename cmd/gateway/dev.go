@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/client"
 	"github.com/spa-gateway/gateway/proxy"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
@@ -47,23 +48,32 @@ func devConfig(accessTTL time.Duration) (Config, error) {
 	return cfg, nil
 }
 
-// demoFiles is the demo page of --dev. demo/gateway-client.js is a copy of
-// client/gateway-client.js (go:embed cannot reach outside this directory);
-// TestDemoClientIsTheClient keeps them equal.
+// demoFiles is the demo page of --dev. The client module it uses is
+// client.Module, the file published to npm.
 //
-//go:generate cp ../../client/gateway-client.js demo/gateway-client.js
-//go:embed demo/index.html demo/demo.js demo/demo.css demo/gateway-client.js
+//go:embed demo/index.html demo/demo.js demo/demo.css
 var demoFiles embed.FS
 
 // devHandler serves the demo page at "/" and its files under "/client/",
 // and everything else with the gateway. Only these exact paths are taken:
 // the gateway keeps its own path checks for everything else.
-func devHandler(gw http.Handler) http.Handler {
-	files := map[string]struct{ name, contentType string }{
-		"/":                         {"demo/index.html", "text/html; charset=utf-8"},
-		"/client/demo.js":           {"demo/demo.js", "text/javascript; charset=utf-8"},
-		"/client/demo.css":          {"demo/demo.css", "text/css; charset=utf-8"},
-		"/client/gateway-client.js": {"demo/gateway-client.js", "text/javascript; charset=utf-8"},
+func devHandler(gw http.Handler) (http.Handler, error) {
+	type file struct {
+		body        []byte
+		contentType string
+	}
+	files := map[string]file{
+		"/":                         {contentType: "text/html; charset=utf-8"},
+		"/client/demo.js":           {contentType: "text/javascript; charset=utf-8"},
+		"/client/demo.css":          {contentType: "text/css; charset=utf-8"},
+		"/client/gateway-client.js": {client.Module, "text/javascript; charset=utf-8"},
+	}
+	for urlPath, name := range map[string]string{"/": "demo/index.html", "/client/demo.js": "demo/demo.js", "/client/demo.css": "demo/demo.css"} {
+		b, err := demoFiles.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("dev demo page: %w", err)
+		}
+		files[urlPath] = file{b, files[urlPath].contentType}
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := files[r.URL.Path]
@@ -71,22 +81,17 @@ func devHandler(gw http.Handler) http.Handler {
 			gw.ServeHTTP(w, r)
 			return
 		}
-		body, err := demoFiles.ReadFile(f.name)
-		if err != nil {
-			http.Error(w, "demo file missing", http.StatusInternalServerError)
-			return
-		}
 		h := w.Header()
 		h.Set("Content-Type", f.contentType)
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Content-Length", strconv.Itoa(len(f.body)))
 		if r.Method == http.MethodHead {
 			return
 		}
-		w.Write(body)
-	})
+		w.Write(f.body)
+	}), nil
 }
 
 // devUsers is the users file of --dev: demo / demo with the role "demo".

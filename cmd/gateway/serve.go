@@ -213,7 +213,9 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 
 	var handler http.Handler = gw
 	if dev {
-		handler = devHandler(gw) // the demo page at "/"
+		if handler, err = devHandler(gw); err != nil { // the demo page at "/"
+			return nil, err
+		}
 	}
 	errLog := slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	s := cfg.Server
