@@ -12,6 +12,7 @@ package sessionstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -51,6 +52,24 @@ var (
 // answer 503 for it and nothing has changed. Backends wrap their underlying
 // errors so that errors.Is(err, ErrUnavailable) holds.
 var ErrUnavailable = errors.New("session store unavailable")
+
+// WrapUnavailable is how backends report failures: it returns err unchanged
+// when it is nil, one of the rule errors above, or already ErrUnavailable,
+// and otherwise wraps it as "backend: op: session store unavailable: err", so
+// that errors.Is(err, ErrUnavailable) holds and the original stays reachable.
+func WrapUnavailable(backend, op string, err error) error {
+	switch {
+	case err == nil,
+		errors.Is(err, ErrUnavailable),
+		errors.Is(err, ErrNotFound),
+		errors.Is(err, ErrRevoked),
+		errors.Is(err, ErrExpired),
+		errors.Is(err, ErrReuseDetected),
+		errors.Is(err, ErrExists):
+		return err
+	}
+	return fmt.Errorf("%s: %s: %w: %w", backend, op, ErrUnavailable, err)
+}
 
 // Session is one login's server-side state. Its zero value is not a valid
 // session. Times are stored with at least millisecond precision; callers

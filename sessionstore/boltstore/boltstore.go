@@ -551,22 +551,9 @@ func (s *Store) view(ctx context.Context, op string, fn func(buckets) error) err
 	return wrapErr(op, s.db.View(func(tx *bolt.Tx) error { return fn(bucketsOf(tx)) }))
 }
 
-// wrapErr returns the rule errors of sessionstore as they are and wraps every
-// other error (I/O, a closed file, a damaged value, a done context) so that
-// errors.Is(err, sessionstore.ErrUnavailable) holds and the original stays
-// reachable.
-func wrapErr(op string, err error) error {
-	switch {
-	case err == nil,
-		errors.Is(err, sessionstore.ErrNotFound),
-		errors.Is(err, sessionstore.ErrRevoked),
-		errors.Is(err, sessionstore.ErrExpired),
-		errors.Is(err, sessionstore.ErrReuseDetected),
-		errors.Is(err, sessionstore.ErrExists):
-		return err
-	}
-	return fmt.Errorf("boltstore: %s: %w: %w", op, sessionstore.ErrUnavailable, err)
-}
+// wrapErr is sessionstore.WrapUnavailable for this backend (its failures:
+// I/O, a closed file, a damaged value, a done context).
+func wrapErr(op string, err error) error { return sessionstore.WrapUnavailable("boltstore", op, err) }
 
 // buckets are the buckets of one transaction, valid only for its lifetime.
 type buckets struct {

@@ -597,21 +597,8 @@ func (s *Store) usable(ctx context.Context, op string) error {
 	return nil
 }
 
-// wrapErr returns the rule errors of sessionstore as they are and wraps every
-// other error (a connection refused or lost, a timeout, a server error, a
-// closed store, a damaged value, a done context) so that
-// errors.Is(err, sessionstore.ErrUnavailable) holds and the original stays
-// reachable. go-redis's errors name addresses, never passwords.
-func wrapErr(op string, err error) error {
-	switch {
-	case err == nil,
-		errors.Is(err, sessionstore.ErrUnavailable),
-		errors.Is(err, sessionstore.ErrNotFound),
-		errors.Is(err, sessionstore.ErrRevoked),
-		errors.Is(err, sessionstore.ErrExpired),
-		errors.Is(err, sessionstore.ErrReuseDetected),
-		errors.Is(err, sessionstore.ErrExists):
-		return err
-	}
-	return fmt.Errorf("redisstore: %s: %w: %w", op, sessionstore.ErrUnavailable, err)
-}
+// wrapErr is sessionstore.WrapUnavailable for this backend (its failures: a
+// connection refused or lost, a timeout, a server error, a closed store, a
+// damaged value, a done context). go-redis's errors name addresses, never
+// passwords.
+func wrapErr(op string, err error) error { return sessionstore.WrapUnavailable("redisstore", op, err) }
