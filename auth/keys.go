@@ -99,20 +99,9 @@ func (k *Key) verificationKey() any {
 //
 // Errors name the path, never the key material.
 func LoadKey(alg, path string) (*Key, error) {
-	data, err := readKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	switch alg {
-	case HS256:
-		return secretKey(path, data)
-	case EdDSA, ES256, RS256:
-	default:
-		return nil, fmt.Errorf("key file %s: %w", path, unsupportedAlg(alg))
-	}
-	block, err := firstKeyBlock(path, data)
-	if err != nil {
-		return nil, err
+	secret, block, err := readKey(alg, path)
+	if secret != nil || err != nil {
+		return secret, err
 	}
 	priv, err := parsePrivateBlock(path, block)
 	if err != nil {
@@ -128,20 +117,9 @@ func LoadKey(alg, path string) (*Key, error) {
 // of which only the public part is kept. For HS256 it is the secret file, as
 // for LoadKey.
 func LoadPublicKey(alg, path string) (*Key, error) {
-	data, err := readKeyFile(path)
-	if err != nil {
-		return nil, err
-	}
-	switch alg {
-	case HS256:
-		return secretKey(path, data)
-	case EdDSA, ES256, RS256:
-	default:
-		return nil, fmt.Errorf("key file %s: %w", path, unsupportedAlg(alg))
-	}
-	block, err := firstKeyBlock(path, data)
-	if err != nil {
-		return nil, err
+	secret, block, err := readKey(alg, path)
+	if secret != nil || err != nil {
+		return secret, err
 	}
 	var pub crypto.PublicKey
 	switch block.Type {
@@ -164,6 +142,26 @@ func LoadPublicKey(alg, path string) (*Key, error) {
 		return nil, err
 	}
 	return newKey(alg, nil, pub)
+}
+
+// readKey reads the key file of alg at path, the part LoadKey and
+// LoadPublicKey share: for HS256 it returns the secret key, for the others
+// the file's first key block, still to be parsed.
+func readKey(alg, path string) (*Key, *pem.Block, error) {
+	data, err := readKeyFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch alg {
+	case HS256:
+		k, err := secretKey(path, data)
+		return k, nil, err
+	case EdDSA, ES256, RS256:
+	default:
+		return nil, nil, fmt.Errorf("key file %s: %w", path, unsupportedAlg(alg))
+	}
+	block, err := firstKeyBlock(path, data)
+	return nil, block, err
 }
 
 // GenerateKey returns a new random key for alg: an Ed25519 key, a P-256 key,
