@@ -236,8 +236,12 @@ type forwardKey struct{}
 func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix, "client", r.RemoteAddr,
-			"request_id", r.Header.Get(HeaderRequestID), "action", map[bool]string{true: "reject", false: "strip"}[g.cfg.RejectSpoofed])
+		action := "strip"
+		if g.cfg.RejectSpoofed {
+			action = "reject"
+		}
+		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
+			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", action)
 		if g.cfg.RejectSpoofed {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
 			return
