@@ -395,8 +395,8 @@ func safeMethod(m string) bool {
 // csrfCheck applies the cookie rule of CONTRACT.md to a state-changing
 // request whose token came from the cookie: X-Requested-With must be
 // present (a cross-site form cannot set it, and a cross-site fetch that sets
-// it needs a CORS preflight the gateway never grants), and an Origin, where
-// the browser sends one, must be the request's own or an allowed one.
+// it needs a CORS preflight the gateway never grants), and originCheck
+// must pass (an Origin that is the request's own or an allowed one).
 func (g *Gateway) csrfCheck(r *http.Request) string {
 	if r.Header.Get("X-Requested-With") == "" {
 		return "X-Requested-With header required"
