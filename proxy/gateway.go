@@ -43,7 +43,9 @@ type Config struct {
 	// AllowEncodedSlash forwards "%2F" in paths as is; false answers 400.
 	AllowEncodedSlash bool
 	// TrustedProxies are the peers whose Forwarded, X-Real-IP and
-	// X-Forwarded-* headers are kept and extended. Nil trusts none.
+	// X-Forwarded-* headers are kept and extended, and whose
+	// X-Forwarded-Proto and X-Forwarded-Host name the request's own origin
+	// for the cookie's Origin check. Nil trusts none.
 	TrustedProxies []netip.Prefix
 
 	// IdentityPrefix: every client header under it is removed before
@@ -62,7 +64,8 @@ type Config struct {
 	Delivery   Delivery
 	CookieName string
 	// AllowedOrigins are the origins, besides the request's own, allowed to
-	// make state-changing requests with the cookie.
+	// make state-changing requests with the cookie, and to log in where
+	// Delivery sets it. "null" is never allowed, even if listed.
 	AllowedOrigins []string
 	// EveryRequest checks the session in the store on each proxied request
 	// (revocation = "every_request"), not only at refresh.
