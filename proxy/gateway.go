@@ -43,7 +43,9 @@ type Config struct {
 	// AllowEncodedSlash forwards "%2F" in paths as is; false answers 400.
 	AllowEncodedSlash bool
 	// TrustedProxies are the peers whose Forwarded, X-Real-IP and
-	// X-Forwarded-* headers are kept and extended. Nil trusts none.
+	// X-Forwarded-* headers are kept and extended, and whose
+	// X-Forwarded-Proto and X-Forwarded-Host name the request's own origin
+	// for the cookie's Origin check. Nil trusts none.
 	TrustedProxies []netip.Prefix
 
 	// IdentityPrefix: every client header under it is removed before
@@ -62,7 +64,8 @@ type Config struct {
 	Delivery   Delivery
 	CookieName string
 	// AllowedOrigins are the origins, besides the request's own, allowed to
-	// make state-changing requests with the cookie.
+	// make state-changing requests with the cookie, and to log in where
+	// Delivery sets it. "null" is never allowed, even if listed.
 	AllowedOrigins []string
 	// EveryRequest checks the session in the store on each proxied request
 	// (revocation = "every_request"), not only at refresh.
@@ -395,8 +398,8 @@ func safeMethod(m string) bool {
 // csrfCheck applies the cookie rule of CONTRACT.md to a state-changing
 // request whose token came from the cookie: X-Requested-With must be
 // present (a cross-site form cannot set it, and a cross-site fetch that sets
-// it needs a CORS preflight the gateway never grants), and an Origin, where
-// the browser sends one, must be the request's own or an allowed one.
+// it needs a CORS preflight the gateway never grants), and originCheck
+// must pass (an Origin that is the request's own or an allowed one).
 func (g *Gateway) csrfCheck(r *http.Request) string {
 	if r.Header.Get("X-Requested-With") == "" {
 		return "X-Requested-With header required"
@@ -404,32 +407,89 @@ func (g *Gateway) csrfCheck(r *http.Request) string {
 	return g.originCheck(r)
 }
 
-// originCheck refuses an Origin that is neither the request's own nor an
-// allowed one; no Origin (not a browser) passes.
+// originCheck refuses a request that a browser says comes from another
+// site; it guards every cookie-authenticated state-changing request, the
+// cookie-authenticated WebSocket handshake, and, where delivery sets the
+// cookie, the login itself (login CSRF: a foreign page must not log the
+// victim in as the attacker). Refused are: an Origin that is neither the
+// request's own (see ownOrigin) nor in AllowedOrigins; the opaque origin
+// "null", which a sandboxed iframe, a cross-origin redirect or a file: page
+// sends and which names no origin, so it is never the request's own nor
+// allowed, whatever AllowedOrigins says; more than one Origin header; and,
+// where no Origin is sent, Sec-Fetch-Site: cross-site. A request with
+// neither header (not a browser) passes.
 func (g *Gateway) originCheck(r *http.Request) string {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
+	origins := r.Header["Origin"]
+	switch {
+	case len(origins) > 1:
+		return "origin not allowed"
+	case len(origins) == 0 || origins[0] == "":
+		if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
+			return "cross-site request not allowed"
+		}
 		return ""
 	}
-	o := strings.ToLower(origin)
-	if o == strings.ToLower(g.scheme(r)+"://"+r.Host) || g.origins[o] {
+	origin := origins[0]
+	if strings.EqualFold(origin, "null") {
+		return "origin not allowed"
+	}
+	if g.ownOrigin(r, origin) || g.origins[strings.ToLower(origin)] {
 		return ""
 	}
 	return "origin not allowed"
 }
 
-// scheme is the scheme the client used: https on a TLS connection, or what a
-// trusted proxy says.
-func (g *Gateway) scheme(r *http.Request) string {
+// ownOrigin reports whether origin ("scheme://host[:port]", as the Origin
+// header carries it) is the request's own: the scheme and host the client
+// used, compared without case and with the scheme's default port ignored.
+// From a peer in TrustedProxies they are the first value of
+// X-Forwarded-Proto and X-Forwarded-Host where present: behind nginx
+// (proxy_set_header Host $host, or its default Host, the proxy_pass
+// address) the Host header names the gateway, not what the browser used.
+// The first value is the one the proxy nearest the client set, the only
+// one that saw the browser's Host; a browser cannot add X-Forwarded-Host to
+// a cross-origin request (it is not a CORS-safelisted header, and the
+// gateway grants no preflight), so whatever a client wrote there is not a
+// CSRF vector. From anyone else both headers are ignored: r.TLS and Host.
+func (g *Gateway) ownOrigin(r *http.Request, origin string) bool {
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
 	if trusted(g.cfg.TrustedProxies, r.RemoteAddr) {
-		if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
-			return p
+		if p := strings.ToLower(firstValue(r.Header["X-Forwarded-Proto"])); p == "http" || p == "https" {
+			scheme = p
+		}
+		if h := firstValue(r.Header["X-Forwarded-Host"]); h != "" {
+			host = h
 		}
 	}
-	if r.TLS != nil {
-		return "https"
+	oScheme, oHost, ok := strings.Cut(origin, "://")
+	return ok && strings.EqualFold(oScheme, scheme) &&
+		strings.EqualFold(withoutDefaultPort(oHost, scheme), withoutDefaultPort(host, scheme))
+}
+
+// firstValue is the first comma-separated element of a header's first
+// line, trimmed: "a.example, b.example" is "a.example".
+func firstValue(vs []string) string {
+	if len(vs) == 0 {
+		return ""
 	}
-	return "http"
+	v, _, _ := strings.Cut(vs[0], ",")
+	return strings.TrimSpace(v)
+}
+
+// withoutDefaultPort drops ":443" from an https host and ":80" from an http
+// one: browsers leave the default port out of Origin, while a Host header
+// (or a proxy's $http_host) may carry it.
+func withoutDefaultPort(host, scheme string) string {
+	switch {
+	case scheme == "https" && strings.HasSuffix(host, ":443"):
+		return host[:len(host)-len(":443")]
+	case scheme == "http" && strings.HasSuffix(host, ":80"):
+		return host[:len(host)-len(":80")]
+	}
+	return host
 }
 
 // statusWriter records the status code and the body bytes written, for the

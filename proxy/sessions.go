@@ -83,6 +83,18 @@ type loginRequest struct {
 }
 
 func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
+	// Where the answer sets the token cookie, a login from another site is
+	// login CSRF: a foreign page posting the attacker's credentials would
+	// sign the victim's browser in as the attacker, silently. It is refused
+	// before the body is read, so it costs no bcrypt and counts as no
+	// failure. Bearer delivery sets no cookie: a login from anywhere only
+	// returns a token to whoever asked (TestLoginOrigin).
+	if g.cfg.Delivery != DeliveryBearer {
+		if reason := g.originCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return
+		}
+	}
 	body, err := g.readBody(w, r)
 	if err != nil {
 		var mbe *http.MaxBytesError
