@@ -154,8 +154,8 @@ func TestDocumentationLinks(t *testing.T) {
 }
 
 // TestNoMentionOfMissingMarkdown: no tracked text file names a Markdown
-// file that the repository does not have (such as a CONTRACT.md or a
-// STYLE.md kept elsewhere): a user can only read what ships.
+// file that the repository does not have (a specification or a style guide
+// kept elsewhere): a user can only read what ships.
 func TestNoMentionOfMissingMarkdown(t *testing.T) {
 	files := trackedFiles(t)
 	names := map[string]bool{} // base names of the tracked Markdown files
