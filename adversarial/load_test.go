@@ -57,7 +57,7 @@ func (lc *loadClient) do(t *testing.T, method, path, token, body string) loadAns
 	return loadAnswer{status: res.StatusCode, token: v.AccessToken, desc: v.Desc}
 }
 
-// refreshRules are the named refusals of CONTRACT.md's refresh rules.
+// refreshRules are the named refusals of the refresh rules.
 var refreshRules = map[string]bool{
 	"token not expired": true, "session revoked": true, "session expired": true, "token reuse detected": true,
 }

@@ -40,7 +40,7 @@ func FuzzVerify(f *testing.F) {
 // FuzzVerifyClaims signs whatever header and payload the fuzzer makes with
 // the gateway's own key, so that every claim rule is explored behind a
 // valid signature. A token Verify accepts must satisfy every rule of
-// CONTRACT.md, checked here independently of the verifier's code.
+// the token rules, checked here independently of the verifier's code.
 func FuzzVerifyClaims(f *testing.F) {
 	fx := newFixture(f, EdDSA, 0)
 	js := func(v any) string {

@@ -18,6 +18,7 @@ const (
 	RefreshRevoked        = "revoked"
 	RefreshExpired        = "expired"
 	RefreshReuseDetected  = "reuse_detected"
+	RefreshMissing        = "missing" // the request carried no token
 )
 
 // Label values of gateway_token_validations_total's "result".
@@ -43,7 +44,7 @@ const (
 	RouteUnmatched = "unmatched"
 )
 
-// Metrics holds every collector of CONTRACT.md. A nil *Metrics is not valid;
+// Metrics holds every collector the README's metrics table lists. A nil *Metrics is not valid;
 // use New.
 type Metrics struct {
 	Logins               *prometheus.CounterVec
@@ -139,7 +140,7 @@ func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, er
 		m.Logins.WithLabelValues(r)
 	}
 	for _, r := range []string{RefreshSuccess, RefreshGrace, RefreshNotExpired, RefreshInvalidToken,
-		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected} {
+		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected, RefreshMissing} {
 		m.Refreshes.WithLabelValues(r)
 	}
 	for _, r := range []string{"logout", "reuse_detected", "admin"} {

@@ -32,7 +32,7 @@ type errorBody struct {
 	Description string `json:"error_description,omitempty"`
 }
 
-// writeError answers with the JSON error body of CONTRACT.md. description
+// writeError answers with the JSON error body the README documents. description
 // must never hold a token, a password or anything else the client sent
 // unescaped; it is a fixed phrase of ours.
 func writeError(w http.ResponseWriter, status int, code, description string) {

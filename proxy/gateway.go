@@ -395,7 +395,7 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
-// csrfCheck applies the cookie rule of CONTRACT.md to a state-changing
+// csrfCheck applies the cookie rule to a state-changing
 // request whose token came from the cookie: X-Requested-With must be
 // present (a cross-site form cannot set it, and a cross-site fetch that sets
 // it needs a CORS preflight the gateway never grants), and originCheck

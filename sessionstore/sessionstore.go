@@ -180,7 +180,7 @@ type Store interface {
 	// check, so it must be cheap (bbolt: one read transaction).
 	Get(ctx context.Context, id string) (Session, error)
 
-	// Rotate applies the refresh rules of CONTRACT.md in their order and,
+	// Rotate applies the refresh rules in their order and,
 	// when they hold, rotates the session to req.NewJTI in the same
 	// transaction:
 	//   - no session with that ID: ErrNotFound;

@@ -12,7 +12,7 @@ import (
 	"github.com/spa-gateway/gateway/sessionstore"
 )
 
-// The admin API of CONTRACT.md, on the admin listener under /admin/, behind
+// The admin API (README, "Endpoints"), on the admin listener under /admin/, behind
 // the bearer token of admin.token_file:
 //
 //	GET    /admin/sessions?subject=S   200, the subject's live sessions (sessionView)

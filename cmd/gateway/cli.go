@@ -24,7 +24,7 @@ import (
 // version from the build info is used when there is one.
 var version = "dev"
 
-// Exit codes, as CONTRACT.md defines them.
+// Exit codes, as the README documents them.
 const (
 	exitOK      = 0 // success, and -h
 	exitFailure = 1 // failure at run time

@@ -57,7 +57,7 @@ type ServerConfig struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// DrainDelay is how long, after SIGTERM or SIGINT, the gateway keeps
 	// serving with /readyz already answering 503, before its listeners
-	// stop accepting (extension): time for a load balancer or Kubernetes
+	// stop accepting: time for a load balancer or Kubernetes
 	// to take it out of its endpoints. Zero stops accepting at once.
 	DrainDelay Duration `toml:"drain_delay"`
 	// AllowEncodedSlash forwards %2F in paths as is; false answers 400.
@@ -73,16 +73,16 @@ type ServerConfig struct {
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
 
-	// ReadHeaderTimeout is http.Server.ReadHeaderTimeout (extension); it
+	// ReadHeaderTimeout is http.Server.ReadHeaderTimeout; it
 	// must be positive, as it is the slow-loris guard.
 	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
-	// ReadTimeout is http.Server.ReadTimeout (extension); zero means none.
+	// ReadTimeout is http.Server.ReadTimeout; zero means none.
 	ReadTimeout Duration `toml:"read_timeout"`
-	// WriteTimeout is http.Server.WriteTimeout (extension); zero means none.
+	// WriteTimeout is http.Server.WriteTimeout; zero means none.
 	// A non-zero value also cuts long downloads and WebSocket connections.
 	WriteTimeout Duration `toml:"write_timeout"`
 	// IdleTimeout is http.Server.IdleTimeout for keep-alive connections
-	// (extension); zero means none.
+	//; zero means none.
 	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
@@ -95,7 +95,7 @@ type AdminConfig struct {
 	// Empty disables /admin/: it answers 404.
 	TokenFile string `toml:"token_file"`
 	// Pprof serves Go's profiler (net/http/pprof) under /debug/pprof/ on
-	// the admin listener (extension), for finding where CPU time and
+	// the admin listener, for finding where CPU time and
 	// allocations go under load. False answers 404. Anyone who reaches the
 	// admin listener can then take profiles, which cost CPU while they run.
 	Pprof bool `toml:"pprof"`
@@ -111,7 +111,7 @@ type TokensConfig struct {
 	// KeyFile is the private key PEM, or the HMAC secret for HS256.
 	KeyFile string `toml:"key_file"`
 	// VerifyKeyFiles are extra keys of the same algorithm that verify
-	// tokens but never sign them (extension), for key rotation. Empty means
+	// tokens but never sign them, for key rotation. Empty means
 	// only KeyFile.
 	VerifyKeyFiles []string `toml:"verify_key_files"`
 
@@ -133,7 +133,7 @@ type TokensConfig struct {
 	Revocation string `toml:"revocation"`
 	// VerifyCacheSize is how many verified tokens are remembered, so that
 	// a token presented again has its signature checked once, not on every
-	// request (extension; see auth.VerifierConfig.CacheSize). Zero
+	// request (see auth.VerifierConfig.CacheSize). Zero
 	// disables the cache. The every_request revocation check is made on
 	// every request all the same.
 	VerifyCacheSize int `toml:"verify_cache_size"`
@@ -149,7 +149,7 @@ type StoreConfig struct {
 	// redisstore.Open accepts: redis://host:port/db, rediss://...,
 	// redis+sentinel://..., redis+cluster://...
 	URL string `toml:"url"`
-	// SweepInterval is how often ended sessions are deleted (extension).
+	// SweepInterval is how often ended sessions are deleted.
 	SweepInterval Duration `toml:"sweep_interval"`
 	// RedisPasswordFile holds the Redis password (surrounding whitespace
 	// ignored), which then replaces the URL's. Empty means the URL's, if
@@ -179,10 +179,10 @@ type LoginConfig struct {
 	MaxFailures   int      `toml:"max_failures"`
 	FailureWindow Duration `toml:"failure_window"`
 	// MaxBodyBytes bounds the body of POST /auth/login, /auth/refresh and
-	// /auth/logout (extension): a larger one, declared or sent, gets 413.
+	// /auth/logout: a larger one, declared or sent, gets 413.
 	MaxBodyBytes int `toml:"max_body_bytes"`
 	// BodyTimeout bounds the time to receive the body of POST /auth/login
-	// (extension), whatever server.read_timeout says: past it 408.
+	//, whatever server.read_timeout says: past it 408.
 	BodyTimeout Duration `toml:"body_timeout"`
 	// Roles maps a user to the roles minted in the "roles" claim. Nil or
 	// empty means nobody has roles.
@@ -202,7 +202,7 @@ type HeadersConfig struct {
 	Claims map[string]string `toml:"claims"`
 }
 
-// LogConfig is the [log] table (extension).
+// LogConfig is the [log] table.
 type LogConfig struct {
 	// Level is "debug", "info", "warn" or "error".
 	Level string `toml:"level"`
@@ -225,10 +225,10 @@ type RouteConfig struct {
 	RequireRoles []string `toml:"require_roles"`
 	Websocket    bool     `toml:"websocket"`
 	// Timeout bounds the wait for the upstream's response headers; past it
-	// 504 (extension).
+	// 504.
 	Timeout Duration `toml:"timeout"`
 	// MaxInFlight bounds the requests forwarded to the upstream at once
-	// (extension); one more gets 503 at once. Zero means no limit.
+	//; one more gets 503 at once. Zero means no limit.
 	MaxInFlight int `toml:"max_in_flight"`
 }
 
@@ -252,7 +252,7 @@ const (
 	AuthNone     = "none"
 )
 
-// Default returns the configuration of CONTRACT.md with every key at its
+// Default returns the configuration gateway.example.toml documents, with every key at its
 // default, and no route. Its maps and slices are fresh on every call.
 func Default() Config {
 	return Config{

@@ -68,7 +68,7 @@ func gatewayMetrics(t testing.TB) map[string]map[string]map[string]bool {
 }
 
 // TestReadmeOperations checks the README against the code: every metric is
-// in its table, and its alerting rules parse as YAML and name only metrics
+// in its table with every label value known up front, and its alerting rules parse as YAML and name only metrics
 // and label values that exist.
 func TestReadmeOperations(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
@@ -77,9 +77,20 @@ func TestReadmeOperations(t *testing.T) {
 	}
 	readme := string(data)
 	known := gatewayMetrics(t)
-	for name := range known {
-		if !strings.Contains(readme, "| `"+name+"` |") {
+	for name, labels := range known {
+		_, row, ok := strings.Cut(readme, "| `"+name+"` |")
+		if !ok {
 			t.Errorf("README's metrics table lacks %s", name)
+			continue
+		}
+		row, _, _ = strings.Cut(row, "\n")
+		// Every label value known up front is documented in its row.
+		for label, values := range labels {
+			for v := range values {
+				if !strings.Contains(row, "`"+v+"`") {
+					t.Errorf("README's metrics table: %s's row does not document %s = `%s`", name, label, v)
+				}
+			}
 		}
 	}
 

@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +30,8 @@ import (
 
 const serveDescription = `Runs the gateway: the main listener (proxy and /auth/ endpoints) and the
 admin listener (/healthz, /readyz, /metrics, /admin/). Stops gracefully on
-SIGTERM or SIGINT.
+SIGTERM or SIGINT. SIGHUP is logged and ignored (configuration reload is not
+supported yet).
 
 With --dev it needs no file: an ephemeral EdDSA key, a store in a temporary
 directory, user demo / password demo, and an echo upstream under /api/ that
@@ -37,6 +40,13 @@ answers with the headers it received.`
 // serve is the "serve" command: parse flags, load the configuration, build
 // the gateway, run it until ctx ends.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// SIGHUP's default action ends the process (exit 129, no drain), and a
+	// systemd reload or a logrotate hook sends it: catch it first, before
+	// anything slow, and ignore it until configuration reload exists.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	fs := newFlagSet("serve", "serve --config FILE | serve --dev", serveDescription, stderr)
 	configPath := fs.String("config", "", "the TOML configuration `file`")
 	dev := fs.Bool("dev", false, "run with built-in defaults and no file (for trying the gateway)")
@@ -82,6 +92,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := m.Listen(); err != nil {
 		return err
 	}
+	hupCtx, stopHup := context.WithCancel(context.Background())
+	defer stopHup()
+	go m.ignoreHangups(hupCtx, hup)
 	if *dev {
 		if err := m.printDevTour(ctx, stdout); err != nil {
 			return err
@@ -368,6 +381,19 @@ func (m *Main) Run(ctx context.Context) error {
 		m.log.Info("stopped")
 	}
 	return runErr
+}
+
+// ignoreHangups logs each SIGHUP received on hup, and does nothing else,
+// until ctx ends.
+func (m *Main) ignoreHangups(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			m.log.Warn("signal ignored: configuration reload is not supported yet", "signal", "SIGHUP")
+		}
+	}
 }
 
 // sweep removes ended sessions every store.sweep_interval.
