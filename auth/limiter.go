@@ -243,7 +243,11 @@ func (t *failureTable) remove(s slot, at int64) {
 		}
 	}
 	e := s.entry
-	i := slices.Index(e.times, at)
+	// From the end: the attempt released is usually among the latest.
+	i := len(e.times) - 1
+	for i >= 0 && e.times[i] != at {
+		i--
+	}
 	if i < 0 {
 		return
 	}
