@@ -93,7 +93,8 @@ type Deps struct {
 	Keys     *auth.KeySet
 	Store    sessionstore.Store
 	Login    auth.Authenticator
-	// Limiter counts failed logins; nil means no limit.
+	// Limiter limits login attempts, each counted before its password is
+	// checked; nil means no limit.
 	Limiter *auth.FailureLimiter
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger

@@ -118,8 +118,13 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := clientIP(g.cfg.TrustedProxies, r)
+	// The attempt counts before the password is checked, so that attempts
+	// in flight at once cannot all pass a limit that only their outcomes
+	// would reach (adversarial.TestLoginLimit).
+	var attempt *auth.Reservation
 	if g.deps.Limiter != nil {
-		if wait, ok := g.deps.Limiter.Check(creds.Username, addr); !ok {
+		var wait time.Duration
+		if attempt, wait, ok = g.deps.Limiter.Reserve(creds.Username, addr); !ok {
 			g.m.Logins.WithLabelValues(metrics.LoginRateLimited).Inc()
 			g.log.Warn("login rate limited", "event", EventRateLimited, "username", creds.Username, "client", addr,
 				"request_id", r.Header.Get(HeaderRequestID))
@@ -138,6 +143,8 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			if rej.Status < 500 {
 				g.loginFailed(r, creds.Username, addr)
 			} else {
+				// The login source failed, not the password.
+				attempt.Release()
 				g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
 			}
 			relay(w, rej)
@@ -145,12 +152,20 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			g.loginFailed(r, creds.Username, addr)
 			writeError(w, http.StatusUnauthorized, errInvalidGrant, "invalid username or password")
 		default:
+			// The password could not be checked. Only the login source's
+			// own failure gives the attempt back: a client that gave up
+			// (ctx's error) keeps it counted, since an upstream may have
+			// checked its password already.
+			if errors.Is(err, auth.ErrUpstreamUnavailable) {
+				attempt.Release()
+			}
 			g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
 			g.log.Error("login source", "err", err)
 			writeError(w, http.StatusBadGateway, errBadGateway, "login service unavailable")
 		}
 		return
 	}
+	attempt.Release()
 
 	now := g.now()
 	s := sessionstore.Session{
@@ -191,11 +206,10 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	return body, err
 }
 
+// loginFailed reports a wrong password; its attempt stays counted by the
+// limiter until it leaves the window.
 func (g *Gateway) loginFailed(r *http.Request, username, addr string) {
 	g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
-	if g.deps.Limiter != nil {
-		g.deps.Limiter.Fail(username, addr)
-	}
 	// The username is logged: it is not a secret, and operators need it to
 	// see a password-guessing attack. The password never is.
 	g.log.Warn("login failed", "event", EventLoginFailed, "username", username, "client", addr,

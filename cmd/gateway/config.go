@@ -175,7 +175,8 @@ type LoginConfig struct {
 	// SubjectHeader names the user in the upstream's 2xx answer.
 	SubjectHeader string `toml:"subject_header"`
 	// MaxFailures failed logins per username, and per client address,
-	// within FailureWindow are allowed; past them 429.
+	// within FailureWindow are allowed; past them 429. An attempt counts
+	// from before its password is checked, so logins in flight count too.
 	MaxFailures   int      `toml:"max_failures"`
 	FailureWindow Duration `toml:"failure_window"`
 	// MaxBodyBytes bounds the body of POST /auth/login, /auth/refresh and
