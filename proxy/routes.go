@@ -52,6 +52,12 @@ type Route struct {
 	// WebSocket allows Upgrade: websocket on this route, after auth. Other
 	// upgrades (h2c, ...) are never forwarded.
 	WebSocket bool
+	// UpgradeMaxLifetime closes an upgraded connection this long after its
+	// upgrade. Zero means no cap but the session's own end: a connection
+	// upgraded with a token is closed when its session ends, whatever this
+	// says, and an anonymous one (AuthOptional, AuthNone) then lives until
+	// either side closes it.
+	UpgradeMaxLifetime time.Duration
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// the gateway answers 504. Zero means 30s.
 	Timeout time.Duration
