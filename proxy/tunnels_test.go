@@ -62,7 +62,7 @@ func waitNoTunnels(t testing.TB, g *Gateway) {
 // that the registry empties once every tunnel is gone.
 func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 	type sessions struct {
-		a, a2, b       sessionstore.Session
+		a, a2, b          sessionstore.Session
 		tokA, tokA2, tokB string
 	}
 	tests := []struct {
