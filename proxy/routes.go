@@ -49,8 +49,11 @@ type Route struct {
 	// RequireRoles, when not empty, answers 403 unless the token's roles
 	// claim holds at least one of them.
 	RequireRoles []string
-	// WebSocket allows Upgrade: websocket on this route, after auth. Other
-	// upgrades (h2c, ...) are never forwarded.
+	// WebSocket allows Upgrade: websocket on this route, after auth and,
+	// for a request with a token, only for a session the store holds live
+	// (in every revocation mode); the connection is then closed when the
+	// session ends (see EndSession and WatchTunnels). Other upgrades (h2c,
+	// ...) are never forwarded.
 	WebSocket bool
 	// UpgradeMaxLifetime closes an upgraded connection this long after its
 	// upgrade. Zero means no cap but the session's own end: a connection
