@@ -118,6 +118,7 @@ type Gateway struct {
 	claims  []claimHeader
 	origins map[string]bool
 	buffers *bufferPool
+	tunnels tunnels // the open upgraded connections (tunnels.go)
 }
 
 // New builds the gateway's handler. It returns an error for a Config that
@@ -251,10 +252,14 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			return
 		}
 	}
-	if up := r.Header.Get("Upgrade"); up != "" && !(rt.WebSocket && strings.EqualFold(up, "websocket")) {
-		// Never forwarded: without an Upgrade header ReverseProxy treats the
-		// request as a plain one (h2c smuggling, RFC 7230 upgrades).
-		r.Header.Del("Upgrade")
+	upgrade := false
+	if up := r.Header.Get("Upgrade"); up != "" {
+		upgrade = rt.WebSocket && strings.EqualFold(up, "websocket")
+		if !upgrade {
+			// Never forwarded: without an Upgrade header ReverseProxy treats
+			// the request as a plain one (h2c smuggling, RFC 7230 upgrades).
+			r.Header.Del("Upgrade")
+		}
 	}
 
 	fw := &forward{route: rt}
@@ -293,6 +298,10 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 			fw.token = tok
 		}
+	}
+	if upgrade {
+		g.serveTunnel(w, r, fw)
+		return
 	}
 	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
@@ -344,6 +353,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			desc = "session expired"
 		}
 		if desc != "" {
+			g.EndSession(tok.SessionID, endReason(s, err, g.now()))
 			g.m.TokenValidations.WithLabelValues(metrics.ValidationRevoked).Inc()
 			writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
 			return nil, false

@@ -21,14 +21,16 @@ const maxRequestID = 128
 // Values of the "event" attribute of the security log lines, one line per
 // event: a failed login (with the username, never the password), a login
 // refused by the rate limit, a token reuse that revoked its session, a
-// session revoked by logout or by an administrator, and a request carrying
-// a header under the identity prefix.
+// session revoked by logout or by an administrator, a request carrying
+// a header under the identity prefix, and an upgraded connection (WebSocket)
+// closed because its session ended or its lifetime passed.
 const (
 	EventLoginFailed    = "login_failed"
 	EventRateLimited    = "rate_limited"
 	EventReuseDetected  = "reuse_detected"
 	EventSessionRevoked = "session_revoked"
 	EventSpoofedHeader  = "spoofed_header"
+	EventTunnelClosed   = "tunnel_closed"
 )
 
 // requestID returns the request's ID: the client's X-Request-Id when it is

@@ -49,9 +49,18 @@ type Route struct {
 	// RequireRoles, when not empty, answers 403 unless the token's roles
 	// claim holds at least one of them.
 	RequireRoles []string
-	// WebSocket allows Upgrade: websocket on this route, after auth. Other
-	// upgrades (h2c, ...) are never forwarded.
+	// WebSocket allows Upgrade: websocket on this route, after auth and,
+	// for a request with a token, only for a session the store holds live
+	// (in every revocation mode); the connection is then closed when the
+	// session ends (see EndSession and WatchTunnels). Other upgrades (h2c,
+	// ...) are never forwarded.
 	WebSocket bool
+	// UpgradeMaxLifetime closes an upgraded connection this long after its
+	// upgrade. Zero means no cap but the session's own end: a connection
+	// upgraded with a token is closed when its session ends, whatever this
+	// says, and an anonymous one (AuthOptional, AuthNone) then lives until
+	// either side closes it.
+	UpgradeMaxLifetime time.Duration
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// the gateway answers 504. Zero means 30s.
 	Timeout time.Duration

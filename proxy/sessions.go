@@ -345,6 +345,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 	g.m.Refreshes.WithLabelValues(result).Inc()
 	if desc != "" {
+		g.EndSession(tok.SessionID, endReason(res.Session, err, now))
 		g.clearCookie(w)
 		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
 		return
@@ -368,6 +369,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.m.Logouts.Inc()
+	g.EndSession(tok.SessionID, sessionstore.ReasonLogout)
 	if revoked {
 		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonLogout).Inc()
 		g.log.Info("session revoked", "event", EventSessionRevoked, "reason", sessionstore.ReasonLogout, "subject", tok.Subject,

@@ -2,14 +2,102 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 )
+
+// wsEcho is a WebSocket upstream: it switches protocols (naming the
+// X-Auth-Subject it received in an X-Subject header) and echoes every byte
+// until either side closes. A plain request gets 200 "ok".
+func wsEcho(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "websocket" {
+		io.WriteString(w, "ok")
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Subject: %s\r\n\r\n", r.Header.Get("X-Auth-Subject"))
+	brw.Flush()
+	io.Copy(conn, brw) // echo until the client closes
+}
+
+// wsConn is the client side of an upgrade through the gateway.
+type wsConn struct {
+	t    testing.TB
+	res  *http.Response
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// upgrade sends a WebSocket handshake for path (with tok as a bearer token
+// unless empty) on a new connection to addr and reads the answer.
+func upgrade(t testing.TB, addr, path, tok string) *wsConn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET " + path + " HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	if tok != "" {
+		req += "Authorization: Bearer " + tok + "\r\n"
+	}
+	io.WriteString(conn, req+"\r\n")
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &wsConn{t: t, res: res, conn: conn, br: br}
+}
+
+// open upgrades and fails the test unless the answer is 101.
+func openTunnel(t testing.TB, addr, path, tok string) *wsConn {
+	t.Helper()
+	c := upgrade(t, addr, path, tok)
+	if c.res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade %s: status = %d, want 101", path, c.res.StatusCode)
+	}
+	c.echoes()
+	return c
+}
+
+// echoes checks that a line sent comes back through the tunnel.
+func (c *wsConn) echoes() {
+	c.t.Helper()
+	c.conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c.conn, "ping\n")
+	line, err := c.br.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ping" {
+		c.t.Fatalf("echo through the upgraded connection = %q, %v; want ping", line, err)
+	}
+}
+
+// closed checks that the gateway closes the tunnel within 5s: a read ends
+// with EOF (or a reset), not with the deadline.
+func (c *wsConn) closed(what string) {
+	c.t.Helper()
+	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.br.Read(make([]byte, 64))
+	if err == nil {
+		c.t.Fatalf("%s: the tunnel is still open (read %d bytes)", what, n)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.t.Fatalf("%s: the tunnel is still open after 5s", what)
+	}
+}
 
 // TestWebSocketAfterAuth upgrades through the gateway on a route that allows
 // it, and checks the upgrade needs a valid token first.
@@ -17,60 +105,19 @@ func TestWebSocketAfterAuth(t *testing.T) {
 	e := newEnv(t, func(c *Config, _ *Deps) {
 		c.Routes = append(c.Routes, Route{Prefix: "/ws/", Upstream: c.Routes[0].Upstream, Auth: AuthRequired, WebSocket: true})
 	})
-	e.upstream.respond = func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "websocket" {
-			http.Error(w, "no upgrade", http.StatusBadRequest)
-			return
-		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Subject: %s\r\n\r\n", r.Header.Get("X-Auth-Subject"))
-		brw.Flush()
-		io.Copy(conn, brw) // echo until the client closes
-	}
-	upgrade := func(tok string) (*http.Response, net.Conn, *bufio.Reader) {
-		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		req := "GET /ws/chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-		if tok != "" {
-			req += "Authorization: Bearer " + tok + "\r\n"
-		}
-		io.WriteString(conn, req+"\r\n")
-		br := bufio.NewReader(conn)
-		res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res, conn, br
-	}
+	e.upstream.respond = wsEcho
+	addr := e.srv.Listener.Addr().String()
 
-	res, _, _ := upgrade("")
-	if res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade without a token: status = %d, want 401", res.StatusCode)
+	if c := upgrade(t, addr, "/ws/chat", ""); c.res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade without a token: status = %d, want 401", c.res.StatusCode)
 	}
 	if n := len(e.upstream.requests()); n != 0 {
 		t.Fatalf("upstream called %d times before auth, want 0", n)
 	}
 
 	tok, _ := e.session("alice")
-	res, conn, br := upgrade(tok)
-	if res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade with a token: status = %d, want 101", res.StatusCode)
-	}
-	if got := res.Header.Get("X-Subject"); got != "alice" {
+	c := openTunnel(t, addr, "/ws/chat", tok)
+	if got := c.res.Header.Get("X-Subject"); got != "alice" {
 		t.Errorf("upstream saw X-Auth-Subject %q, want alice", got)
-	}
-	io.WriteString(conn, "ping\n")
-	line, err := br.ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ping" {
-		t.Errorf("echo through the upgraded connection = %q, %v; want ping", line, err)
 	}
 }

@@ -74,6 +74,9 @@ func (m *Main) adminAPI() http.Handler {
 	})
 	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		revoked, err := m.store.Revoke(r.Context(), r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
+		if err == nil || errors.Is(err, sessionstore.ErrNotFound) {
+			m.gw.EndSession(r.PathValue("id"), sessionstore.ReasonAdmin) // its WebSockets on this replica
+		}
 		switch {
 		case errors.Is(err, sessionstore.ErrNotFound):
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
@@ -99,6 +102,7 @@ func (m *Main) adminAPI() http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
 		}
+		m.gw.EndSubject(subject, sessionstore.ReasonAdmin)
 		m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(float64(n))
 		m.log.Info("sessions revoked", "event", proxy.EventSessionRevoked, "reason", sessionstore.ReasonAdmin,
 			"subject", subject, "count", n, "client", r.RemoteAddr)

@@ -84,6 +84,13 @@ type ServerConfig struct {
 	// IdleTimeout is http.Server.IdleTimeout for keep-alive connections
 	//; zero means none.
 	IdleTimeout Duration `toml:"idle_timeout"`
+	// UpgradeCheckInterval is how often the sessions of open upgraded
+	// connections (WebSockets) are read from the store: a connection whose
+	// session ended where this gateway did not see it (revoked on another
+	// replica, past its idle deadline) is closed within it. It must be
+	// positive; each check reads one session per session with an open
+	// connection, and nothing when there is none.
+	UpgradeCheckInterval Duration `toml:"upgrade_check_interval"`
 }
 
 // AdminConfig is the [admin] table: the second listener, for /metrics,
@@ -225,6 +232,10 @@ type RouteConfig struct {
 	// means any valid token.
 	RequireRoles []string `toml:"require_roles"`
 	Websocket    bool     `toml:"websocket"`
+	// UpgradeMaxLifetime closes an upgraded connection this long after its
+	// upgrade (needs Websocket). Zero means no cap but the session's end,
+	// which closes every connection of the session anyway.
+	UpgradeMaxLifetime Duration `toml:"upgrade_max_lifetime"`
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// 504.
 	Timeout Duration `toml:"timeout"`
@@ -258,12 +269,13 @@ const (
 func Default() Config {
 	return Config{
 		Server: ServerConfig{
-			Listen:            "127.0.0.1:8080",
-			ShutdownTimeout:   Duration(15 * time.Second),
-			MaxHeaderBytes:    32768,
-			TrustedProxies:    []string{},
-			ReadHeaderTimeout: Duration(10 * time.Second),
-			IdleTimeout:       Duration(120 * time.Second),
+			Listen:               "127.0.0.1:8080",
+			ShutdownTimeout:      Duration(15 * time.Second),
+			MaxHeaderBytes:       32768,
+			TrustedProxies:       []string{},
+			ReadHeaderTimeout:    Duration(10 * time.Second),
+			IdleTimeout:          Duration(120 * time.Second),
+			UpgradeCheckInterval: Duration(10 * time.Second),
 		},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
 		Tokens: TokensConfig{
@@ -694,6 +706,7 @@ func (c *Config) validateServer(p *problems) {
 	nonNegative(p, "server.read_timeout", s.ReadTimeout)
 	nonNegative(p, "server.write_timeout", s.WriteTimeout)
 	nonNegative(p, "server.idle_timeout", s.IdleTimeout)
+	positive(p, "server.upgrade_check_interval", s.UpgradeCheckInterval)
 }
 
 func (c *Config) validateTokens(p *problems) {
@@ -893,6 +906,12 @@ func (c *Config) validateRoutes(p *problems) {
 			}
 		}
 		positive(p, key+".timeout", r.Timeout)
+		switch {
+		case r.UpgradeMaxLifetime < 0:
+			p.add(key+".upgrade_max_lifetime", "%v must not be negative (0s: until the session ends)", r.UpgradeMaxLifetime)
+		case r.UpgradeMaxLifetime > 0 && !r.Websocket:
+			p.add(key+".upgrade_max_lifetime", "needs websocket = true: only upgraded connections have a lifetime")
+		}
 		if r.MaxInFlight < 0 {
 			p.add(key+".max_in_flight", "%d must not be negative (0 means no limit)", r.MaxInFlight)
 		}

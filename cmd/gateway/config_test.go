@@ -189,6 +189,9 @@ func TestValidateNamesKey(t *testing.T) {
 		{"role empty", func(c *Config) { c.Route[0].RequireRoles = []string{""} }, "route[0].require_roles[0]: "},
 		{"route timeout", func(c *Config) { c.Route[0].Timeout = 0 }, "route[0].timeout: 0s must be positive"},
 		{"route max in flight", func(c *Config) { c.Route[0].MaxInFlight = -1 }, "route[0].max_in_flight: -1 must not be negative"},
+		{"upgrade check interval", func(c *Config) { c.Server.UpgradeCheckInterval = 0 }, "server.upgrade_check_interval: 0s must be positive"},
+		{"upgrade max lifetime negative", func(c *Config) { c.Route[0].Websocket, c.Route[0].UpgradeMaxLifetime = true, Duration(-time.Second) }, "route[0].upgrade_max_lifetime: -1s must not be negative"},
+		{"upgrade max lifetime without websocket", func(c *Config) { c.Route[0].UpgradeMaxLifetime = Duration(time.Hour) }, "route[0].upgrade_max_lifetime: needs websocket = true"},
 
 		{"log level", func(c *Config) { c.Log.Level = "trace" }, `log.level: "trace"`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml"`},

@@ -85,11 +85,17 @@ type testGateway struct {
 // and runs it until stop or the end of the test.
 func startMain(t testing.TB, cfg Config) *testGateway {
 	t.Helper()
+	return startMainClock(t, cfg, time.Now)
+}
+
+// startMainClock is startMain with now as the gateway's clock.
+func startMainClock(t testing.TB, cfg Config, now func() time.Time) *testGateway {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
 	g := &testGateway{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
-	m, err := newMain(cfg, false, g.logs)
+	m, err := newMainClock(cfg, false, g.logs, now)
 	if err != nil {
 		t.Fatalf("newMain: %v", err)
 	}

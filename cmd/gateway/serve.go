@@ -113,6 +113,7 @@ type Main struct {
 	minter            *auth.Minter
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
+	gw                *proxy.Gateway
 	mainSrv, adminSrv *http.Server
 	mainLn, adminLn   net.Listener
 	ready             atomic.Bool
@@ -122,7 +123,13 @@ type Main struct {
 
 // newMain builds every part from cfg, opening the store. Close releases what
 // it opened, also when it fails half way.
-func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
+func newMain(cfg Config, dev bool, stderr io.Writer) (*Main, error) {
+	return newMainClock(cfg, dev, stderr, time.Now)
+}
+
+// newMainClock is newMain with now as the clock of the token and session
+// rules (tests move it instead of sleeping).
+func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) (_ *Main, err error) {
 	m := &Main{cfg: cfg, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
@@ -153,7 +160,7 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 	}
 	verifier, err := auth.NewVerifier(auth.VerifierConfig{
 		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
-		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize,
+		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize, Now: now,
 	})
 	if err != nil {
 		return nil, &ConfigError{Key: "tokens", Err: err}
@@ -216,13 +223,15 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (_ *Main, err error) {
 		Keys:     m.keys,
 		Store:    m.store,
 		Login:    login,
-		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), nil),
+		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
 		Metrics:  met,
 		Logger:   m.log,
+		Now:      now,
 	})
 	if err != nil {
 		return nil, err
 	}
+	m.gw = gw
 
 	var handler http.Handler = gw
 	if dev {
@@ -294,6 +303,8 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 			WebSocket:    r.Websocket,
 			Timeout:      time.Duration(r.Timeout),
 			MaxInFlight:  r.MaxInFlight,
+
+			UpgradeMaxLifetime: time.Duration(r.UpgradeMaxLifetime),
 		})
 	}
 	return pc, nil
@@ -347,6 +358,7 @@ func (m *Main) Run(ctx context.Context) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go m.sweep(sweepCtx)
+	go m.gw.WatchTunnels(sweepCtx, time.Duration(m.cfg.Server.UpgradeCheckInterval))
 
 	m.ready.Store(true)
 	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS())

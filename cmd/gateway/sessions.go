@@ -25,7 +25,9 @@ of its admin.token_file:
 
 Both take --admin URL (default http://127.0.0.1:9090) and --token-file FILE.
 A revoked session can no longer be refreshed; its access tokens pass until
-they expire, unless tokens.revocation = "every_request".
+they expire, unless tokens.revocation = "every_request". Its WebSockets on
+the gateway called are closed at once, on other replicas within their
+server.upgrade_check_interval.
 Run 'gateway sessions list -h' or 'gateway sessions revoke -h' for the flags.
 `
 

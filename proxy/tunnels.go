@@ -1,0 +1,318 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/sessionstore"
+)
+
+// An upgraded connection (a WebSocket, on a route with WebSocket set) is a
+// tunnel: once the upstream has switched protocols, no token crosses the
+// gateway any more, so nothing on the connection itself would ever notice
+// that its session ended. The gateway therefore keeps every tunnel in a
+// registry under its session, and ends it:
+//
+//   - at once, when a session ends on this gateway: logout, a refresh that
+//     finds the session revoked, expired or reused, a request refused under
+//     every_request, and whatever calls EndSession or EndSubject (the admin
+//     API);
+//   - at its deadline: the session's absolute end, or Route.UpgradeMaxLifetime
+//     after the upgrade if that is sooner;
+//   - within one interval of WatchTunnels when the session ended in a way
+//     this gateway did not see: revoked on another gateway sharing the store,
+//     or past its idle deadline.
+//
+// Ending a tunnel cancels the upgrade request's context, which makes
+// ReverseProxy close the upstream connection; both copy directions then end
+// and ReverseProxy closes the client's connection (see handleUpgradeResponse
+// in net/http/httputil, golang.org/issue/35559).
+//
+// The registry is touched only by upgrade requests and session ends, never
+// by an ordinary proxied request: the verified-request path takes no lock
+// and allocates nothing for it.
+
+// Reasons a tunnel is closed for, as the "reason" of EventTunnelClosed. A
+// session revoked elsewhere is reported with its store's RevokeReason
+// (sessionstore.ReasonLogout, ReasonAdmin, ReasonReuseDetected, ...).
+const (
+	// TunnelExpired: the session passed its idle or absolute deadline.
+	TunnelExpired = "expired"
+	// TunnelRevoked: the session was found revoked, with no reason recorded.
+	TunnelRevoked = "revoked"
+	// TunnelUnknownSession: the session is no longer in the store.
+	TunnelUnknownSession = "unknown_session"
+	// TunnelMaxLifetime: the route's UpgradeMaxLifetime passed.
+	TunnelMaxLifetime = "max_lifetime"
+)
+
+// tunnel is one upgrade request, registered from before it is forwarded
+// until ReverseProxy returns (both directions closed).
+type tunnel struct {
+	session string // "" for an anonymous upgrade
+	subject string
+	route   string
+	// deadline closes the tunnel with deadlineReason; zero means none.
+	deadline       time.Time
+	deadlineReason string
+	cancel         context.CancelCauseFunc
+	timer          *time.Timer // nil without a deadline
+}
+
+// tunnelEnd is the cause a tunnel's context is cancelled with.
+type tunnelEnd struct{ reason string }
+
+func (e *tunnelEnd) Error() string { return "tunnel closed: " + e.reason }
+
+// end cancels the tunnel's request with reason; a tunnel already ended keeps
+// its first reason.
+func (t *tunnel) end(reason string) { t.cancel(&tunnelEnd{reason: reason}) }
+
+// tunnels is the registry of open tunnels by session ID ("" holds the
+// anonymous ones). Its zero value is empty and ready.
+type tunnels struct {
+	mu        sync.Mutex
+	bySession map[string]map[*tunnel]struct{}
+}
+
+func (ts *tunnels) add(t *tunnel) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.bySession == nil {
+		ts.bySession = make(map[string]map[*tunnel]struct{})
+	}
+	set := ts.bySession[t.session]
+	if set == nil {
+		set = make(map[*tunnel]struct{})
+		ts.bySession[t.session] = set
+	}
+	set[t] = struct{}{}
+}
+
+func (ts *tunnels) remove(t *tunnel) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	set := ts.bySession[t.session]
+	delete(set, t)
+	if len(set) == 0 {
+		delete(ts.bySession, t.session)
+	}
+}
+
+// endSession ends every tunnel of session id and returns how many.
+func (ts *tunnels) endSession(id, reason string) int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	set := ts.bySession[id]
+	for t := range set {
+		t.end(reason)
+	}
+	return len(set)
+}
+
+// endSubject ends every tunnel of an authenticated session of subject.
+func (ts *tunnels) endSubject(subject, reason string) int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	n := 0
+	for id, set := range ts.bySession {
+		if id == "" {
+			continue
+		}
+		for t := range set {
+			if t.subject == subject {
+				t.end(reason)
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// due ends the tunnels whose deadline is not after now, and returns the IDs
+// of the sessions that have tunnels.
+func (ts *tunnels) due(now time.Time) []string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ids := make([]string, 0, len(ts.bySession))
+	for id, set := range ts.bySession {
+		for t := range set {
+			if !t.deadline.IsZero() && !now.Before(t.deadline) {
+				t.end(t.deadlineReason)
+			}
+		}
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// count is the number of open tunnels.
+func (ts *tunnels) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	n := 0
+	for _, set := range ts.bySession {
+		n += len(set)
+	}
+	return n
+}
+
+// EndSession closes at once every upgraded connection (WebSocket) of the
+// session id open on this gateway, and returns how many it closed. reason
+// is logged with each (EventTunnelClosed). The gateway calls it itself
+// wherever its own endpoints end a session (logout, refresh); anything else
+// that ends a session on this process (the admin API, a per-user session
+// limit) must call it too. Sessions ended elsewhere are found by
+// WatchTunnels.
+func (g *Gateway) EndSession(id, reason string) int {
+	if id == "" {
+		return 0 // the anonymous tunnels belong to no session
+	}
+	return g.tunnels.endSession(id, reason)
+}
+
+// EndSubject is EndSession for every session of subject, for a revocation
+// of all of a user's sessions.
+func (g *Gateway) EndSubject(subject, reason string) int {
+	return g.tunnels.endSubject(subject, reason)
+}
+
+// WatchTunnels checks the open upgraded connections every interval until
+// ctx ends: it closes those past their deadline (by the gateway's clock),
+// reads the session of the others from the store (one Get per session with
+// an open tunnel, none when there is none) and closes those whose session is
+// no longer live. A session ended where this gateway could not see it
+// (another gateway on the same store, its idle deadline) is so noticed
+// within interval plus the time of the reads. A session the store cannot
+// read keeps its tunnels until a later check reads it. interval must be
+// positive.
+func (g *Gateway) WatchTunnels(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			g.checkTunnels(ctx)
+		}
+	}
+}
+
+// checkTunnels is one pass of WatchTunnels.
+func (g *Gateway) checkTunnels(ctx context.Context) {
+	for _, id := range g.tunnels.due(g.now()) {
+		if ctx.Err() != nil {
+			return
+		}
+		var s sessionstore.Session
+		err := g.storeOp("get", func() (err error) {
+			s, err = g.deps.Store.Get(ctx, id)
+			return err
+		})
+		if reason := endReason(s, err, g.now()); reason != "" {
+			g.EndSession(id, reason)
+		} else if err != nil && ctx.Err() == nil {
+			g.log.Warn("session store read", "op", "get", "err", err)
+		}
+	}
+}
+
+// endReason says why a session is over at now, given the store's answer
+// about it (s, err: from Get, or the rule errors of Rotate), or "" if it is
+// live or could not be read.
+func endReason(s sessionstore.Session, err error, now time.Time) string {
+	switch {
+	case errors.Is(err, sessionstore.ErrNotFound):
+		return TunnelUnknownSession
+	case errors.Is(err, sessionstore.ErrReuseDetected):
+		return sessionstore.ReasonReuseDetected
+	case errors.Is(err, sessionstore.ErrRevoked):
+		return TunnelRevoked
+	case errors.Is(err, sessionstore.ErrExpired):
+		return TunnelExpired
+	case err != nil:
+		return ""
+	case s.Revoked() && s.RevokeReason != "":
+		return s.RevokeReason
+	case s.Revoked():
+		return TunnelRevoked
+	case !s.Live(now):
+		return TunnelExpired
+	}
+	return ""
+}
+
+// serveTunnel forwards an upgrade request (Upgrade: websocket on a route
+// that allows it) as a tunnel: a verified token's session is read from the
+// store first, whatever the revocation mode (an upgraded connection
+// outlives any token, so it is opened for a live session only), and the
+// request is registered under it until it ends.
+func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
+	now := g.now()
+	t := &tunnel{route: fw.route.Prefix}
+	if fw.token != nil {
+		s, ok := g.tunnelSession(w, r, fw.token, now)
+		if !ok {
+			return
+		}
+		t.session, t.subject = s.ID, s.Subject
+		t.deadline, t.deadlineReason = s.ExpiresAt, TunnelExpired
+	}
+	if max := fw.route.UpgradeMaxLifetime; max > 0 {
+		if end := now.Add(max); t.deadline.IsZero() || end.Before(t.deadline) {
+			t.deadline, t.deadlineReason = end, TunnelMaxLifetime
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), forwardKey{}, fw))
+	t.cancel = cancel
+	g.tunnels.add(t)
+	if !t.deadline.IsZero() {
+		// Exact in production; an injected clock that jumps ahead is
+		// caught by WatchTunnels, which checks deadlines by g.now.
+		t.timer = time.AfterFunc(t.deadline.Sub(now), func() { t.end(t.deadlineReason) })
+	}
+	defer func() {
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+		g.tunnels.remove(t)
+		cancel(nil)
+	}()
+	fw.route.proxy.ServeHTTP(w, r.WithContext(ctx))
+	var end *tunnelEnd
+	if errors.As(context.Cause(ctx), &end) {
+		g.log.Info("tunnel closed", "event", EventTunnelClosed, "reason", end.reason, "route", t.route,
+			"subject", t.subject, "session", t.session, "request_id", r.Header.Get(HeaderRequestID))
+	}
+}
+
+// tunnelSession reads the session of an upgrade's token and answers 401 if
+// it is not live, 503 if the store cannot be read.
+func (g *Gateway) tunnelSession(w http.ResponseWriter, r *http.Request, tok *auth.Token, now time.Time) (sessionstore.Session, bool) {
+	var s sessionstore.Session
+	err := g.storeOp("get", func() (err error) {
+		s, err = g.deps.Store.Get(r.Context(), tok.SessionID)
+		return err
+	})
+	reason := endReason(s, err, now)
+	switch {
+	case reason == TunnelExpired:
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "session expired")
+		return s, false
+	case reason != "":
+		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "session revoked")
+		return s, false
+	case err != nil:
+		g.log.Error("session store read", "op", "get", "err", err)
+		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+		return s, false
+	}
+	return s, true
+}
