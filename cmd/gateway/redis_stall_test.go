@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net/http"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,30 +68,14 @@ func TestBinaryRedisStall(t *testing.T) {
 	}
 	wantStatus(t, "the successor on the protected route", g.api(next), http.StatusOK)
 	g.mustRefresh(next)
-	if n := metricValue(t, g, `gateway_refreshes_total{result="success"}`); n < 2 {
+	_, metrics := g.do("GET", g.admin+"/metrics", "", "")
+	if n, _ := sample(metrics, `gateway_refreshes_total{result="success"}`); n < 2 {
 		t.Errorf(`gateway_refreshes_total{result="success"} = %v, want at least 2`, n)
 	}
-	if n := metricValue(t, g, `gateway_refreshes_total{result="reuse_detected"}`); n != 0 {
+	if n, _ := sample(metrics, `gateway_refreshes_total{result="reuse_detected"}`); n != 0 {
 		t.Errorf(`gateway_refreshes_total{result="reuse_detected"} = %v, want 0`, n)
 	}
 	if after := g.sessions(); len(after) != 1 || after[0] != before[0] {
 		t.Errorf("admin list after the stall = %q, want only %q: the login that answered 503 left a session", after, before)
 	}
-}
-
-// metricValue reads one sample from the admin listener's /metrics, 0 when
-// it is absent (a counter never incremented).
-func metricValue(t testing.TB, g *gw, name string) float64 {
-	t.Helper()
-	_, body := g.do("GET", g.admin+"/metrics", "", "")
-	for line := range strings.SplitSeq(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
-				t.Fatalf("%s: %q: %v", name, v, err)
-			}
-			return f
-		}
-	}
-	return 0
 }
