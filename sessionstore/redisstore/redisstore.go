@@ -64,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -167,7 +168,10 @@ type Options struct {
 // ReplyMargin. A Redis clock ahead of the gateway's refuses writes early
 // instead: ahead by more than the write timeout, every write is late. A
 // clock stepped backwards on the Redis host re-opens the deadline of
-// writes still queued.
+// writes still queued. A refused connection ends the wait at once (no
+// server listens, so nothing queued survives); a server that crashes after
+// running a script and before answering, and restarts with it persisted,
+// has applied a write reported as ErrUnavailable, as with any client.
 type Store struct {
 	client       redis.UniversalClient
 	cluster      bool
@@ -797,14 +801,21 @@ func (s *Store) newWrite(ctx context.Context) *writeCall {
 // sends the script again until one does or the reply margin is spent: each
 // run finds the earlier runs' work by the write ID, so the answer that
 // arrives is the truth about all of them. A Redis error answer (the script
-// ran and failed, or the server refused it) is returned as is.
+// ran and failed, or the server refused it) is returned as is, and so is a
+// refused connection: no server listens, so an earlier run still queued
+// died with the one that did (a server that crashed after running a script
+// and before answering is what this cannot tell, as any client).
 func (w *writeCall) run(sc *redis.Script, keys []string, args ...any) (any, error) {
 	args = append(args, w.id, w.deadline)
 	wait := 10 * time.Millisecond
 	for {
 		reply, err := sc.Run(w.ctx, w.s.client, keys, args...).Result()
-		var rerr redis.Error
-		if err == nil || errors.As(err, &rerr) || w.s.closed.Load() {
+		var (
+			rerr redis.Error
+			oerr *net.OpError
+		)
+		if err == nil || errors.As(err, &rerr) || w.s.closed.Load() ||
+			(errors.As(err, &oerr) && oerr.Op == "dial" && !oerr.Timeout()) {
 			return reply, err
 		}
 		select {
