@@ -29,6 +29,13 @@ func (f *failingStore) Create(ctx context.Context, s sessionstore.Session) error
 	return f.Store.Create(ctx, s)
 }
 
+func (f *failingStore) CreateLimited(ctx context.Context, s sessionstore.Session, limit int) ([]string, error) {
+	if f.writes.Load() {
+		return nil, errInjected
+	}
+	return f.Store.CreateLimited(ctx, s, limit)
+}
+
 func (f *failingStore) Rotate(ctx context.Context, req sessionstore.RotateRequest) (sessionstore.RotateResult, error) {
 	if f.writes.Load() {
 		return sessionstore.RotateResult{}, errInjected

@@ -83,6 +83,17 @@ type Config struct {
 	// AuthBodyTimeout bounds the time to receive the body of /auth/login;
 	// past it the answer is 408. Zero means 10s.
 	AuthBodyTimeout time.Duration
+
+	// StoreTimeout bounds each session store write of login, refresh and
+	// logout (store.write_timeout): a write not done within it answers 503
+	// and never applies afterwards (see sessionstore.Store). Zero means
+	// only the request's own context bounds it.
+	StoreTimeout time.Duration
+	// MaxSessionsPerUser caps a user's live sessions
+	// (login.max_sessions_per_user): the login past it revokes the user's
+	// least recently refreshed sessions (reason session_limit). Zero means
+	// no cap.
+	MaxSessionsPerUser int
 }
 
 // Deps are the parts the gateway works with. Verifier, Minter, KeySet and

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -180,10 +181,23 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		IdleExpiresAt: now.Add(g.cfg.IdleTimeout),
 		ExpiresAt:     now.Add(g.cfg.AbsoluteTimeout),
 	}
-	if err := g.storeOp("create", func() error { return g.deps.Store.Create(r.Context(), s) }); err != nil {
+	var limited []string
+	err = g.storeOp(r.Context(), "create", func(ctx context.Context) (err error) {
+		limited, err = g.deps.Store.CreateLimited(ctx, s, g.cfg.MaxSessionsPerUser)
+		return err
+	})
+	if err != nil {
 		g.log.Error("session store write", "op", "create", "err", err)
 		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
 		return
+	}
+	for _, id := range limited {
+		g.EndSession(id, sessionstore.ReasonSessionLimit) // its WebSockets on this replica
+	}
+	if len(limited) > 0 {
+		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonSessionLimit).Add(float64(len(limited)))
+		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", sessionstore.ReasonSessionLimit, "subject", s.Subject,
+			"sessions", limited, "limit", g.cfg.MaxSessionsPerUser, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
 	noteSubject(w, s.Subject)
@@ -310,8 +324,8 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var res sessionstore.RotateResult
-	err := g.storeOp("rotate", func() (err error) {
-		res, err = g.deps.Store.Rotate(r.Context(), sessionstore.RotateRequest{
+	err := g.storeOp(r.Context(), "rotate", func(ctx context.Context) (err error) {
+		res, err = g.deps.Store.Rotate(ctx, sessionstore.RotateRequest{
 			SessionID:   tok.SessionID,
 			JTI:         tok.ID,
 			NewJTI:      rand.Text(),
@@ -359,8 +373,8 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var revoked bool
-	err := g.storeOp("revoke", func() (err error) {
-		revoked, err = g.deps.Store.Revoke(r.Context(), tok.SessionID, sessionstore.ReasonLogout, g.now())
+	err := g.storeOp(r.Context(), "revoke", func(ctx context.Context) (err error) {
+		revoked, err = g.deps.Store.Revoke(ctx, tok.SessionID, sessionstore.ReasonLogout, g.now())
 		return err
 	})
 	if err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
@@ -438,10 +452,17 @@ func (g *Gateway) clearCookie(w http.ResponseWriter) {
 	})
 }
 
-// storeOp runs one store operation and records its duration.
-func (g *Gateway) storeOp(op string, f func() error) error {
+// storeOp runs one store write with ctx bounded by StoreTimeout, and
+// records its duration. The store guarantees that a write ending in an
+// error applies neither now nor later, so the 503 that follows is true.
+func (g *Gateway) storeOp(ctx context.Context, op string, f func(ctx context.Context) error) error {
 	start := time.Now()
-	err := f()
+	if g.cfg.StoreTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.cfg.StoreTimeout)
+		defer cancel()
+	}
+	err := f(ctx)
 	g.m.StoreOperationLength.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	return err
 }

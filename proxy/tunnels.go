@@ -212,7 +212,7 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 			return
 		}
 		var s sessionstore.Session
-		err := g.storeOp("get", func() (err error) {
+		err := g.storeOp(ctx, "get", func(ctx context.Context) (err error) {
 			s, err = g.deps.Store.Get(ctx, id)
 			return err
 		})
@@ -297,8 +297,8 @@ func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 // it is not live, 503 if the store cannot be read.
 func (g *Gateway) tunnelSession(w http.ResponseWriter, r *http.Request, tok *auth.Token, now time.Time) (sessionstore.Session, bool) {
 	var s sessionstore.Session
-	err := g.storeOp("get", func() (err error) {
-		s, err = g.deps.Store.Get(r.Context(), tok.SessionID)
+	err := g.storeOp(r.Context(), "get", func(ctx context.Context) (err error) {
+		s, err = g.deps.Store.Get(ctx, tok.SessionID)
 		return err
 	})
 	reason := endReason(s, err, now)

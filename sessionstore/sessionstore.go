@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,10 @@ const (
 	ReasonLogout        = "logout"
 	ReasonReuseDetected = "reuse_detected"
 	ReasonAdmin         = "admin"
+	// ReasonSessionLimit is a session revoked by CreateLimited because its
+	// subject logged in once more than the limit allows
+	// (login.max_sessions_per_user).
+	ReasonSessionLimit = "session_limit"
 )
 
 // Errors returned by Rotate, in the order the refresh rules are checked.
@@ -131,6 +136,19 @@ func (s *Session) Live(now time.Time) bool {
 	return !s.Revoked() && now.Before(s.Deadline())
 }
 
+// CompareRefreshed orders sessions from the least to the most recently
+// refreshed: by RefreshedAt, then CreatedAt, then ID. It is the order in
+// which Store.CreateLimited revokes sessions beyond the limit.
+func CompareRefreshed(a, b Session) int {
+	if c := a.RefreshedAt.Compare(b.RefreshedAt); c != 0 {
+		return c
+	}
+	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
 // RotateRequest asks Store.Rotate to exchange the token JTI of session
 // SessionID for a successor NewJTI.
 type RotateRequest struct {
@@ -171,9 +189,34 @@ type RotateResult struct {
 //
 // A method called with a ctx that is already done changes nothing and returns
 // an error wrapping both ErrUnavailable and ctx.Err().
+//
+// A write (Create, CreateLimited, Rotate, Revoke, RevokeSubject) that
+// returns an error wrapping ErrUnavailable has changed nothing, and will not
+// change anything later: a change the caller stopped waiting for never
+// applies afterwards. A write takes effect before ctx's deadline or not at
+// all; a write still queued (bbolt) or not yet run (Redis) when ctx ends is
+// dropped and reported as ErrUnavailable wrapping ctx.Err(). Conversely, a
+// write that did apply is reported as applied, even if ctx ended while its
+// answer was on its way: the caller can answer 503 for every
+// ErrUnavailable and be sure that a retry finds the state it left (issue
+// 11, item 2: a refresh that answered 503 during a Redis stall rotated
+// once Redis resumed, and the client's retry was taken for token theft).
+// Backends document what remains of this rule (for Redis: clock skew and a
+// reply delayed past a margin).
 type Store interface {
 	// Create stores a new session. It returns ErrExists if s.ID is taken.
 	Create(ctx context.Context, s Session) error
+
+	// CreateLimited is Create that also caps the live sessions of
+	// s.Subject: in the same atomic step, it revokes (ReasonSessionLimit, at
+	// s.CreatedAt) the subject's least recently refreshed sessions that are
+	// live at s.CreatedAt (by RefreshedAt, then CreatedAt, then ID), so
+	// that at most limit are live once s is stored. It returns the IDs of
+	// the sessions it revoked, least recently refreshed first (nil when
+	// none), so that the caller can count them and close what they hold
+	// open. Zero or a negative limit means no limit: it is Create. Of many
+	// concurrent calls for one subject, none leaves more than limit live.
+	CreateLimited(ctx context.Context, s Session, limit int) (revoked []string, err error)
 
 	// Get returns the session with the given ID, revoked or not, or
 	// ErrNotFound. It never writes. It is the every_request revocation

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -73,7 +74,9 @@ func (m *Main) adminAPI() http.Handler {
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		revoked, err := m.store.Revoke(r.Context(), r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
+		ctx, cancel := m.storeContext(r.Context())
+		defer cancel()
+		revoked, err := m.store.Revoke(ctx, r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
 		if err == nil || errors.Is(err, sessionstore.ErrNotFound) {
 			m.gw.EndSession(r.PathValue("id"), sessionstore.ReasonAdmin) // its WebSockets on this replica
 		}
@@ -97,7 +100,9 @@ func (m *Main) adminAPI() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
 			return
 		}
-		n, err := m.store.RevokeSubject(r.Context(), subject, sessionstore.ReasonAdmin, time.Now())
+		ctx, cancel := m.storeContext(r.Context())
+		defer cancel()
+		n, err := m.store.RevokeSubject(ctx, subject, sessionstore.ReasonAdmin, time.Now())
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
@@ -109,6 +114,13 @@ func (m *Main) adminAPI() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 	})
 	return mux
+}
+
+// storeContext bounds an admin store write by store.write_timeout: past it
+// the answer is 503 and the write never applies afterwards (see
+// sessionstore.Store).
+func (m *Main) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, time.Duration(m.cfg.Store.WriteTimeout))
 }
 
 // rfc3339 formats t in UTC, to the second.

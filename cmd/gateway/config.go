@@ -168,6 +168,10 @@ type StoreConfig struct {
 	// RedisConnectTimeout bounds how long serve waits for Redis at start-up
 	// before it fails.
 	RedisConnectTimeout Duration `toml:"redis_connect_timeout"`
+	// WriteTimeout bounds each session write of login, refresh, logout and
+	// the admin API: a write not done within it answers 503 and never
+	// applies afterwards.
+	WriteTimeout Duration `toml:"write_timeout"`
 }
 
 // LoginConfig is the [login] table. With neither UsersFile nor Upstream set,
@@ -189,6 +193,10 @@ type LoginConfig struct {
 	// MaxBodyBytes bounds the body of POST /auth/login, /auth/refresh and
 	// /auth/logout: a larger one, declared or sent, gets 413.
 	MaxBodyBytes int `toml:"max_body_bytes"`
+	// MaxSessionsPerUser caps a user's live sessions: the login past it
+	// revokes the user's least recently refreshed sessions. Zero means no
+	// cap.
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
 	// BodyTimeout bounds the time to receive the body of POST /auth/login
 	//, whatever server.read_timeout says: past it 408.
 	BodyTimeout Duration `toml:"body_timeout"`
@@ -299,14 +307,16 @@ func Default() Config {
 			Path:                "gateway.db",
 			SweepInterval:       Duration(time.Minute),
 			RedisConnectTimeout: Duration(10 * time.Second),
+			WriteTimeout:        Duration(3 * time.Second),
 		},
 		Login: LoginConfig{
-			SubjectHeader: "X-Auth-Subject",
-			MaxFailures:   5,
-			FailureWindow: Duration(time.Minute),
-			MaxBodyBytes:  64 << 10,
-			BodyTimeout:   Duration(10 * time.Second),
-			Roles:         map[string][]string{},
+			SubjectHeader:      "X-Auth-Subject",
+			MaxFailures:        5,
+			FailureWindow:      Duration(time.Minute),
+			MaxBodyBytes:       64 << 10,
+			BodyTimeout:        Duration(10 * time.Second),
+			Roles:              map[string][]string{},
+			MaxSessionsPerUser: 50,
 		},
 		Headers: HeadersConfig{
 			IdentityPrefix: "X-Auth-",
@@ -810,6 +820,7 @@ func (c *Config) validateStore(p *problems) {
 	}
 	positive(p, "store.sweep_interval", s.SweepInterval)
 	positive(p, "store.redis_connect_timeout", s.RedisConnectTimeout)
+	positive(p, "store.write_timeout", s.WriteTimeout)
 }
 
 func (c *Config) validateLogin(p *problems) {
@@ -836,6 +847,9 @@ func (c *Config) validateLogin(p *problems) {
 		p.add("login.max_body_bytes", "%d must be at least 1", l.MaxBodyBytes)
 	}
 	positive(p, "login.body_timeout", l.BodyTimeout)
+	if l.MaxSessionsPerUser < 0 {
+		p.add("login.max_sessions_per_user", "%d must not be negative (0 means no limit)", l.MaxSessionsPerUser)
+	}
 	for _, user := range slices.Sorted(maps.Keys(l.Roles)) {
 		key := joinKey("login.roles", user)
 		if user == "" {

@@ -283,6 +283,8 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 		RefreshBeforeExpiry: time.Duration(t.RefreshBeforeExpiry),
 		MaxAuthBodyBytes:    int64(cfg.Login.MaxBodyBytes),
 		AuthBodyTimeout:     time.Duration(cfg.Login.BodyTimeout),
+		StoreTimeout:        time.Duration(cfg.Store.WriteTimeout),
+		MaxSessionsPerUser:  cfg.Login.MaxSessionsPerUser,
 	}
 	switch t.Delivery {
 	case DeliveryCookie:

@@ -282,6 +282,60 @@ func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
 	return err
 }
 
+// CreateLimited stores a new session and revokes the subject's least
+// recently refreshed live sessions beyond limit, in one write transaction
+// (found through the subject index). See sessionstore.Store.
+func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, s.Create(ctx, sess)
+	}
+	if sess.ID == "" {
+		return nil, errors.New("boltstore: create: empty session ID")
+	}
+	if strings.IndexByte(sess.Subject, 0) >= 0 {
+		return nil, errors.New("boltstore: create: subject holds a NUL byte")
+	}
+	var (
+		exists  bool
+		revoked []string
+	)
+	err := s.groupUpdate(ctx, "create", func(b buckets) (bool, error) {
+		exists, revoked = b.sessions.Get([]byte(sess.ID)) != nil, nil
+		if exists {
+			return false, nil
+		}
+		if !sess.Revoked() {
+			all, err := b.ofSubject(sess.Subject)
+			if err != nil {
+				return false, err
+			}
+			live := all[:0]
+			for _, o := range all {
+				if o.Live(sess.CreatedAt) {
+					live = append(live, o)
+				}
+			}
+			if excess := len(live) + 1 - limit; excess > 0 {
+				slices.SortFunc(live, sessionstore.CompareRefreshed)
+				for i := range live[:excess] {
+					if err := b.revoke(&live[i], sessionstore.ReasonSessionLimit, sess.CreatedAt); err != nil {
+						return false, err
+					}
+					revoked = append(revoked, live[i].ID)
+				}
+			}
+		}
+		return true, b.insert(&sess)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		return nil, sessionstore.ErrExists
+	}
+	return revoked, nil
+}
+
 // Get returns the session with the given ID, revoked or not, or
 // sessionstore.ErrNotFound, in one read transaction.
 func (s *Store) Get(ctx context.Context, id string) (sessionstore.Session, error) {
@@ -496,7 +550,14 @@ func (s *Store) update(ctx context.Context, op string, fn func(buckets) error) e
 	if err := ctx.Err(); err != nil {
 		return wrapErr(op, err)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error { return fn(bucketsOf(tx)) })
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		// Checked again once the write lock is ours: a call whose caller
+		// gave up while it waited must not apply (see sessionstore.Store).
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(bucketsOf(tx))
+	})
 	if errors.Is(err, errNoChange) {
 		return nil
 	}
@@ -517,6 +578,13 @@ func (s *Store) update(ctx context.Context, op string, fn func(buckets) error) e
 // no other write in progress runs alone at once, without waiting for
 // company; alone, a call that changed nothing rolls back and costs no
 // fsync. In a batch it commits with the others.
+//
+// ctx is checked again inside the transaction, just before fn: a call whose
+// ctx ended while it waited for the write lock or for its batch changes
+// nothing and returns ctx's error, so that a caller that gave up (and
+// answered 503) never finds its change applied afterwards. A call whose fn
+// ran before ctx ended waits for the commit and reports it, whatever ctx
+// says by then.
 func (s *Store) groupUpdate(ctx context.Context, op string, fn func(buckets) (changed bool, err error)) error {
 	if err := ctx.Err(); err != nil {
 		return wrapErr(op, err)
@@ -524,6 +592,9 @@ func (s *Store) groupUpdate(ctx context.Context, op string, fn func(buckets) (ch
 	var err error
 	if s.writers.Add(1) == 1 || !s.batched {
 		err = s.db.Update(func(tx *bolt.Tx) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			changed, err := fn(bucketsOf(tx))
 			if err == nil && !changed {
 				return errNoChange
@@ -532,6 +603,12 @@ func (s *Store) groupUpdate(ctx context.Context, op string, fn func(buckets) (ch
 		})
 	} else {
 		err = s.db.Batch(func(tx *bolt.Tx) error {
+			// A call whose ctx ended while it was queued fails here, so
+			// bbolt runs the batch again without it and then runs it
+			// alone, where it fails again: it never applies.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			_, err := fn(bucketsOf(tx))
 			return err
 		})

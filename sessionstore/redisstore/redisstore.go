@@ -59,10 +59,12 @@ package redisstore
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +89,8 @@ const (
 	defaultPrefix         = "gw:"
 	defaultConnectTimeout = 10 * time.Second
 	defaultExpiryMargin   = time.Minute
+	defaultWriteTimeout   = 5 * time.Second
+	defaultReplyMargin    = 500 * time.Millisecond
 )
 
 // sweepBatch bounds how many sessions one Sweep script deletes, so that a
@@ -122,17 +126,61 @@ type Options struct {
 	// live, and an ended session still answers "expired" for a while, as
 	// with bbolt until the next sweep. Zero or negative means one minute.
 	ExpiryMargin time.Duration
+
+	// WriteTimeout is the deadline of a write whose ctx has none (or a
+	// later one): past it, by Redis's clock, the write is refused and never
+	// applies. Zero or negative means 5s.
+	WriteTimeout time.Duration
+
+	// ReplyMargin is how much longer than a write's deadline the store
+	// waits for Redis's answer, sending the write again if the connection
+	// fails, so that a write Redis ran just before its deadline is
+	// reported as done rather than thrown away. It must exceed the clock
+	// skew between the gateway's host and Redis's plus the time an answer
+	// takes to arrive (see Store). Zero or negative means 500ms.
+	ReplyMargin time.Duration
 }
 
 // Store is a sessionstore.Store on Redis. It is safe for concurrent use,
 // also from several processes sharing one Redis. The zero value is not
 // usable; call Open.
+//
+// # Writes that time out
+//
+// A write never applies after its deadline, the nearer of its ctx's and
+// Options.WriteTimeout from the call: the deadline travels with the script,
+// which refuses to run once Redis's clock (TIME) has reached it. The store
+// waits for the answer until the deadline plus Options.ReplyMargin (even if
+// ctx is canceled: the answer says what happened), sending the script
+// again, with the same write ID, when the connection fails; a script that
+// finds its own earlier run answers as that run did. So an answer is
+// always the truth, and "late" (an error wrapping
+// sessionstore.ErrUnavailable and context.DeadlineExceeded) means nothing
+// changed nor will.
+//
+// What remains: the store gives up without any answer only at deadline +
+// ReplyMargin on its own clock. A script Redis ran before the deadline on
+// Redis's clock, whose answer had not arrived by then, has applied although
+// the call reports ErrUnavailable. That takes a Redis clock behind the
+// gateway's by about ReplyMargin or more, or an answer delayed by about
+// ReplyMargin or more (a saturated network, a stall of the gateway
+// process). Keep the hosts' clocks synchronised (NTP) well within
+// ReplyMargin. A Redis clock ahead of the gateway's refuses writes early
+// instead: ahead by more than the write timeout, every write is late. A
+// clock stepped backwards on the Redis host re-opens the deadline of
+// writes still queued. A refused connection ends the wait at once (no
+// server listens, so nothing queued survives); a server that crashes after
+// running a script and before answering, and restarts with it persisted,
+// has applied a write reported as ErrUnavailable, as with any client.
 type Store struct {
-	client  redis.UniversalClient
-	prefix  string
-	margin  time.Duration
-	buckets [numBuckets]bucket
-	closed  atomic.Bool
+	client       redis.UniversalClient
+	cluster      bool
+	prefix       string
+	margin       time.Duration
+	writeTimeout time.Duration
+	replyMargin  time.Duration
+	buckets      [numBuckets]bucket
+	closed       atomic.Bool
 }
 
 // bucket holds the names of one bucket's fixed keys.
@@ -177,12 +225,21 @@ func Open(ctx context.Context, rawURL string, opts *Options) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: %s: %w", shown, err)
 	}
 	s := &Store{
-		client: conf.newClient(),
-		prefix: prefix,
-		margin: opts.ExpiryMargin,
+		client:       conf.newClient(),
+		cluster:      conf.cluster != nil,
+		prefix:       prefix,
+		margin:       opts.ExpiryMargin,
+		writeTimeout: opts.WriteTimeout,
+		replyMargin:  opts.ReplyMargin,
 	}
 	if s.margin <= 0 {
 		s.margin = defaultExpiryMargin
+	}
+	if s.writeTimeout <= 0 {
+		s.writeTimeout = defaultWriteTimeout
+	}
+	if s.replyMargin <= 0 {
+		s.replyMargin = defaultReplyMargin
 	}
 	for i := range s.buckets {
 		tag := fmt.Sprintf("%s{%02d}:", prefix, i)
@@ -299,18 +356,130 @@ func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
 	args := append([]any{
 		sess.ID, sess.Subject, millis(sess.Deadline()), millis(sess.Deadline().Add(s.margin)), revoked,
 	}, fields...)
-	res, err := scriptCreate.Run(ctx, s.client,
-		[]string{s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject}, args...).Text()
+	reply, err := s.write(ctx, scriptCreate,
+		[]string{s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject}, args...)
 	if err != nil {
 		return wrapErr("create", err)
 	}
-	switch res {
+	switch reply {
 	case "ok":
 		return nil
 	case "exists":
 		return sessionstore.ErrExists
+	case "late":
+		return wrapErr("create", errLate)
 	}
-	return wrapErr("create", fmt.Errorf("unexpected script answer %q", res))
+	return wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+}
+
+// CreateLimited stores a new session and revokes the subject's least
+// recently refreshed live sessions beyond limit. See sessionstore.Store.
+//
+// On a single server (standalone or Sentinel) it is one script, atomic: it
+// reads the subject's sessions from the 64 buckets' subject index, revokes
+// and creates. A Cluster cannot run one script over the 64 buckets' slots:
+// there it creates the session, then revokes the excess session by session
+// (createConverge), so that concurrent logins of one user may leave more
+// than limit live for the moment between, and a gateway that dies in it
+// leaves them until the user's next login.
+func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, s.Create(ctx, sess)
+	}
+	if err := s.usable(ctx, "create"); err != nil {
+		return nil, err
+	}
+	if sess.ID == "" {
+		return nil, errors.New("redisstore: create: empty session ID")
+	}
+	if strings.IndexByte(sess.Subject, 0) >= 0 {
+		return nil, errors.New("redisstore: create: subject holds a NUL byte")
+	}
+	if s.cluster {
+		return s.createConverge(ctx, sess, limit)
+	}
+	fields, err := encodeSession(&sess)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: create: %w", err)
+	}
+	revoked := "0"
+	if sess.Revoked() {
+		revoked = "1"
+	}
+	b := s.bucketOf(sess.ID)
+	keys := make([]string, 0, 5+2*numBuckets)
+	keys = append(keys, s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject)
+	for i := range s.buckets {
+		keys = append(keys, s.buckets[i].subject)
+	}
+	for i := range s.buckets {
+		keys = append(keys, s.buckets[i].live)
+	}
+	args := make([]any, 0, 8+len(fields))
+	args = append(args, sess.ID, sess.Subject, millis(sess.Deadline()), millis(sess.Deadline().Add(s.margin)), revoked,
+		limit, millis(sess.CreatedAt), sessionstore.ReasonSessionLimit)
+	args = append(args, fields...)
+	reply, err := s.write(ctx, scriptCreateLimited, keys, args...)
+	if err != nil {
+		return nil, wrapErr("create", err)
+	}
+	list, ok := reply.([]any)
+	if !ok || len(list) == 0 {
+		return nil, wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+	}
+	switch list[0] {
+	case "exists":
+		return nil, sessionstore.ErrExists
+	case "late":
+		return nil, wrapErr("create", errLate)
+	case "ok":
+		var out []string
+		for _, v := range list[1:] {
+			id, ok := v.(string)
+			if !ok {
+				return nil, wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+			}
+			out = append(out, id)
+		}
+		return out, nil
+	}
+	return nil, wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+}
+
+// createConverge is CreateLimited on a Cluster: Create, then List, then
+// Revoke of the least recently refreshed live sessions beyond limit. The
+// order is the same for every caller, so that concurrent logins of one
+// user revoke the same sessions and, once all have returned, leave at most
+// limit live.
+func (s *Store) createConverge(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
+	if err := s.Create(ctx, sess); err != nil {
+		return nil, err
+	}
+	// The session is stored: from here on the call reports success, as
+	// the store contract wants of a change that applied, even if the
+	// caller's ctx ends. The revocations get a deadline of their own; one
+	// that fails leaves the excess to the user's next login.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.writeTimeout)
+	defer cancel()
+	live, err := s.List(ctx, sess.Subject, sess.CreatedAt)
+	if err != nil {
+		return nil, nil
+	}
+	var revoked []string
+	if excess := len(live) - limit; excess > 0 {
+		slices.SortFunc(live, sessionstore.CompareRefreshed)
+		for _, o := range live[:excess] {
+			ok, err := s.Revoke(ctx, o.ID, sessionstore.ReasonSessionLimit, sess.CreatedAt)
+			switch {
+			case errors.Is(err, sessionstore.ErrNotFound):
+			case err != nil:
+				return revoked, nil
+			case ok:
+				revoked = append(revoked, o.ID)
+			}
+		}
+	}
+	return revoked, nil
 }
 
 // Get returns the session with the given ID, revoked or not, or
@@ -342,13 +511,17 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 	}
 	b := s.bucketOf(req.SessionID)
 	grace := strconv.FormatFloat(float64(req.Grace)/float64(time.Millisecond), 'f', -1, 64)
-	reply, err := scriptRotate.Run(ctx, s.client,
+	res, err := s.write(ctx, scriptRotate,
 		[]string{s.sessionKey(b, req.SessionID), b.deadlines, b.live},
 		req.SessionID, req.JTI, req.NewJTI, millis(req.Now), millis(req.Now.Add(req.IdleTimeout)),
 		grace, strconv.FormatInt(s.margin.Milliseconds(), 10), sessionstore.ReasonReuseDetected,
-	).Slice()
+	)
 	if err != nil {
 		return sessionstore.RotateResult{}, wrapErr("rotate", err)
+	}
+	reply, ok := res.([]any)
+	if !ok {
+		return sessionstore.RotateResult{}, wrapErr("rotate", fmt.Errorf("unexpected script answer %v", res))
 	}
 	code, sess, err := decodeReply(req.SessionID, reply)
 	if err != nil {
@@ -367,6 +540,8 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 		return sessionstore.RotateResult{}, sessionstore.ErrExpired
 	case "reuse":
 		return sessionstore.RotateResult{}, sessionstore.ErrReuseDetected
+	case "late":
+		return sessionstore.RotateResult{}, wrapErr("rotate", errLate)
 	}
 	return sessionstore.RotateResult{}, wrapErr("rotate", fmt.Errorf("unexpected script answer %q", code))
 }
@@ -380,7 +555,7 @@ func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (b
 		return false, sessionstore.ErrNotFound
 	}
 	b := s.bucketOf(id)
-	res, err := scriptRevoke.Run(ctx, s.client, []string{s.sessionKey(b, id), b.live}, id, millis(now), reason).Text()
+	res, err := s.write(ctx, scriptRevoke, []string{s.sessionKey(b, id), b.live}, id, millis(now), reason)
 	if err != nil {
 		return false, wrapErr("revoke", err)
 	}
@@ -391,6 +566,8 @@ func (s *Store) Revoke(ctx context.Context, id, reason string, now time.Time) (b
 		return false, nil
 	case "notfound":
 		return false, sessionstore.ErrNotFound
+	case "late":
+		return false, wrapErr("revoke", errLate)
 	}
 	return false, wrapErr("revoke", fmt.Errorf("unexpected script answer %q", res))
 }
@@ -404,7 +581,10 @@ func (s *Store) RevokeSubject(ctx context.Context, subject, reason string, now t
 	if err := s.usable(ctx, "revoke subject"); err != nil {
 		return 0, err
 	}
-	ids, err := s.subjectIDs(ctx, subject)
+	// One deadline and write ID for every bucket's script.
+	w := s.newWrite(ctx)
+	defer w.cancel()
+	ids, err := s.subjectIDs(w.ctx, subject)
 	if err != nil {
 		return 0, wrapErr("revoke subject", err)
 	}
@@ -422,12 +602,19 @@ func (s *Store) RevokeSubject(ctx context.Context, subject, reason string, now t
 			keys = append(keys, s.sessionKey(b, id))
 			args = append(args, id)
 		}
-		k, err := scriptRevokeSubject.Run(ctx, s.client, keys, args...).Int()
+		reply, err := w.run(scriptRevokeSubject, keys, args...)
+		k, ok := reply.(int64)
+		switch {
+		case err == nil && !ok:
+			err = fmt.Errorf("unexpected script answer %v", reply)
+		case err == nil && k < 0:
+			err = errLate
+		}
 		if err != nil {
 			// The buckets done so far stay revoked; the caller retries.
 			return n, wrapErr("revoke subject", err)
 		}
-		n += k
+		n += int(k)
 	}
 	return n, nil
 }
@@ -574,6 +761,70 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 		pending = more
 	}
 	return n, nil
+}
+
+// errLate is the error of a write that Redis refused because its deadline
+// had passed by Redis's clock: nothing changed. It wraps
+// context.DeadlineExceeded, as the caller's ctx would say.
+var errLate = fmt.Errorf("write refused by Redis past its deadline: %w", context.DeadlineExceeded)
+
+// write runs one write script as one call: see newWrite and writeCall.run.
+func (s *Store) write(ctx context.Context, sc *redis.Script, keys []string, args ...any) (any, error) {
+	w := s.newWrite(ctx)
+	defer w.cancel()
+	return w.run(sc, keys, args...)
+}
+
+// writeCall is one Store call that changes sessions: its deadline (the
+// nearer of ctx's and writeTimeout from now), its write ID, and the
+// context its commands run under, which ends replyMargin after the
+// deadline and not before, whatever happens to the caller's ctx.
+type writeCall struct {
+	s        *Store
+	ctx      context.Context
+	cancel   context.CancelFunc
+	id       string
+	deadline string // unix ms
+}
+
+func (s *Store) newWrite(ctx context.Context) *writeCall {
+	deadline := time.Now().Add(s.writeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	wctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(s.replyMargin))
+	return &writeCall{s: s, ctx: wctx, cancel: cancel, id: rand.Text(), deadline: millis(deadline)}
+}
+
+// run runs sc with the write ID and deadline appended to args, and returns
+// Redis's answer. When no answer comes (a timeout, a lost connection), it
+// sends the script again until one does or the reply margin is spent: each
+// run finds the earlier runs' work by the write ID, so the answer that
+// arrives is the truth about all of them. A Redis error answer (the script
+// ran and failed, or the server refused it) is returned as is, and so is a
+// refused connection: no server listens, so an earlier run still queued
+// died with the one that did (a server that crashed after running a script
+// and before answering is what this cannot tell, as any client).
+func (w *writeCall) run(sc *redis.Script, keys []string, args ...any) (any, error) {
+	args = append(args, w.id, w.deadline)
+	wait := 10 * time.Millisecond
+	for {
+		reply, err := sc.Run(w.ctx, w.s.client, keys, args...).Result()
+		var (
+			rerr redis.Error
+			oerr *net.OpError
+		)
+		if err == nil || errors.As(err, &rerr) || w.s.closed.Load() ||
+			(errors.As(err, &oerr) && oerr.Op == "dial" && !oerr.Timeout()) {
+			return reply, err
+		}
+		select {
+		case <-w.ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
 }
 
 // bucketOf is the bucket of a session ID: FNV-1a, part of the layout.

@@ -18,25 +18,57 @@ import "github.com/redis/go-redis/v9"
 //
 // redis.Script calls each by its SHA1 (EVALSHA), and sends the source only
 // when the server does not know it yet (after a restart or a failover).
+//
+// # Deadlines
+//
+// Every script that changes a session (all but scriptSweep) takes two more
+// ARGV, last: a write ID (random, one per Store call) and the write's
+// deadline (unix ms, from the caller's ctx). A script first looks for its
+// own earlier run (the write ID stored in the session's "wid" field, or,
+// for a rotation, its own successor): found, it answers as that run did,
+// so that a call sent again (by go-redis or by Store.write) after a lost
+// reply never does its change twice nor reports it as not done. Otherwise,
+// if Redis's clock (TIME) has reached the deadline, it changes nothing and
+// answers "late": a call the gateway stopped waiting for, queued on a
+// stalled server or a slow connection, never applies when Redis resumes
+// (issue 11, item 2). scriptSweep has no deadline: deleting ended sessions
+// is the same whenever it happens.
+
+// lateCheck defines late(deadline): whether Redis's clock has reached the
+// write deadline (unix ms). It starts every script with a deadline. TIME is
+// allowed in scripts since Redis 5 replicates their effects, not the
+// scripts.
+const lateCheck = `
+local function late(deadline)
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) >= tonumber(deadline)
+end
+`
 
 // scriptCreate stores a new session and its index entries.
 //
 //	KEYS: session, deadlines, owners, unrevoked, subjects
 //	ARGV: id, subject, deadline, expire-at, revoked ("1" or "0"), then the
-//	      session's field/value pairs
+//	      session's field/value pairs, then write ID, write deadline
 //
-// It answers "exists" or "ok". An owner entry without its session key is a
-// session Redis deleted at its expiry before any sweep: its subject entry
-// goes, and the ID is free again.
-var scriptCreate = redis.NewScript(`
+// It answers "exists", "late" or "ok". An owner entry without its session
+// key is a session Redis deleted at its expiry before any sweep: its
+// subject entry goes, and the ID is free again.
+var scriptCreate = redis.NewScript(lateCheck + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
+	if redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV - 1] then
+		return 'ok'
+	end
 	return 'exists'
+end
+if late(ARGV[#ARGV]) then
+	return 'late'
 end
 local old = redis.call('HGET', KEYS[3], ARGV[1])
 if old then
 	redis.call('ZREM', KEYS[5], old .. '\0' .. ARGV[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'wid', ARGV[#ARGV - 1], unpack(ARGV, 6, #ARGV - 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -49,35 +81,140 @@ end
 return 'ok'
 `)
 
+// scriptCreateLimited is scriptCreate that first revokes the subject's least
+// recently refreshed live sessions beyond the limit, in the same step
+// (sessionstore.Store.CreateLimited). The subject's sessions are spread
+// over every bucket: the script reads the 64 buckets' subject indexes
+// (declared) and then the sessions they name, whose keys it derives from
+// the index's bucket tag without declaring them, since no caller can know
+// them before the script runs without a race. Reading undeclared keys and
+// keys of many hash slots is what only a single server (standalone or
+// Sentinel) allows; a Cluster uses createConverge instead.
+//
+//	KEYS: session, deadlines, owners, unrevoked, subjects (the new
+//	      session's bucket), then the 64 buckets' subject indexes, then
+//	      their unrevoked sets, in bucket order
+//	ARGV: id, subject, deadline, expire-at, revoked ("1" or "0"), limit,
+//	      now, reason, then the session's field/value pairs, then write ID,
+//	      write deadline
+//
+// It answers {"exists"}, {"late"}, or {"ok", revoked ID, ...}. A run that
+// finds its own earlier run answers the sessions that run revoked (their
+// write ID).
+var scriptCreateLimited = redis.NewScript(lateCheck + `
+local wid = ARGV[#ARGV - 1]
+local subj, live = 6, 6 + 64
+local first, after = ARGV[2] .. '\0', ARGV[2] .. '\1'
+local function each(fn)
+	for b = 0, 63 do
+		local tag = string.sub(KEYS[subj + b], 1, -5)
+		for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[subj + b], '[' .. first, '(' .. after)) do
+			local id = string.sub(m, #first + 1)
+			fn(b, id, tag .. 's:' .. id)
+		end
+	end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+	if redis.call('HGET', KEYS[1], 'wid') ~= wid then
+		return {'exists'}
+	end
+	local r = {'ok'}
+	each(function(b, id, k)
+		if id ~= ARGV[1] and redis.call('HGET', k, 'wid') == wid then
+			table.insert(r, id)
+		end
+	end)
+	return r
+end
+if late(ARGV[#ARGV]) then
+	return {'late'}
+end
+local r = {'ok'}
+local now, limit = tonumber(ARGV[7]), tonumber(ARGV[6])
+if ARGV[5] ~= '1' then
+	local alive = {}
+	each(function(b, id, k)
+		local f = redis.call('HMGET', k, 'ref', 'cre', 'idle', 'exp', 'rva')
+		if f[4] and not f[5] and now < math.min(tonumber(f[3]), tonumber(f[4])) then
+			table.insert(alive, {ref = tonumber(f[1]), cre = tonumber(f[2]), id = id, b = b, k = k})
+		end
+	end)
+	if #alive >= limit then
+		table.sort(alive, function(a, b)
+			if a.ref ~= b.ref then
+				return a.ref < b.ref
+			end
+			if a.cre ~= b.cre then
+				return a.cre < b.cre
+			end
+			return a.id < b.id
+		end)
+		for j = 1, #alive - limit + 1 do
+			local s = alive[j]
+			redis.call('HSET', s.k, 'rva', ARGV[7], 'rvr', ARGV[8], 'wid', wid)
+			redis.call('SREM', KEYS[live + s.b], s.id)
+			table.insert(r, s.id)
+		end
+	end
+end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old then
+	redis.call('ZREM', KEYS[5], old .. '\0' .. ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'wid', wid, unpack(ARGV, 9, #ARGV - 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[5], 0, first .. ARGV[1])
+if ARGV[5] == '1' then
+	redis.call('SREM', KEYS[4], ARGV[1])
+else
+	redis.call('SADD', KEYS[4], ARGV[1])
+end
+return r
+`)
+
 // scriptRotate applies the refresh rules of sessionstore.Store.Rotate in
 // their order, and rotates.
 //
 //	KEYS: session, deadlines, unrevoked
 //	ARGV: id, jti, new jti, now, now+idle timeout, grace (ms, may be
-//	      fractional), expiry margin (ms), reuse reason
+//	      fractional), expiry margin (ms), reuse reason, write ID, write
+//	      deadline
 //
 // It answers {"notfound"}, {"revoked"}, {"expired"}, {"reuse"} (having
-// revoked the session), or {"ok" | "grace", field, value, ...} with the
-// session after the call.
+// revoked the session), {"late"}, or {"ok" | "grace", field, value, ...}
+// with the session after the call.
 //
-// A call whose reply was lost and that go-redis sends again finds its own
+// A call whose reply was lost and that is sent again finds its own
 // rotation done (the presented jti is now the previous one, the new jti the
-// current one, rotated at the same now): it answers "ok" again instead of
-// taking its own successor for reuse, so that a retry never revokes a
-// session, even with no grace period. New jtis are random, so no other
-// request can match.
-var scriptRotate = redis.NewScript(`
+// current one, rotated at the same now), or its own revocation for reuse
+// (its write ID): it answers "ok" (or "reuse") again instead of taking its
+// own successor for reuse, so that a retry never revokes a session, even
+// with no grace period, and never reports a rotation it made as late. New
+// jtis and write IDs are random, so no other request can match. The
+// session hash's "wid" is not read by decodeSession.
+var scriptRotate = redis.NewScript(lateCheck + `
 local function answer(code)
 	local r = redis.call('HGETALL', KEYS[1])
 	table.insert(r, 1, code)
 	return r
 end
-local f = redis.call('HMGET', KEYS[1], 'jti', 'pjti', 'rot', 'idle', 'exp', 'rva')
+local f = redis.call('HMGET', KEYS[1], 'jti', 'pjti', 'rot', 'idle', 'exp', 'rva', 'wid')
 if not f[5] then
 	return {'notfound'}
 end
 if f[6] then
+	if f[7] == ARGV[9] then
+		return {'reuse'}
+	end
 	return {'revoked'}
+end
+if f[2] and ARGV[2] == f[2] and ARGV[3] == f[1] and ARGV[4] == f[3] then
+	return answer('ok')
+end
+if late(ARGV[10]) then
+	return {'late'}
 end
 local now = tonumber(ARGV[4])
 local exp = tonumber(f[5])
@@ -95,14 +232,11 @@ if ARGV[2] == f[1] then
 	return answer('ok')
 end
 if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
-	if ARGV[3] == f[1] and ARGV[4] == f[3] then
-		return answer('ok')
-	end
 	if f[3] and now < tonumber(f[3]) + tonumber(ARGV[6]) then
 		return answer('grace')
 	end
 end
-redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8])
+redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[9])
 redis.call('SREM', KEYS[3], ARGV[1])
 return {'reuse'}
 `)
@@ -110,17 +244,23 @@ return {'reuse'}
 // scriptRevoke revokes one session.
 //
 //	KEYS: session, unrevoked
-//	ARGV: id, now, reason
+//	ARGV: id, now, reason, write ID, write deadline
 //
-// It answers "notfound", "unchanged" (already revoked) or "ok".
-var scriptRevoke = redis.NewScript(`
+// It answers "notfound", "unchanged" (already revoked), "late" or "ok".
+var scriptRevoke = redis.NewScript(lateCheck + `
 if redis.call('EXISTS', KEYS[1]) == 0 then
 	return 'notfound'
 end
 if redis.call('HEXISTS', KEYS[1], 'rva') == 1 then
+	if redis.call('HGET', KEYS[1], 'wid') == ARGV[4] then
+		return 'ok'
+	end
 	return 'unchanged'
 end
-redis.call('HSET', KEYS[1], 'rva', ARGV[2], 'rvr', ARGV[3])
+if late(ARGV[5]) then
+	return 'late'
+end
+redis.call('HSET', KEYS[1], 'rva', ARGV[2], 'rvr', ARGV[3], 'wid', ARGV[4])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 'ok'
 `)
@@ -129,18 +269,35 @@ return 'ok'
 // belong to the subject and are not revoked yet.
 //
 //	KEYS: unrevoked, session 1, session 2, ...
-//	ARGV: subject, now, reason, id 1, id 2, ...
+//	ARGV: subject, now, reason, id 1, id 2, ..., write ID, write deadline
 //
-// It answers how many it revoked.
-var scriptRevokeSubject = redis.NewScript(`
+// It answers how many it revoked (counting those an earlier run of the same
+// call revoked), or -1 for late.
+var scriptRevokeSubject = redis.NewScript(lateCheck + `
+local wid = ARGV[#ARGV - 1]
 local n = 0
-for i = 4, #ARGV do
+local todo = {}
+for i = 4, #ARGV - 2 do
 	local k = KEYS[i - 2]
-	if redis.call('HGET', k, 'sub') == ARGV[1] and redis.call('HEXISTS', k, 'rva') == 0 then
-		redis.call('HSET', k, 'rva', ARGV[2], 'rvr', ARGV[3])
-		redis.call('SREM', KEYS[1], ARGV[i])
-		n = n + 1
+	local f = redis.call('HMGET', k, 'sub', 'rva', 'wid')
+	if f[1] == ARGV[1] then
+		if not f[2] then
+			table.insert(todo, i)
+		elseif f[3] == wid then
+			n = n + 1
+		end
 	end
+end
+if n > 0 or #todo == 0 then
+	return n
+end
+if late(ARGV[#ARGV]) then
+	return -1
+end
+for _, i in ipairs(todo) do
+	redis.call('HSET', KEYS[i - 2], 'rva', ARGV[2], 'rvr', ARGV[3], 'wid', wid)
+	redis.call('SREM', KEYS[1], ARGV[i])
+	n = n + 1
 end
 return n
 `)
@@ -176,4 +333,4 @@ return n
 `)
 
 // scripts are loaded at Open, so that a server refusing them fails there.
-var scripts = []*redis.Script{scriptCreate, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep}
+var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep}

@@ -61,6 +61,9 @@ func Run(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 		{"ConcurrentRotate", testConcurrentRotate},
 		{"Closed", testClosed},
 		{"CanceledContext", testCanceledContext},
+		{"SessionLimit", testSessionLimit},
+		{"ConcurrentSessionLimit", testConcurrentSessionLimit},
+		{"WriteDeadline", testWriteDeadline},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -806,6 +809,10 @@ func calls(st sessionstore.Store) []struct {
 		call func(ctx context.Context) error
 	}{
 		{"Create", func(ctx context.Context) error { return st.Create(ctx, newSession("new", "alice", t0)) }},
+		{"CreateLimited", func(ctx context.Context) error {
+			_, err := st.CreateLimited(ctx, newSession("new", "alice", t0), 1)
+			return err
+		}},
 		{"Get", func(ctx context.Context) error { _, err := st.Get(ctx, "s"); return err }},
 		{"Rotate", func(ctx context.Context) error {
 			_, err := st.Rotate(ctx, sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "n", Now: t0.Add(time.Minute), IdleTimeout: idle, Grace: grace})

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -191,6 +192,33 @@ func (s *Server) start() error {
 			s.kill()
 			return fmt.Errorf("no PONG from %s within %v (last: %q, %v): %s", s.Addr, startTimeout, line, err, log.String())
 		}
+	}
+}
+
+// Pause stops the server with SIGSTOP, as a stalled host or a long fork
+// would: connections stay open, commands sent are queued unanswered. Resume
+// continues it; the test's end continues it too, before killing it.
+func (s *Server) Pause(tb testing.TB) {
+	tb.Helper()
+	s.signal(tb, syscall.SIGSTOP)
+}
+
+// Resume continues a server stopped by Pause (SIGCONT).
+func (s *Server) Resume(tb testing.TB) {
+	tb.Helper()
+	s.signal(tb, syscall.SIGCONT)
+}
+
+func (s *Server) signal(tb testing.TB, sig syscall.Signal) {
+	tb.Helper()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		tb.Fatalf("redis-server on %s is not running", s.Addr)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		tb.Fatalf("signal redis-server on %s: %v", s.Addr, err)
 	}
 }
 
