@@ -68,6 +68,7 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 	tests := []struct {
 		name         string
 		everyRequest bool
+		maxSessions  int // login.max_sessions_per_user, with alice/wonderland as a user
 		end          func(t *testing.T, e *env, s sessions)
 		reason       string
 		alsoA2       bool // alice's other session's tunnel closes too
@@ -112,6 +113,9 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 				t.Fatalf("request: status = %d, want 401", res.StatusCode)
 			}
 		}},
+		{name: "login past max_sessions_per_user", maxSessions: 2, reason: "session_limit", end: func(t *testing.T, e *env, s sessions) {
+			e.mustLogin("alice", "wonderland") // a third session: the least recently refreshed goes
+		}},
 		{name: "watcher: revoked elsewhere", reason: "logout", end: func(t *testing.T, e *env, s sessions) {
 			e.store.Revoke(t.Context(), s.a.ID, sessionstore.ReasonLogout, e.clock.Now())
 			e.gw.checkTunnels(t.Context())
@@ -151,7 +155,13 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs logBuffer
-			e := tunnelEnv(t, &logs, func(c *Config, _ *Deps) { c.EveryRequest = tt.everyRequest })
+			e := tunnelEnv(t, &logs, func(c *Config, d *Deps) {
+				c.EveryRequest = tt.everyRequest
+				if tt.maxSessions > 0 {
+					c.MaxSessionsPerUser = tt.maxSessions
+					d.Login = usersFile(t, nil, "alice", "wonderland")
+				}
+			})
 			var s sessions
 			s.tokA, s.a = e.session("alice")
 			e.clock.Advance(time.Millisecond)
