@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,7 +33,20 @@ func trailerUpstream(w http.ResponseWriter, r *http.Request) {
 // cookie, one X-Request-Id) hold for trailers too, in their announcement
 // (the Trailer header) and in their values, over HTTP/1.1 and HTTP/2.
 func TestTrailersAreCleaned(t *testing.T) {
-	e := newEnv(t, nil)
+	// The upstream's answer over HTTP/1.1 (chunked) behind /public/, over
+	// HTTP/2 behind /h2/.
+	h2up := httptest.NewUnstartedServer(http.HandlerFunc(trailerUpstream))
+	h2up.EnableHTTP2 = true
+	h2up.StartTLS()
+	t.Cleanup(h2up.Close)
+	e := newEnv(t, func(c *Config, d *Deps) {
+		u := *c.Routes[0].Upstream
+		u.Scheme, u.Host = "https", h2up.Listener.Addr().String()
+		c.Routes = append(c.Routes, Route{Prefix: "/h2/", Upstream: &u, Auth: AuthNone})
+		tr := h2up.Client().Transport.(*http.Transport).Clone()
+		tr.ForceAttemptHTTP2 = true
+		d.Transport = &routeTransport{h2: tr, h1: NewTransport(0), h2Host: u.Host}
+	})
 	e.upstream.respond = trailerUpstream
 	h2 := httptest.NewUnstartedServer(e.gw)
 	h2.EnableHTTP2 = true
@@ -44,12 +58,14 @@ func TestTrailersAreCleaned(t *testing.T) {
 		client *http.Client
 		proto  int
 	}{
-		{"HTTP/1.1", e.srv.URL, e.srv.Client(), 1},
-		{"HTTP/2", h2.URL, h2.Client(), 2},
+		{"HTTP/1.1 upstream, HTTP/1.1 client", e.srv.URL + "/public/x", e.srv.Client(), 1},
+		{"HTTP/1.1 upstream, HTTP/2 client", h2.URL + "/public/x", h2.Client(), 2},
+		{"HTTP/2 upstream, HTTP/1.1 client", e.srv.URL + "/h2/x", e.srv.Client(), 1},
+		{"HTTP/2 upstream, HTTP/2 client", h2.URL + "/h2/x", h2.Client(), 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := tt.client.Get(tt.url + "/public/x")
+			res, err := tt.client.Get(tt.url)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,6 +107,25 @@ func TestTrailersAreCleaned(t *testing.T) {
 			}
 		})
 	}
+}
+
+// routeTransport sends requests for h2Host through h2 (a transport that
+// trusts that upstream's test certificate), the others through h1.
+type routeTransport struct {
+	h1, h2 http.RoundTripper
+	h2Host string
+}
+
+func (rt *routeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Host == rt.h2Host {
+		res, err := rt.h2.RoundTrip(r)
+		if err == nil && res.ProtoMajor != 2 {
+			res.Body.Close()
+			return nil, fmt.Errorf("upstream answered %s, want HTTP/2", res.Proto)
+		}
+		return res, err
+	}
+	return rt.h1.RoundTrip(r)
 }
 
 // TestSpelledTokenCookieNeverReachesAnUpstream: with forward_token false,
