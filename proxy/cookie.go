@@ -163,18 +163,15 @@ func cookieNamed(raw string, want []byte) bool {
 	// folding, and the common one is found without it.
 	plain := plainCookieName(t)
 	var b [64]byte
-	switch {
-	case plain && len(t) != len(want):
-	case plain:
-		if eq, ascii := plainFoldEqual(t, want); eq || ascii {
-			if eq {
-				return true
-			}
-			break
+	if !plain || len(t) == len(want) {
+		eq, ascii := false, false
+		if plain {
+			eq, ascii = plainFoldEqual(t, want)
 		}
-		fallthrough
-	default:
-		if foldEqual(foldCookieName(b[:0], t, true), want) {
+		if !ascii {
+			eq = foldEqual(foldCookieName(b[:0], t, true), want)
+		}
+		if eq {
 			return true
 		}
 	}
