@@ -8,13 +8,14 @@ import (
 	"unicode/utf8"
 )
 
-// The gateway reads its token cookie (cookieValues) and removes it before
+// The gateway counts its token cookie (cookieValues) and removes it before
 // forwarding (removeCookie) under every spelling of its name that a common
 // backend would read as that name, not only the one a browser sends. Were it
 // stricter than a backend, a client could hand the backend a token cookie the
 // gateway never saw: past forward_token = false, and past the rules that
-// refuse two different tokens in one request. The leniencies, found in the
-// cookie parsers of common backends:
+// refuse two different tokens in one request. Only the name itself, spaces
+// around it aside, authenticates (see cookieValues). The leniencies, found
+// in the cookie parsers of common backends:
 //   - spaces around the name and the value: "NAME =v" (Go's net/http, Node's
 //     cookie, Django, Werkzeug, Tomcat), and with them, in Python's
 //     str.strip and JavaScript's trim over Latin-1 headers, the bytes 0x85 and
@@ -117,9 +118,18 @@ func partNames(part string, want []byte) bool {
 // ','-separated pairs gives its whole value and the value of each pair
 // named name: which one a backend reads depends on the backend, so they must
 // agree.
+//
+// Every spelling counts in n and conflict, but first is "" unless the cookie
+// came under its own name (spaces around it aside) in a ';'-separated part:
+// the other spellings are no browser's way of sending the gateway's cookie,
+// and one of them ("%5F%5FHost-gateway", "..Host-gateway", "a=1,
+// __Host-gateway=") can be set by a sibling site past the __Host- prefix's
+// rules, so its value must never authenticate a request: it can only make
+// one ambiguous (adversarial TestAttacks/headers/token_cookie_after_a_comma).
 func cookieValues(h http.Header, name string) (first string, n int, conflict bool) {
 	var nb [64]byte
 	want := foldCookieName(nb[:0], name, false)
+	own := false
 	add := func(v string) {
 		v = trimCookieSpace(strings.Trim(trimCookieSpace(v), `"`))
 		if n == 0 {
@@ -133,6 +143,7 @@ func cookieValues(h http.Header, name string) (first string, n int, conflict boo
 		for part := range strings.SplitSeq(line, ";") {
 			if k, v, _ := strings.Cut(part, "="); cookieNamed(k, want) {
 				add(v)
+				own = own || strings.Trim(k, " \t") == name
 			}
 			if strings.IndexByte(part, ',') < 0 {
 				continue
@@ -143,6 +154,9 @@ func cookieValues(h http.Header, name string) (first string, n int, conflict boo
 				}
 			}
 		}
+	}
+	if !own {
+		first = ""
 	}
 	return first, n, conflict
 }

@@ -205,8 +205,14 @@ func TestSpelledTokenCookieConflicts(t *testing.T) {
 		{"cookie and encoded cookie", http.Header{"Cookie": {"__Host-gateway=" + tok + "; %5F%5FHost-gateway=" + other}}, 400, "conflicting token cookies"},
 		{"cookie and comma cookie", http.Header{"Cookie": {"__Host-gateway=" + tok + "; a=1,__Host-gateway=" + other}}, 400, "conflicting token cookies"},
 		{"two header lines", http.Header{"Cookie": {"__Host-gateway=" + tok, "__HOST-gateway=" + other}}, 400, "conflicting token cookies"},
-		{"spelled cookie alone", http.Header{"Cookie": {"__Host-gateway =" + tok}}, 200, ""},
-		{"bearer and same spelled cookie", http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {" __Host-gateway = " + tok}}, 200, ""},
+		{"spaced cookie alone", http.Header{"Cookie": {"__Host-gateway =" + tok}}, 200, ""},
+		{"bearer and same spaced cookie", http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {" __Host-gateway = " + tok}}, 200, ""},
+		// Spelled otherwise, a cookie never authenticates (a sibling site
+		// can set "%5F%5FHost-gateway"); beside a bearer it is ambiguous.
+		{"encoded cookie alone", http.Header{"Cookie": {"%5F%5FHost-gateway=" + tok}}, 401, "token missing"},
+		{"lower-case cookie alone", http.Header{"Cookie": {"__host-gateway=" + tok}}, 401, "token missing"},
+		{"comma cookie alone", http.Header{"Cookie": {"a=1, __Host-gateway=" + tok}}, 401, "token missing"},
+		{"bearer and same encoded cookie", http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {"%5F%5FHost-gateway=" + tok}}, 400, "bearer token and cookie token differ"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
