@@ -29,6 +29,9 @@ func fuzzRoutes() []*route {
 //   - has no dot segment, empty segment, ';', backslash or control
 //     character, and is UTF-8, at any level of further decoding, so that
 //     however often the backend decodes it, it resolves to the same route;
+//   - unless checkRedecoded refuses it, selects, at any level of further
+//     decoding ("%2F" included), the same route, and never one of the
+//     gateway's own endpoints it did not select decoded once;
 //   - gives the same answer every time.
 func FuzzCheckPath(f *testing.F) {
 	for _, p := range []string{
@@ -36,11 +39,16 @@ func FuzzCheckPath(f *testing.F) {
 		"/public/..%2fapi", "/public/..%5capi", "//api", "/api;x/", "/%61pi/x", "/api/%2Fx",
 		"/public/%c0%ae%c0%ae/api", "/public/%25252e", "/", "", "api", "/a/b/c/", "/%zz",
 		"/public/%2525252e%2525252e/api", "/public/.%2e/api", "/public/x%00", "/public/%e2%80%ae",
+		"/%2561pi/x", "/%252561pi/x", "/api%2Fx", "/%2561uth/refresh", "/public/%2561", "/x%2561pi",
 	} {
 		f.Add(p, false)
 		f.Add(p, true)
 	}
 	rs := fuzzRoutes()
+	own := map[string]http.Handler{
+		"/auth/login": http.NotFoundHandler(), "/auth/refresh": http.NotFoundHandler(),
+		"/auth/logout": http.NotFoundHandler(), "/.well-known/jwks.json": http.NotFoundHandler(),
+	}
 	f.Fuzz(func(t *testing.T, escaped string, allowSlash bool) {
 		routePath, reason := checkPath(escaped, allowSlash)
 		if r2, reason2 := checkPath(escaped, allowSlash); r2 != routePath || reason2 != reason {
@@ -68,11 +76,17 @@ func FuzzCheckPath(f *testing.F) {
 		if routePath != want {
 			t.Fatalf("checkPath(%q) routes on %q, the upstream reads %q", escaped, routePath, want)
 		}
+		if checkRedecoded(rs, own, routePath) != "" {
+			return
+		}
 		// However many more times a backend decodes it, the path keeps
 		// its shape and its route.
 		rt := match(rs, routePath)
 		p := routePath
 		for depth := 0; depth < 4; depth++ {
+			if match(rs, p) != rt || (p != routePath && own[p] != nil) {
+				t.Fatalf("checkPath(%q) routes on %q, but %q (decoded %d more times) selects another route or endpoint", escaped, routePath, p, depth)
+			}
 			if !strings.HasPrefix(p, "/") || !utf8.ValidString(p) || strings.ContainsAny(p, ";\\") {
 				t.Fatalf("checkPath(%q) accepted %q, which decodes to %q", escaped, routePath, p)
 			}
@@ -93,9 +107,6 @@ func FuzzCheckPath(f *testing.F) {
 			d, err := url.PathUnescape(p)
 			if err != nil || d == p {
 				break
-			}
-			if allowSlash && depth == 0 {
-				break // "%2F" is kept encoded on purpose: the backend owns it
 			}
 			p = d
 		}
@@ -154,11 +165,13 @@ func FuzzExtractToken(f *testing.F) {
 				}
 			}
 			// A bearer token is trimmed (RFC 7235 allows spaces after the
-			// scheme); a cookie value is taken as sent, spaces and all, and
-			// the verifier refuses it (the first run of this target found
-			// " 00": not a bypass, just not what the property said).
+			// scheme); a cookie value is trimmed as Node, Django and
+			// Werkzeug trim it (cookieSpace), not as strings.TrimSpace.
 			if !fromCookie && raw != strings.TrimSpace(raw) {
 				t.Fatalf("bearer token %q not trimmed", raw)
+			}
+			if fromCookie && raw != trimCookieSpace(raw) {
+				t.Fatalf("cookie token %q not trimmed", raw)
 			}
 		}
 	})
@@ -226,4 +239,201 @@ func FuzzStripIdentityHeaders(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzCookies: for any Cookie line and token cookie name, no common
+// backend's cookie parser (modelled in backendCookies) finds the token
+// cookie in what removeCookie leaves; if one finds it in the line,
+// cookieValues finds it too; and removeCookie keeps every ordinary cookie
+// of another name.
+func FuzzCookies(f *testing.F) {
+	for _, c := range []string{
+		"__Host-gateway=t", "a=1; __Host-gateway =t; b=2", "__host-gateway=t", "%5F%5FHost-gateway=t",
+		"..Host-gateway=t", "_ Host-gateway=t", "_+Host-gateway=t", "__Host-gateway[x]=t", "a=1,__Host-gateway=t",
+		"\xa0__Host-gateway\xa0=t", "__Ho%C5%BFt-gateway=t", "__Host-gateway%20=t", `__Host-gateway="t"`,
+		"__Host-gateway", "x=__Host-gateway=t", "__Host-gateway2=t; gateway=1", "; ;;", "",
+	} {
+		f.Add(c, "__Host-gateway")
+	}
+	f.Add("tok%20=t", "tok_")
+	f.Add("a.b=t", "a_b")
+	f.Fuzz(func(t *testing.T, line, name string) {
+		if !validCookieName(name) {
+			return
+		}
+		h := http.Header{"Cookie": {line}}
+		read := false
+		for _, p := range backendCookies {
+			if _, ok := p.read(line, name); ok {
+				read = true
+			}
+		}
+		if _, n, _ := cookieValues(h, name); read && n == 0 {
+			t.Fatalf("Cookie %q: a backend reads %q, cookieValues does not", line, name)
+		}
+		removeCookie(h, name)
+		out := h["Cookie"]
+		for _, l := range out {
+			for _, p := range backendCookies {
+				if v, ok := p.read(l, name); ok {
+					t.Fatalf("Cookie %q: after removeCookie(%q), %q, where %s reads %q", line, name, out, p.name, v)
+				}
+			}
+		}
+		// An ordinary cookie beside a name of letters, digits, '-' and '_':
+		// a name of letters, digits and '-', no space after it, in a part
+		// without ','.
+		if !onlyChars(name, "-_") {
+			return
+		}
+		joined := strings.Join(out, "; ")
+		for part := range strings.SplitSeq(line, ";") {
+			k, _, _ := strings.Cut(strings.TrimLeft(part, " "), "=")
+			if k != "" && onlyChars(k, "-") && !strings.Contains(part, ",") && !strings.EqualFold(k, name) &&
+				!strings.Contains(joined, strings.TrimSpace(part)) {
+				t.Fatalf("Cookie %q: removeCookie(%q) dropped %q: %q", line, name, part, out)
+			}
+		}
+	})
+}
+
+// validCookieName is tokens.cookie_name's rule: a token.
+func validCookieName(s string) bool { return s != "" && onlyChars(s, "!#$%&'*+-.^_`|~") }
+
+// onlyChars reports whether s holds only ASCII letters, digits and bytes of
+// extra.
+func onlyChars(s, extra string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// backendCookie models how one common backend finds the cookie named name
+// in a Cookie line: its separators, trimming, decoding and comparison.
+type backendCookie struct {
+	name string
+	read func(line, name string) (string, bool)
+}
+
+var backendCookies = []backendCookie{
+	{"Go net/http", func(line, name string) (string, bool) {
+		r := &http.Request{Header: http.Header{"Cookie": {line}}}
+		c, err := r.Cookie(name)
+		if err != nil {
+			return "", false
+		}
+		return c.Value, true
+	}},
+	{"Node cookie", func(line, name string) (string, bool) {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(part, "=")
+			if ok && trimBytes(k, jsSpace) == name {
+				return trimBytes(v, jsSpace), true
+			}
+		}
+		return "", false
+	}},
+	{"Werkzeug", func(line, name string) (string, bool) {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, _ := strings.Cut(part, "=")
+			if trimBytes(k, pySpace) == name {
+				return v, true
+			}
+		}
+		return "", false
+	}},
+	{"PHP", func(line, name string) (string, bool) {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(part, "=")
+			if ok && phpName(phpURLDecode(strings.TrimLeft(k, " "))) == phpName(name) {
+				return v, true
+			}
+		}
+		return "", false
+	}},
+	{"Rack 2", func(line, name string) (string, bool) {
+		for part := range strings.FieldsFuncSeq(line, func(r rune) bool { return r == ';' || r == ',' }) {
+			k, v, _ := strings.Cut(strings.TrimLeft(part, " "), "=")
+			if dk, err := url.QueryUnescape(k); err == nil && dk == name || err != nil && k == name {
+				return v, true
+			}
+		}
+		return "", false
+	}},
+	{"ASP.NET Core", func(line, name string) (string, bool) {
+		for part := range strings.SplitSeq(line, ";") {
+			k, v, ok := strings.Cut(part, "=")
+			if !ok {
+				continue
+			}
+			k = strings.Trim(k, " \t")
+			if dk, err := url.PathUnescape(k); err == nil {
+				k = dk
+			}
+			if strings.EqualFold(k, name) || strings.ToUpper(k) == strings.ToUpper(name) {
+				return v, true
+			}
+		}
+		return "", false
+	}},
+}
+
+// The white space that JavaScript's trim and Python's str.strip remove
+// from a header decoded as Latin-1 (as Node and WSGI decode them), as bytes.
+const (
+	jsSpace = "\t\n\v\f\r \xa0"
+	pySpace = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0"
+)
+
+// trimBytes is strings.Trim with a cutset of bytes, not runes: the headers
+// are Latin-1 to these backends.
+func trimBytes(s, cutset string) string {
+	for s != "" && strings.IndexByte(cutset, s[0]) >= 0 {
+		s = s[1:]
+	}
+	for s != "" && strings.IndexByte(cutset, s[len(s)-1]) >= 0 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// phpURLDecode is PHP's urldecode: '+' is a space, a malformed escape is
+// kept.
+func phpURLDecode(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// phpName is the name PHP registers a cookie under (php_register_variable_ex):
+// leading spaces skipped, ' ' and '.' as '_', "a[x]" as the array a, and a
+// '[' without ']' as '_'.
+func phpName(s string) string {
+	s = strings.TrimLeft(s, " ")
+	b := []byte(s)
+	for i, c := range b {
+		switch c {
+		case ' ', '.':
+			b[i] = '_'
+		case '[':
+			if strings.IndexByte(s[i+1:], ']') >= 0 {
+				return string(b[:i])
+			}
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }

@@ -221,6 +221,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	path, reason := checkPath(r.URL.EscapedPath(), g.cfg.AllowEncodedSlash)
+	if reason == "" {
+		reason = checkRedecoded(g.routes, g.own, path)
+	}
 	if reason != "" {
 		writeError(sw, http.StatusBadRequest, errInvalidRequest, reason)
 		return

@@ -170,80 +170,37 @@ func validHeaderValue(v string) bool {
 	return true
 }
 
-// removeCookie deletes the cookie named name from the request's Cookie
-// headers, leaving every other cookie as the client sent it.
-func removeCookie(h http.Header, name string) {
-	lines := h["Cookie"]
-	if len(lines) == 0 {
-		return
-	}
-	out := lines[:0:0]
-	for _, line := range lines {
-		if !strings.Contains(line, name) {
-			out = append(out, line)
-			continue
-		}
-		var kept []string
-		for _, part := range strings.Split(line, ";") {
-			n, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if n != name {
-				kept = append(kept, strings.TrimSpace(part))
-			}
-		}
-		if len(kept) > 0 {
-			out = append(out, strings.Join(kept, "; "))
+// cleanResponseHeaders applies the response rules to an upstream's header
+// or trailers: it keeps the upstream from speaking under the identity prefix
+// to the client, or setting the gateway's token cookie, and removes its
+// X-Request-Id (the client gets the gateway's, once). A nil h is left alone.
+func cleanResponseHeaders(h http.Header, prefix, cookieName string) {
+	for k := range h {
+		if isIdentityHeader(k, prefix) || (len(k) == len(HeaderRequestID) && strings.EqualFold(k, HeaderRequestID)) {
+			delete(h, k)
 		}
 	}
-	if len(out) == 0 {
-		delete(h, "Cookie")
-		return
-	}
-	h["Cookie"] = out
-}
-
-// cookieValues returns the values of every cookie named name in the request,
-// without allocating when there is none.
-func cookieValues(h http.Header, name string) (first string, n int, conflict bool) {
-	for _, line := range h["Cookie"] {
-		if !strings.Contains(line, name) {
-			continue
-		}
-		for part := range strings.SplitSeq(line, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if !ok || k != name {
-				continue
-			}
-			v = strings.Trim(v, `"`)
-			if n == 0 {
-				first = v
-			} else if v != first {
-				conflict = true
-			}
-			n++
-		}
-	}
-	return first, n, conflict
-}
-
-// stripResponseHeaders keeps the upstream from setting the gateway's token
-// cookie or speaking under the identity prefix to the client.
-func stripResponseHeaders(h http.Header, prefix, cookieName string) {
-	stripIdentityHeaders(h, prefix)
 	sc := h["Set-Cookie"]
 	if len(sc) == 0 {
 		return
 	}
+	var nb [64]byte
+	want := foldCookieName(nb[:0], cookieName, false)
 	kept := sc[:0]
 	for _, c := range sc {
-		n, _, _ := strings.Cut(c, "=")
-		if strings.TrimSpace(n) != cookieName {
+		// The browser's name is before the first '=' of the part before
+		// the first ';'; without '=' the name is empty and the whole part
+		// the value, which the browser sends back as "Cookie: NAME" and a
+		// backend reads as a cookie NAME with an empty value.
+		nv, _, _ := strings.Cut(c, ";")
+		n, _, _ := strings.Cut(nv, "=")
+		if !cookieNamed(n, want) {
 			kept = append(kept, c)
 		}
 	}
-	if len(kept) == 0 {
-		delete(h, "Set-Cookie")
-		return
-	}
+	// The key stays, even with no value left: ReverseProxy tells the
+	// trailers it announced from the others by counting res.Trailer's keys,
+	// so a declared trailer must not vanish (an empty one sends nothing).
 	h["Set-Cookie"] = kept
 }
 

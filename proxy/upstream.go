@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -97,11 +98,54 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
+// modifyResponse applies the response rules (see cleanResponseHeaders) to
+// the upstream's header and to its trailers.
+//
+// Trailers need two passes. ReverseProxy announces the keys res.Trailer
+// holds when this hook returns (the trailers the upstream declared, values
+// still nil) in the client's Trailer header, and copies res.Trailer after the
+// body, where the transport has by then merged every trailer that arrived,
+// declared or not, and re-added declared ones deleted here (an undeclared one
+// reaches the client through http.TrailerPrefix). So the declarations are
+// cleaned now, and the values once the body has been read.
 func (g *Gateway) modifyResponse(res *http.Response) error {
-	stripResponseHeaders(res.Header, g.prefix, g.cfg.CookieName)
-	// The client gets the gateway's X-Request-Id (already set), once.
-	res.Header.Del(HeaderRequestID)
+	cleanResponseHeaders(res.Header, g.prefix, g.cfg.CookieName)
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// No trailers on a tunnel, whose body ReverseProxy needs writable.
+		return nil
+	}
+	cleanResponseHeaders(res.Trailer, g.prefix, g.cfg.CookieName)
+	// Only a chunked HTTP/1.1 body or an HTTP/2 (or other RoundTripper's)
+	// stream can end in trailers: a fixed-length HTTP/1.1 answer, the
+	// common case, is not wrapped.
+	if res.Trailer != nil || len(res.TransferEncoding) > 0 || res.ProtoMajor != 1 {
+		res.Body = &trailerCleaner{ReadCloser: res.Body, res: res, prefix: g.prefix, cookieName: g.cfg.CookieName}
+	}
 	return nil
+}
+
+// trailerCleaner applies the response rules to res.Trailer when the body
+// ends: the transport fills res.Trailer (HTTP/1.1) or replaces it (HTTP/2)
+// before the Read that returns io.EOF returns, and ReverseProxy copies it
+// after Close.
+type trailerCleaner struct {
+	io.ReadCloser
+	res                *http.Response
+	prefix, cookieName string
+}
+
+func (b *trailerCleaner) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		cleanResponseHeaders(b.res.Trailer, b.prefix, b.cookieName)
+	}
+	return n, err
+}
+
+func (b *trailerCleaner) Close() error {
+	err := b.ReadCloser.Close()
+	cleanResponseHeaders(b.res.Trailer, b.prefix, b.cookieName)
+	return err
 }
 
 // upstreamError is the one place transport failures become answers: 504 when
