@@ -210,3 +210,48 @@ func TestTrailersNeverLeak(t *testing.T) {
 		t.Errorf("trailer X-Digest = %q, want kept", got)
 	}
 }
+
+// TestEarlyHintsNeverLeak: an upstream's 103 Early Hints carrying identity
+// headers and the gateway's token cookie reach the client on the wire
+// without them (ReverseProxy forwards 1xx headers past ModifyResponse).
+func TestEarlyHintsNeverLeak(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Link", "</a.css>; rel=preload")
+		h.Set("X-Auth-Subject", marker)
+		h.Set("x_auth_roles", marker)
+		h.Set("Set-Cookie", "__Host-gateway="+upstreamCookie+"; Path=/")
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(h)
+		io.WriteString(w, "done")
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, envOptions{config: func(c *proxy.Config) {
+		u := *c.Routes[0].Upstream
+		u.Host = up.Listener.Addr().String()
+		c.Routes = append(c.Routes, proxy.Route{Prefix: "/t/", Upstream: &u, Auth: proxy.AuthNone})
+	}})
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET /t/x HTTP/1.1\r\nHost: "+e.addr+"\r\nConnection: close\r\n\r\n")
+	wire, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := strings.ToLower(string(wire))
+	for _, w := range []string{strings.ToLower(marker), strings.ToLower(upstreamCookie), "x-auth", "x_auth"} {
+		if strings.Contains(low, w) {
+			t.Errorf("the client received %q:\n%s", w, wire)
+		}
+	}
+	if !strings.Contains(string(wire), "103 Early Hints") || !strings.Contains(string(wire), "Link: </a.css>") {
+		t.Errorf("want the 103 with its Link header:\n%s", wire)
+	}
+	if n := strings.Count(low, "x-request-id:"); n != 2 {
+		t.Errorf("X-Request-Id lines = %d, want 2 (the 103's and the answer's):\n%s", n, wire)
+	}
+}

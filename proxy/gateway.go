@@ -208,7 +208,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := requestID(r.Header)
 	w.Header().Set(HeaderRequestID, id)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, g: g, id: id}
 	label := metrics.RouteUnmatched
 	defer func() {
 		if sw.status == 0 {
@@ -521,14 +521,34 @@ func withoutDefaultPort(host, scheme string) string {
 // metrics and the access log, and the subject of the token verified for the
 // request, if any. Unwrap lets http.ResponseController (and so
 // ReverseProxy's flushing and upgrades) reach the underlying writer.
+//
+// It also applies the response rules to informational answers (103 Early
+// Hints and the like): ReverseProxy copies an upstream's 1xx headers into
+// the writer's header map and writes them itself, bypassing ModifyResponse,
+// then clears the map, the gateway's X-Request-Id with it.
 type statusWriter struct {
 	http.ResponseWriter
 	status  int
 	bytes   int64
 	subject string // "" until a token is verified
+
+	g       *Gateway // for the response rules of a 1xx; nil: none apply
+	id      string   // the request's X-Request-Id
+	sent1xx bool     // an informational answer cleared the header map
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && w.g != nil {
+		h := w.Header()
+		cleanResponseHeaders(h, w.g.prefix, w.g.cfg.CookieName)
+		h.Set(HeaderRequestID, w.id)
+		w.sent1xx = true
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if w.sent1xx && w.Header().Get(HeaderRequestID) == "" {
+		w.Header().Set(HeaderRequestID, w.id)
+	}
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
 	}

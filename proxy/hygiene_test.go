@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"testing"
 )
@@ -292,5 +294,62 @@ func TestFurtherDecodingCannotChangeTheRoute(t *testing.T) {
 				t.Errorf("allow_encoded_slash=%v: GET %s: reached the upstream = %v", allowSlash, tt.target, reached)
 			}
 		}
+	}
+}
+
+// TestInformationalAnswersAreCleaned: an upstream's 103 Early Hints reach the
+// client (their Link header is what they are for) without the upstream's
+// identity headers or the gateway's token cookie, which ReverseProxy would
+// otherwise copy past ModifyResponse; and the final answer still carries the
+// gateway's X-Request-Id, which ReverseProxy clears with the 1xx's headers.
+func TestInformationalAnswersAreCleaned(t *testing.T) {
+	e := newEnv(t, nil)
+	e.upstream.respond = func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Link", "</app.css>; rel=preload; as=style")
+		h.Set("X-Auth-Subject", "root")
+		h.Set("X-Request-Id", "upstream-chosen")
+		h.Add("Set-Cookie", "__Host-gateway=planted; Path=/; Secure")
+		h.Add("Set-Cookie", "theme=dark")
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(h)
+		w.Write([]byte("ok"))
+	}
+	var hints []textproto.MIMEHeader
+	ctx := httptrace.WithClientTrace(t.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			if code == http.StatusEarlyHints {
+				hints = append(hints, h)
+			}
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/public/x", nil)
+	req.Header.Set("X-Request-Id", "client-request-1")
+	res, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if len(hints) != 1 {
+		t.Fatalf("103 answers = %d, want 1", len(hints))
+	}
+	h := hints[0]
+	if got := h.Get("Link"); got == "" {
+		t.Errorf("103 lost its Link header: %v", h)
+	}
+	if got := h.Values("X-Auth-Subject"); len(got) != 0 {
+		t.Errorf("103 X-Auth-Subject = %q, want none", got)
+	}
+	if got := h.Values("X-Request-Id"); len(got) != 1 || got[0] != "client-request-1" {
+		t.Errorf("103 X-Request-Id = %q, want only the gateway's", got)
+	}
+	for _, c := range h.Values("Set-Cookie") {
+		if strings.HasPrefix(c, "__Host-gateway") {
+			t.Errorf("103 set the token cookie: %q", c)
+		}
+	}
+	if got := res.Header.Get("X-Request-Id"); got != "client-request-1" {
+		t.Errorf("final X-Request-Id = %q, want the gateway's %q", got, "client-request-1")
 	}
 }
