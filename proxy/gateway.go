@@ -3,8 +3,9 @@
 // through an httputil.ReverseProxy; and it serves the gateway's own
 // endpoints (/auth/login, /auth/refresh, /auth/logout, the JWKS).
 //
-// proxy knows the session store only through sessionstore.Store, and the
-// keys only through package auth.
+// proxy speaks HTTP only: the tokens, the login sources and the session
+// rules are package auth's (auth.Sessions), and every error a handler meets
+// becomes its answer in one place, problemFor (errors.go).
 package proxy
 
 import (
@@ -19,7 +20,6 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
-	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // Delivery says how access tokens travel between the gateway and the
@@ -71,45 +71,31 @@ type Config struct {
 	// (revocation = "every_request"), not only at refresh.
 	EveryRequest bool
 
-	AccessTTL           time.Duration
-	IdleTimeout         time.Duration
-	AbsoluteTimeout     time.Duration
-	RefreshGrace        time.Duration
-	RefreshBeforeExpiry time.Duration
-
 	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
 	// A larger body, declared or sent, is answered 413.
 	MaxAuthBodyBytes int64
 	// AuthBodyTimeout bounds the time to receive the body of /auth/login;
 	// past it the answer is 408. Zero means 10s.
 	AuthBodyTimeout time.Duration
-
-	// StoreTimeout bounds each session store write of login, refresh and
-	// logout (store.write_timeout): a write not done within it answers 503
-	// and never applies afterwards (see sessionstore.Store). Zero means
-	// only the request's own context bounds it.
-	StoreTimeout time.Duration
-	// MaxSessionsPerUser caps a user's live sessions
-	// (login.max_sessions_per_user): the login past it revokes the user's
-	// least recently refreshed sessions (reason session_limit). Zero means
-	// no cap.
-	MaxSessionsPerUser int
 }
 
-// Deps are the parts the gateway works with. Verifier, Minter, KeySet and
-// Store are required; Login may be nil (then /auth/login answers 404).
+// Deps are the parts the gateway works with. Verifier, Keys, Sessions and
+// Metrics are required; Login may be nil (then /auth/login answers 404).
 type Deps struct {
 	Verifier *auth.Verifier
-	Minter   *auth.Minter
-	Keys     *auth.KeySet
-	Store    sessionstore.Store
+	// Keys serve the JWKS.
+	Keys *auth.KeySet
+	// Sessions applies the session rules of login, refresh, logout, the
+	// every_request check and the WebSocket checks.
+	Sessions *auth.Sessions
 	Login    auth.Authenticator
 	// Limiter limits login attempts, each counted before its password is
 	// checked; nil means no limit.
 	Limiter *auth.FailureLimiter
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-	// Now is the clock of every time rule; nil means time.Now.
+	// Now is the clock of the tunnels' deadlines; nil means time.Now. The
+	// session rules take theirs from Sessions.
 	Now func() time.Time
 	// Transport reaches the upstreams; nil means a new tuned transport per
 	// route (see NewTransport).
@@ -136,8 +122,8 @@ type Gateway struct {
 // Validate would have refused (a route without upstream, a claim header
 // outside the identity prefix).
 func New(cfg Config, deps Deps) (*Gateway, error) {
-	if deps.Verifier == nil || deps.Minter == nil || deps.Keys == nil || deps.Store == nil || deps.Metrics == nil {
-		return nil, errors.New("proxy: Verifier, Minter, Keys, Store and Metrics are required")
+	if deps.Verifier == nil || deps.Keys == nil || deps.Sessions == nil || deps.Metrics == nil {
+		return nil, errors.New("proxy: Verifier, Keys, Sessions and Metrics are required")
 	}
 	if cfg.IdentityPrefix == "" {
 		cfg.IdentityPrefix = "X-Auth-"
@@ -297,8 +283,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
 			// anonymous
 		case raw == "":
-			g.m.TokenValidations.WithLabelValues(metrics.ValidationMissing).Inc()
-			writeChallenge(w, http.StatusUnauthorized, "", "token missing")
+			g.m.TokenValidations.WithLabelValues(g.fail(w, r, errTokenMissing).validation).Inc()
 			return
 		default:
 			tok, ok := g.authorize(w, r, raw, fromCookie)
@@ -325,12 +310,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		result := metrics.ValidationInvalid
-		if errors.Is(err, auth.ErrTokenExpired) {
-			result = metrics.ValidationExpired
-		}
-		g.m.TokenValidations.WithLabelValues(result).Inc()
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, auth.Describe(err))
+		g.m.TokenValidations.WithLabelValues(g.fail(w, r, err).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
@@ -342,34 +322,22 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 		// A WebSocket handshake is a GET, and the browser's WebSocket API
 		// cannot set X-Requested-With; but browsers always send Origin on
 		// it. A cookie-authenticated upgrade from another origin is
-		// cross-site WebSocket hijacking: refused as any other CSRF (found
-		// by the adversarial suite).
+		// cross-site WebSocket hijacking: refused as any other CSRF
+		// (adversarial TestAttacks/headers, "cookie WebSocket upgrade from a
+		// foreign Origin").
 		if reason := g.originCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
 			return nil, false
 		}
 	}
 	if g.cfg.EveryRequest {
-		start := time.Now()
-		s, err := g.deps.Store.Get(r.Context(), tok.SessionID)
-		g.m.StoreOperationLength.WithLabelValues("get").Observe(time.Since(start).Seconds())
-		var desc string
-		switch {
-		case errors.Is(err, sessionstore.ErrNotFound):
-			desc = "session revoked"
-		case err != nil:
-			g.log.Error("session store read", "op", "get", "err", err)
-			writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
-			return nil, false
-		case s.Revoked():
-			desc = "session revoked"
-		case !s.Live(g.now()):
-			desc = "session expired"
-		}
-		if desc != "" {
-			g.EndSession(tok.SessionID, endReason(s, err, g.now()))
-			g.m.TokenValidations.WithLabelValues(metrics.ValidationRevoked).Inc()
-			writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
+		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
+			if reason := auth.EndReason(err); reason != "" {
+				g.EndSession(tok.SessionID, reason)
+			}
+			if p := g.fail(w, r, err); p.validation != "" {
+				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
+			}
 			return nil, false
 		}
 	}
