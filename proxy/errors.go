@@ -163,12 +163,12 @@ func problemFor(err error) problem {
 	return problem{status: http.StatusInternalServerError, code: errServer, description: "internal error", logged: "unexpected error"}
 }
 
-// fail answers r with err's problem, logs it if it is the gateway's own,
-// and returns it for the caller to count.
-func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) problem {
+// fail answers with err's problem, logs it if it is the gateway's own, and
+// returns it for the caller to count.
+func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
 	p := problemFor(err)
 	if p.logged != "" {
-		g.log.Error(p.logged, "request_id", r.Header.Get(HeaderRequestID), "err", err)
+		g.log.Error(p.logged, "err", err)
 	}
 	if p.close {
 		w.Header().Set("Connection", "close")

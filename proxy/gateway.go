@@ -6,6 +6,16 @@
 // proxy speaks HTTP only: the tokens, the login sources and the session
 // rules are package auth's (auth.Sessions), and every error a handler meets
 // becomes its answer in one place, problemFor (errors.go).
+//
+// Each file uses only the files after it in this list, besides the types of
+// gateway.go: gateway.go (Config, Deps, ServeHTTP, the proxied request's
+// checks), endpoints.go (/auth/login, /auth/refresh, /auth/logout, the
+// JWKS), tunnels.go (upgraded connections and their sessions),
+// credentials.go (the request's token, the CSRF and origin rules),
+// upstream.go (the ReverseProxy and its hooks), observe.go (the access log,
+// the events, the status writer), path.go (the path checks), routes.go,
+// headers.go (the request and response header rules), cookie.go (the token
+// cookie's names as backends read them), errors.go (the answers).
 package proxy
 
 import (
@@ -228,16 +238,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.serveRoute(sw, r, rt)
 }
 
-// forward is what the Rewrite hook needs to know about a request that passed
-// the checks.
-type forward struct {
-	route  *route
-	token  *auth.Token // nil: anonymous
-	bearer bool        // the Authorization header held a bearer token
-}
-
-type forwardKey struct{}
-
 func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
@@ -283,7 +283,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
 			// anonymous
 		case raw == "":
-			g.m.TokenValidations.WithLabelValues(g.fail(w, r, errTokenMissing).validation).Inc()
+			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
 			return
 		default:
 			tok, ok := g.authorize(w, r, raw, fromCookie)
@@ -310,7 +310,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, r, err).validation).Inc()
+		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
@@ -335,7 +335,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			if reason := auth.EndReason(err); reason != "" {
 				g.EndSession(tok.SessionID, reason)
 			}
-			if p := g.fail(w, r, err); p.validation != "" {
+			if p := g.fail(w, err); p.validation != "" {
 				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
 			}
 			return nil, false
@@ -343,222 +343,4 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 	}
 	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
 	return tok, true
-}
-
-// extractToken finds the request's token: Authorization: Bearer, or the
-// cookie where delivery allows it. bad is a reason for 400 invalid_request:
-// two Authorization headers, or a bearer and a cookie token that differ.
-func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer bool, bad string) {
-	authz := r.Header["Authorization"]
-	if len(authz) > 1 {
-		return "", false, false, "more than one Authorization header"
-	}
-	if len(authz) == 1 {
-		if t, ok := bearerToken(authz[0]); ok {
-			raw, bearer = t, true
-		}
-	}
-	if g.cfg.Delivery == DeliveryBearer {
-		return raw, false, bearer, ""
-	}
-	c, n, conflict := cookieValues(r.Header, g.cfg.CookieName)
-	switch {
-	case conflict:
-		return "", false, false, "conflicting token cookies"
-	case n == 0:
-		return raw, false, bearer, ""
-	case bearer && c != raw:
-		return "", false, false, "bearer token and cookie token differ"
-	case bearer:
-		return raw, false, true, ""
-	}
-	return c, true, false, ""
-}
-
-// bearerToken parses "Bearer TOKEN" (scheme without case, RFC 7235).
-func bearerToken(v string) (string, bool) {
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return "", false
-	}
-	return strings.TrimSpace(v[len(scheme):]), true
-}
-
-func safeMethod(m string) bool {
-	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
-// csrfCheck applies the cookie rule to a state-changing
-// request whose token came from the cookie: X-Requested-With must be
-// present (a cross-site form cannot set it, and a cross-site fetch that sets
-// it needs a CORS preflight the gateway never grants), and originCheck
-// must pass (an Origin that is the request's own or an allowed one).
-func (g *Gateway) csrfCheck(r *http.Request) string {
-	if r.Header.Get("X-Requested-With") == "" {
-		return "X-Requested-With header required"
-	}
-	return g.originCheck(r)
-}
-
-// originCheck refuses a request that a browser says comes from another
-// site; it guards every cookie-authenticated state-changing request, the
-// cookie-authenticated WebSocket handshake, and, where delivery sets the
-// cookie, the login itself (login CSRF: a foreign page must not log the
-// victim in as the attacker). Refused are: an Origin that is neither the
-// request's own (see ownOrigin) nor in AllowedOrigins; the opaque origin
-// "null", which a sandboxed iframe, a cross-origin redirect or a file: page
-// sends and which names no origin, so it is never the request's own nor
-// allowed, whatever AllowedOrigins says; more than one Origin header; and,
-// where no Origin is sent, Sec-Fetch-Site: cross-site. A request with
-// neither header (not a browser) passes.
-func (g *Gateway) originCheck(r *http.Request) string {
-	origins := r.Header["Origin"]
-	switch {
-	case len(origins) > 1:
-		return "origin not allowed"
-	case len(origins) == 0 || origins[0] == "":
-		if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
-			return "cross-site request not allowed"
-		}
-		return ""
-	}
-	origin := origins[0]
-	if strings.EqualFold(origin, "null") {
-		return "origin not allowed"
-	}
-	if g.ownOrigin(r, origin) || g.origins[strings.ToLower(origin)] {
-		return ""
-	}
-	return "origin not allowed"
-}
-
-// ownOrigin reports whether origin ("scheme://host[:port]", as the Origin
-// header carries it) is the request's own: the scheme and host the client
-// used, compared without case and with the scheme's default port ignored.
-// From a peer in TrustedProxies they are the first value of
-// X-Forwarded-Proto and X-Forwarded-Host where present: behind nginx
-// (proxy_set_header Host $host, or its default Host, the proxy_pass
-// address) the Host header names the gateway, not what the browser used.
-// The first value is the one the proxy nearest the client set, the only
-// one that saw the browser's Host; a browser cannot add X-Forwarded-Host to
-// a cross-origin request (it is not a CORS-safelisted header, and the
-// gateway grants no preflight), so whatever a client wrote there is not a
-// CSRF vector. From anyone else both headers are ignored: r.TLS and Host.
-func (g *Gateway) ownOrigin(r *http.Request, origin string) bool {
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if trusted(g.cfg.TrustedProxies, r.RemoteAddr) {
-		if p := strings.ToLower(firstValue(r.Header["X-Forwarded-Proto"])); p == "http" || p == "https" {
-			scheme = p
-		}
-		if h := firstValue(r.Header["X-Forwarded-Host"]); h != "" {
-			host = h
-		}
-	}
-	oScheme, oHost, ok := strings.Cut(origin, "://")
-	return ok && strings.EqualFold(oScheme, scheme) &&
-		strings.EqualFold(withoutDefaultPort(oHost, scheme), withoutDefaultPort(host, scheme))
-}
-
-// firstValue is the first comma-separated element of a header's first
-// line, trimmed: "a.example, b.example" is "a.example".
-func firstValue(vs []string) string {
-	if len(vs) == 0 {
-		return ""
-	}
-	v, _, _ := strings.Cut(vs[0], ",")
-	return strings.TrimSpace(v)
-}
-
-// withoutDefaultPort drops ":443" from an https host and ":80" from an http
-// one: browsers leave the default port out of Origin, while a Host header
-// (or a proxy's $http_host) may carry it.
-func withoutDefaultPort(host, scheme string) string {
-	switch {
-	case scheme == "https" && strings.HasSuffix(host, ":443"):
-		return host[:len(host)-len(":443")]
-	case scheme == "http" && strings.HasSuffix(host, ":80"):
-		return host[:len(host)-len(":80")]
-	}
-	return host
-}
-
-// statusWriter records the status code and the body bytes written, for the
-// metrics and the access log, and the subject of the token verified for the
-// request, if any. Unwrap lets http.ResponseController (and so
-// ReverseProxy's flushing and upgrades) reach the underlying writer.
-//
-// It also applies the response rules to informational answers (103 Early
-// Hints and the like): ReverseProxy copies an upstream's 1xx headers into
-// the writer's header map and writes them itself, bypassing ModifyResponse,
-// then clears the map, the gateway's X-Request-Id with it.
-type statusWriter struct {
-	http.ResponseWriter
-	status  int
-	bytes   int64
-	subject string // "" until a token is verified
-
-	g       *Gateway // for the response rules of a 1xx; nil: none apply
-	id      string   // the request's X-Request-Id
-	sent1xx bool     // an informational answer cleared the header map
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && w.g != nil {
-		h := w.Header()
-		cleanResponseHeaders(h, w.g.prefix, w.g.cfg.CookieName)
-		h.Set(HeaderRequestID, w.id)
-		w.sent1xx = true
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	if w.sent1xx && w.Header().Get(HeaderRequestID) == "" {
-		w.Header().Set(HeaderRequestID, w.id)
-	}
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// noteSubject records the verified subject of the request for the access
-// log, when w is the gateway's statusWriter.
-func noteSubject(w http.ResponseWriter, subject string) {
-	if sw, ok := w.(*statusWriter); ok {
-		sw.subject = subject
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// statusText is strconv.Itoa for the common codes without allocating.
-func statusText(code int) string {
-	switch code {
-	case 200:
-		return "200"
-	case 204:
-		return "204"
-	case 400:
-		return "400"
-	case 401:
-		return "401"
-	case 403:
-		return "403"
-	case 404:
-		return "404"
-	case 502:
-		return "502"
-	}
-	return fmt.Sprint(code)
 }

@@ -151,17 +151,6 @@ func (ts *tunnels) due(now time.Time) []string {
 	return ids
 }
 
-// count is the number of open tunnels.
-func (ts *tunnels) count() int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	n := 0
-	for _, set := range ts.bySession {
-		n += len(set)
-	}
-	return n
-}
-
 // EndSession closes at once every upgraded connection (WebSocket) of the
 // session id open on this gateway, and returns how many it closed. reason
 // is logged with each (EventTunnelClosed). The gateway calls it itself
@@ -230,7 +219,7 @@ func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 	if fw.token != nil {
 		l, err := g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID)
 		if err != nil {
-			g.fail(w, r, err)
+			g.fail(w, err)
 			return
 		}
 		t.session, t.subject = fw.token.SessionID, l.Subject

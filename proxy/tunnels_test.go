@@ -333,3 +333,14 @@ func storeGets(t testing.TB, e *env) float64 {
 	}
 	return 0
 }
+
+// count is the number of open tunnels.
+func (ts *tunnels) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	n := 0
+	for _, set := range ts.bySession {
+		n += len(set)
+	}
+	return n
+}

@@ -43,7 +43,7 @@ func (g *Gateway) post(h http.HandlerFunc) http.Handler {
 		// connection of a client that declares 1 GiB and sends nothing
 		// (found by the adversarial suite).
 		if r.ContentLength > g.cfg.MaxAuthBodyBytes {
-			g.fail(w, r, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
+			g.fail(w, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
@@ -95,7 +95,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := g.readBody(w, r)
 	if err != nil {
-		g.fail(w, r, err)
+		g.fail(w, err)
 		return
 	}
 	ct := r.Header.Get("Content-Type")
@@ -129,14 +129,14 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			relay(w, rej)
 			return
 		}
-		g.fail(w, r, err)
+		g.fail(w, err)
 		return
 	}
 	attempt.Release()
 
 	grant, err := g.deps.Sessions.Login(r.Context(), id)
 	if err != nil && !errors.Is(err, auth.ErrMint) {
-		g.fail(w, r, err)
+		g.fail(w, err)
 		return
 	}
 	// A token that could not be minted leaves the session stored, and the
@@ -153,7 +153,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	noteSubject(w, grant.Subject)
 	g.log.Info("login", "subject", grant.Subject, "session", grant.SessionID, "client", addr, "request_id", r.Header.Get(HeaderRequestID))
 	if err != nil {
-		g.fail(w, r, err)
+		g.fail(w, err)
 		return
 	}
 	g.answerToken(w, &grant)
@@ -263,7 +263,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 	if raw == "" {
 		// No token at all (an SPA's interceptor firing on a 401) is not a
 		// bad token: counted apart, it stays out of the failure alert.
-		return nil, g.fail(w, r, errTokenMissing).refresh
+		return nil, g.fail(w, errTokenMissing).refresh
 	}
 	if fromCookie {
 		if reason := g.csrfCheck(r); reason != "" {
@@ -273,7 +273,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 	}
 	tok, err := g.deps.Verifier.VerifyExpired(raw)
 	if err != nil {
-		return nil, g.fail(w, r, err).refresh
+		return nil, g.fail(w, err).refresh
 	}
 	return tok, ""
 }
@@ -314,7 +314,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, r, err); p.refresh != "" {
+	if p := g.fail(w, err); p.refresh != "" {
 		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
 	}
 }
@@ -327,7 +327,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 	revoked, err := g.deps.Sessions.Logout(r.Context(), tok)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.fail(w, r, err)
+		g.fail(w, err)
 		return
 	}
 	g.m.Logouts.Inc()
