@@ -240,7 +240,10 @@ type envOptions struct {
 	alg    string
 	config func(*proxy.Config)
 	deps   func(*proxy.Deps)
-	server func(*http.Server)
+	// sessions edits the session rules and the store they are applied
+	// over (the suite's bbolt file unless replaced).
+	sessions func(*auth.SessionsConfig, *sessionstore.Store)
+	server   func(*http.Server)
 }
 
 func newEnv(tb testing.TB, opts envOptions) *env {
@@ -275,27 +278,38 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 		},
 		// 127.0.0.2 is a trusted proxy; the suite's clients connect from
 		// 127.0.0.1 unless a case says otherwise.
-		TrustedProxies:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
-		IdentityPrefix:  "X-Auth-",
-		Claims:          map[string]string{"X-Auth-Subject": "sub", "X-Auth-Roles": "roles"},
-		Delivery:        proxy.DeliveryBoth,
-		CookieName:      "__Host-gateway",
-		AccessTTL:       15 * time.Minute,
-		IdleTimeout:     time.Hour,
-		AbsoluteTimeout: 24 * time.Hour,
-		RefreshGrace:    10 * time.Second,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		IdentityPrefix: "X-Auth-",
+		Claims:         map[string]string{"X-Auth-Subject": "sub", "X-Auth-Roles": "roles"},
+		Delivery:       proxy.DeliveryBoth,
+		CookieName:     "__Host-gateway",
 	}
 	if opts.config != nil {
 		opts.config(&cfg)
 	}
 	deps := proxy.Deps{
-		Verifier: verifier, Minter: e.minter, Keys: e.km.keys, Store: e.store, Login: users,
+		Verifier: verifier, Keys: e.km.keys, Login: users,
 		Limiter: auth.NewFailureLimiter(1000, time.Minute, now),
 		Metrics: e.met, Now: now,
 	}
 	if opts.deps != nil {
 		opts.deps(&deps)
 	}
+	rules := auth.SessionsConfig{
+		AccessTTL:       15 * time.Minute,
+		IdleTimeout:     time.Hour,
+		AbsoluteTimeout: 24 * time.Hour,
+		RefreshGrace:    10 * time.Second,
+		Now:             deps.Now,
+		ObserveStore: func(op string, d time.Duration) {
+			e.met.StoreOperationLength.WithLabelValues(op).Observe(d.Seconds())
+		},
+	}
+	var st sessionstore.Store = e.store
+	if opts.sessions != nil {
+		opts.sessions(&rules, &st)
+	}
+	deps.Sessions = auth.NewSessions(st, e.minter, rules)
 	if e.gw, err = proxy.New(cfg, deps); err != nil {
 		tb.Fatal(err)
 	}

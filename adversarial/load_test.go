@@ -16,6 +16,7 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/proxy"
+	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // loadClient speaks to the gateway over a shared keep-alive transport.
@@ -80,10 +81,12 @@ func TestLoadWithFaults(t *testing.T) {
 	down.Close()
 	e := newEnv(t, envOptions{
 		config: func(c *proxy.Config) {
+			c.Routes = append(c.Routes, proxy.Route{Prefix: "/down/", Upstream: downURL, Auth: proxy.AuthRequired})
+		},
+		sessions: func(c *auth.SessionsConfig, _ *sessionstore.Store) {
 			// With the suite's standing clock, every token is refreshable
 			// at once and every rotated one is within its grace.
 			c.RefreshBeforeExpiry = c.AccessTTL
-			c.Routes = append(c.Routes, proxy.Route{Prefix: "/down/", Upstream: downURL, Auth: proxy.AuthRequired})
 		},
 		deps: func(d *proxy.Deps) { d.Limiter = auth.NewFailureLimiter(1_000_000, time.Minute, nil) },
 	})

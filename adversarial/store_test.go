@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/spa-gateway/gateway/proxy"
+	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/sessionstore"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
@@ -28,7 +28,7 @@ func TestSessionFloodStaysCapped(t *testing.T) {
 		logins = 150
 		limit  = 5
 	)
-	e := newEnv(t, envOptions{config: func(c *proxy.Config) { c.MaxSessionsPerUser = limit }})
+	e := newEnv(t, envOptions{sessions: func(c *auth.SessionsConfig, _ *sessionstore.Store) { c.MaxSessionsPerUser = limit }})
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -73,8 +73,10 @@ func TestStalledRedisWriteNeverAppliesLater(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := newEnv(t, envOptions{
-		config: func(c *proxy.Config) { c.RefreshGrace, c.StoreTimeout = 0, 300*time.Millisecond },
-		deps:   func(d *proxy.Deps) { d.Store = st },
+		sessions: func(c *auth.SessionsConfig, s *sessionstore.Store) {
+			c.RefreshGrace, c.StoreTimeout = 0, 300*time.Millisecond
+			*s = st
+		},
 	})
 	tok, sess := e.token(true)
 	if err := st.Create(t.Context(), sess); err != nil {

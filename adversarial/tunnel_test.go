@@ -197,13 +197,15 @@ func TestTunnelOutlivesSession(t *testing.T) {
 			e := newEnv(t, envOptions{
 				config: func(c *proxy.Config) {
 					c.EveryRequest = tt.everyRequest
-					c.RefreshGrace = 0 // a replay is reuse at once
 					c.Routes = append(c.Routes, proxy.Route{Prefix: "/ws/", Upstream: echo, Auth: proxy.AuthRequired,
 						WebSocket: true, UpgradeMaxLifetime: tt.maxLifetime})
 				},
 				deps: func(d *proxy.Deps) {
 					d.Now = clk.now
 					d.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+				},
+				sessions: func(c *auth.SessionsConfig, _ *sessionstore.Store) {
+					c.RefreshGrace = 0 // a replay is reuse at once
 				},
 			})
 			tok, s := e.tunnelSession("mallory-victim", time.Hour, 2*time.Hour)

@@ -1,6 +1,9 @@
 // Package auth holds the gateway's keys, mints and verifies its access tokens,
-// and checks login credentials (a bcrypt users file, or a legacy upstream
-// login endpoint).
+// checks login credentials (a bcrypt users file, or a legacy upstream login
+// endpoint), and owns the session rules: Sessions decides a login, a
+// refresh, a logout, a revocation and whether a session is live, over a
+// sessionstore.Store that applies the atomic part of each rule. The HTTP
+// layer (package proxy) calls Sessions and never the store.
 //
 // Verification is deliberately narrow: one configured algorithm, keys the
 // gateway already holds (a token header's kid only selects among them; jku,

@@ -2,8 +2,13 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
 )
 
 // OAuth 2.0 / RFC 6750 error codes, and the gateway's own.
@@ -22,6 +27,7 @@ const (
 	errTooManyRequests   = "too_many_requests"
 	errTooLarge          = "request_too_large"
 	errRequestTimeout    = "request_timeout"
+	errServer            = "server_error"
 )
 
 // realm is the WWW-Authenticate realm of every challenge.
@@ -63,4 +69,114 @@ func writeChallenge(w http.ResponseWriter, status int, code, description string)
 		w.Header().Set("WWW-Authenticate", realm+`, error="`+code+`", error_description="`+description+`"`)
 	}
 	writeError(w, status, code, description)
+}
+
+// Errors of the gateway's own, besides auth's, that reach problemFor.
+var (
+	// errTokenMissing: the request carried no token where one is needed.
+	errTokenMissing = errors.New("token missing")
+	// errReadBody wraps the failure to read a login body: the body limit
+	// (*http.MaxBytesError), the read deadline, or a broken connection.
+	errReadBody = errors.New("read body")
+	// errLoginSource wraps a login source's failure to check credentials
+	// (auth.ErrUpstreamUnavailable, or the request's ctx ending first).
+	errLoginSource = errors.New("login source")
+)
+
+// problem is the gateway's answer to an error, and how it is counted.
+type problem struct {
+	status int
+	// code is the body's "error": RFC 6750's where one applies; "" (with
+	// challenge) is the bare challenge of a request without a token.
+	code string
+	// description is the body's error_description: a fixed phrase of ours.
+	description string
+	// challenge answers with a WWW-Authenticate challenge (writeChallenge).
+	challenge bool
+	// validation and refresh are the results counted in
+	// gateway_token_validations_total and gateway_refreshes_total by the
+	// handler that counts that metric; "" counts nothing there.
+	validation, refresh string
+	// logged is the message the error is logged with at level Error, for
+	// the failures that are the gateway's or a dependency's, not the
+	// client's; "" is not logged.
+	logged string
+	// close asks the client to close its connection (Connection: close).
+	close bool
+}
+
+// problemFor is the one mapping of an error a handler meets to its answer:
+// auth's verification and session errors, the body's limit and read
+// deadline, the login source, the session store and minting. The wrappers
+// the handlers add (errLoginSource, errReadBody) are matched first: what
+// they wrap could match a later case (a login source's timeout is a
+// net.Error, as the body's read deadline is).
+func problemFor(err error) problem {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.Is(err, errLoginSource):
+		return problem{status: http.StatusBadGateway, code: errBadGateway, description: "login service unavailable",
+			logged: "login source"}
+	case errors.As(err, &mbe):
+		return problem{status: http.StatusRequestEntityTooLarge, code: errTooLarge, description: "body too large"}
+	case errors.Is(err, errReadBody) && errors.As(err, &ne) && ne.Timeout():
+		return problem{status: http.StatusRequestTimeout, code: errRequestTimeout, description: "body not received in time", close: true}
+	case errors.Is(err, errReadBody):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "unreadable body"}
+	case errors.Is(err, errTokenMissing):
+		return problem{status: http.StatusUnauthorized, description: "token missing", challenge: true,
+			validation: metrics.ValidationMissing, refresh: metrics.RefreshMissing}
+	case errors.Is(err, auth.ErrTokenExpired):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: auth.Describe(err), challenge: true,
+			validation: metrics.ValidationExpired, refresh: metrics.RefreshInvalidToken}
+	case errors.Is(err, auth.ErrTokenInvalid):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: auth.Describe(err), challenge: true,
+			validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
+	case errors.Is(err, auth.ErrNoSession):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token names no session", challenge: true,
+			refresh: metrics.RefreshInvalidToken}
+	case errors.Is(err, auth.ErrTokenNotExpired):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token not expired", challenge: true,
+			refresh: metrics.RefreshNotExpired}
+	case errors.Is(err, auth.ErrSessionUnknown):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "session revoked", challenge: true,
+			validation: metrics.ValidationRevoked, refresh: metrics.RefreshUnknownSession}
+	case errors.Is(err, auth.ErrSessionRevoked):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "session revoked", challenge: true,
+			validation: metrics.ValidationRevoked, refresh: metrics.RefreshRevoked}
+	case errors.Is(err, auth.ErrSessionExpired):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "session expired", challenge: true,
+			validation: metrics.ValidationRevoked, refresh: metrics.RefreshExpired}
+	case errors.Is(err, auth.ErrTokenReused):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token reuse detected", challenge: true,
+			validation: metrics.ValidationRevoked, refresh: metrics.RefreshReuseDetected}
+	case errors.Is(err, auth.ErrStoreUnavailable):
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "session store unavailable",
+			logged: "session store unavailable"}
+	case errors.Is(err, auth.ErrBadCredentials):
+		return problem{status: http.StatusUnauthorized, code: errInvalidGrant, description: "invalid username or password"}
+	case errors.Is(err, auth.ErrMint):
+		return problem{status: http.StatusInternalServerError, code: errServer, description: "could not mint a token",
+			logged: "mint token"}
+	}
+	return problem{status: http.StatusInternalServerError, code: errServer, description: "internal error", logged: "unexpected error"}
+}
+
+// fail answers with err's problem, logs it if it is the gateway's own, and
+// returns it for the caller to count.
+func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
+	p := problemFor(err)
+	if p.logged != "" {
+		g.log.Error(p.logged, "err", err)
+	}
+	if p.close {
+		w.Header().Set("Connection", "close")
+	}
+	if p.challenge {
+		writeChallenge(w, p.status, p.code, p.description)
+	} else {
+		writeError(w, p.status, p.code, p.description)
+	}
+	return p
 }

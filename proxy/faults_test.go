@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
@@ -60,10 +61,11 @@ func (f *failingStore) Get(ctx context.Context, id string) (sessionstore.Session
 func newFaultEnv(t *testing.T, everyRequest bool) (*env, *failingStore) {
 	t.Helper()
 	var fs *failingStore
-	e := newSessionEnv(t, func(c *Config, d *Deps) {
+	e := newSessionEnv(t, func(c *Config, _ *Deps) {
 		c.EveryRequest = everyRequest
-		fs = &failingStore{Store: d.Store}
-		d.Store = fs
+	}, func(_ *auth.SessionsConfig, st *sessionstore.Store) {
+		fs = &failingStore{Store: *st}
+		*st = fs
 	})
 	return e, fs
 }

@@ -437,3 +437,23 @@ func phpName(s string) string {
 	}
 	return string(b)
 }
+
+// stripIdentityHeaders deletes every header under prefix from h: the
+// identity rule of cleanRequestHeaders alone, for FuzzIdentityHeaders.
+func stripIdentityHeaders(h http.Header, prefix string) {
+	for k := range h {
+		if isIdentityHeader(k, prefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// stripForwardingHeaders deletes every forwarding header from h: the rule
+// cleanRequestHeaders applies for a client outside trusted_proxies, alone.
+func stripForwardingHeaders(h http.Header) {
+	for k := range h {
+		if isForwardingHeader(k) {
+			delete(h, k)
+		}
+	}
+}

@@ -3,8 +3,19 @@
 // through an httputil.ReverseProxy; and it serves the gateway's own
 // endpoints (/auth/login, /auth/refresh, /auth/logout, the JWKS).
 //
-// proxy knows the session store only through sessionstore.Store, and the
-// keys only through package auth.
+// proxy speaks HTTP only: the tokens, the login sources and the session
+// rules are package auth's (auth.Sessions), and every error a handler meets
+// becomes its answer in one place, problemFor (errors.go).
+//
+// Each file uses only the files after it in this list, besides the types of
+// gateway.go: gateway.go (Config, Deps, ServeHTTP, the proxied request's
+// checks), endpoints.go (/auth/login, /auth/refresh, /auth/logout, the
+// JWKS), tunnels.go (upgraded connections and their sessions),
+// credentials.go (the request's token, the CSRF and origin rules),
+// upstream.go (the ReverseProxy and its hooks), observe.go (the access log,
+// the events, the status writer), path.go (the path checks), routes.go,
+// headers.go (the request and response header rules), cookie.go (the token
+// cookie's names as backends read them), errors.go (the answers).
 package proxy
 
 import (
@@ -19,7 +30,6 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
-	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // Delivery says how access tokens travel between the gateway and the
@@ -71,45 +81,31 @@ type Config struct {
 	// (revocation = "every_request"), not only at refresh.
 	EveryRequest bool
 
-	AccessTTL           time.Duration
-	IdleTimeout         time.Duration
-	AbsoluteTimeout     time.Duration
-	RefreshGrace        time.Duration
-	RefreshBeforeExpiry time.Duration
-
 	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
 	// A larger body, declared or sent, is answered 413.
 	MaxAuthBodyBytes int64
 	// AuthBodyTimeout bounds the time to receive the body of /auth/login;
 	// past it the answer is 408. Zero means 10s.
 	AuthBodyTimeout time.Duration
-
-	// StoreTimeout bounds each session store write of login, refresh and
-	// logout (store.write_timeout): a write not done within it answers 503
-	// and never applies afterwards (see sessionstore.Store). Zero means
-	// only the request's own context bounds it.
-	StoreTimeout time.Duration
-	// MaxSessionsPerUser caps a user's live sessions
-	// (login.max_sessions_per_user): the login past it revokes the user's
-	// least recently refreshed sessions (reason session_limit). Zero means
-	// no cap.
-	MaxSessionsPerUser int
 }
 
-// Deps are the parts the gateway works with. Verifier, Minter, KeySet and
-// Store are required; Login may be nil (then /auth/login answers 404).
+// Deps are the parts the gateway works with. Verifier, Keys, Sessions and
+// Metrics are required; Login may be nil (then /auth/login answers 404).
 type Deps struct {
 	Verifier *auth.Verifier
-	Minter   *auth.Minter
-	Keys     *auth.KeySet
-	Store    sessionstore.Store
+	// Keys serve the JWKS.
+	Keys *auth.KeySet
+	// Sessions applies the session rules of login, refresh, logout, the
+	// every_request check and the WebSocket checks.
+	Sessions *auth.Sessions
 	Login    auth.Authenticator
 	// Limiter limits login attempts, each counted before its password is
 	// checked; nil means no limit.
 	Limiter *auth.FailureLimiter
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-	// Now is the clock of every time rule; nil means time.Now.
+	// Now is the clock of the tunnels' deadlines; nil means time.Now. The
+	// session rules take theirs from Sessions.
 	Now func() time.Time
 	// Transport reaches the upstreams; nil means a new tuned transport per
 	// route (see NewTransport).
@@ -136,8 +132,8 @@ type Gateway struct {
 // Validate would have refused (a route without upstream, a claim header
 // outside the identity prefix).
 func New(cfg Config, deps Deps) (*Gateway, error) {
-	if deps.Verifier == nil || deps.Minter == nil || deps.Keys == nil || deps.Store == nil || deps.Metrics == nil {
-		return nil, errors.New("proxy: Verifier, Minter, Keys, Store and Metrics are required")
+	if deps.Verifier == nil || deps.Keys == nil || deps.Sessions == nil || deps.Metrics == nil {
+		return nil, errors.New("proxy: Verifier, Keys, Sessions and Metrics are required")
 	}
 	if cfg.IdentityPrefix == "" {
 		cfg.IdentityPrefix = "X-Auth-"
@@ -242,16 +238,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.serveRoute(sw, r, rt)
 }
 
-// forward is what the Rewrite hook needs to know about a request that passed
-// the checks.
-type forward struct {
-	route  *route
-	token  *auth.Token // nil: anonymous
-	bearer bool        // the Authorization header held a bearer token
-}
-
-type forwardKey struct{}
-
 func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
@@ -297,8 +283,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
 			// anonymous
 		case raw == "":
-			g.m.TokenValidations.WithLabelValues(metrics.ValidationMissing).Inc()
-			writeChallenge(w, http.StatusUnauthorized, "", "token missing")
+			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
 			return
 		default:
 			tok, ok := g.authorize(w, r, raw, fromCookie)
@@ -325,12 +310,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		result := metrics.ValidationInvalid
-		if errors.Is(err, auth.ErrTokenExpired) {
-			result = metrics.ValidationExpired
-		}
-		g.m.TokenValidations.WithLabelValues(result).Inc()
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, auth.Describe(err))
+		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
@@ -342,255 +322,25 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 		// A WebSocket handshake is a GET, and the browser's WebSocket API
 		// cannot set X-Requested-With; but browsers always send Origin on
 		// it. A cookie-authenticated upgrade from another origin is
-		// cross-site WebSocket hijacking: refused as any other CSRF (found
-		// by the adversarial suite).
+		// cross-site WebSocket hijacking: refused as any other CSRF
+		// (adversarial TestAttacks/headers, "cookie WebSocket upgrade from a
+		// foreign Origin").
 		if reason := g.originCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
 			return nil, false
 		}
 	}
 	if g.cfg.EveryRequest {
-		start := time.Now()
-		s, err := g.deps.Store.Get(r.Context(), tok.SessionID)
-		g.m.StoreOperationLength.WithLabelValues("get").Observe(time.Since(start).Seconds())
-		var desc string
-		switch {
-		case errors.Is(err, sessionstore.ErrNotFound):
-			desc = "session revoked"
-		case err != nil:
-			g.log.Error("session store read", "op", "get", "err", err)
-			writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
-			return nil, false
-		case s.Revoked():
-			desc = "session revoked"
-		case !s.Live(g.now()):
-			desc = "session expired"
-		}
-		if desc != "" {
-			g.EndSession(tok.SessionID, endReason(s, err, g.now()))
-			g.m.TokenValidations.WithLabelValues(metrics.ValidationRevoked).Inc()
-			writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
+		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
+			if reason := auth.EndReason(err); reason != "" {
+				g.EndSession(tok.SessionID, reason)
+			}
+			if p := g.fail(w, err); p.validation != "" {
+				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
+			}
 			return nil, false
 		}
 	}
 	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
 	return tok, true
-}
-
-// extractToken finds the request's token: Authorization: Bearer, or the
-// cookie where delivery allows it. bad is a reason for 400 invalid_request:
-// two Authorization headers, or a bearer and a cookie token that differ.
-func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer bool, bad string) {
-	authz := r.Header["Authorization"]
-	if len(authz) > 1 {
-		return "", false, false, "more than one Authorization header"
-	}
-	if len(authz) == 1 {
-		if t, ok := bearerToken(authz[0]); ok {
-			raw, bearer = t, true
-		}
-	}
-	if g.cfg.Delivery == DeliveryBearer {
-		return raw, false, bearer, ""
-	}
-	c, n, conflict := cookieValues(r.Header, g.cfg.CookieName)
-	switch {
-	case conflict:
-		return "", false, false, "conflicting token cookies"
-	case n == 0:
-		return raw, false, bearer, ""
-	case bearer && c != raw:
-		return "", false, false, "bearer token and cookie token differ"
-	case bearer:
-		return raw, false, true, ""
-	}
-	return c, true, false, ""
-}
-
-// bearerToken parses "Bearer TOKEN" (scheme without case, RFC 7235).
-func bearerToken(v string) (string, bool) {
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return "", false
-	}
-	return strings.TrimSpace(v[len(scheme):]), true
-}
-
-func safeMethod(m string) bool {
-	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
-}
-
-// csrfCheck applies the cookie rule to a state-changing
-// request whose token came from the cookie: X-Requested-With must be
-// present (a cross-site form cannot set it, and a cross-site fetch that sets
-// it needs a CORS preflight the gateway never grants), and originCheck
-// must pass (an Origin that is the request's own or an allowed one).
-func (g *Gateway) csrfCheck(r *http.Request) string {
-	if r.Header.Get("X-Requested-With") == "" {
-		return "X-Requested-With header required"
-	}
-	return g.originCheck(r)
-}
-
-// originCheck refuses a request that a browser says comes from another
-// site; it guards every cookie-authenticated state-changing request, the
-// cookie-authenticated WebSocket handshake, and, where delivery sets the
-// cookie, the login itself (login CSRF: a foreign page must not log the
-// victim in as the attacker). Refused are: an Origin that is neither the
-// request's own (see ownOrigin) nor in AllowedOrigins; the opaque origin
-// "null", which a sandboxed iframe, a cross-origin redirect or a file: page
-// sends and which names no origin, so it is never the request's own nor
-// allowed, whatever AllowedOrigins says; more than one Origin header; and,
-// where no Origin is sent, Sec-Fetch-Site: cross-site. A request with
-// neither header (not a browser) passes.
-func (g *Gateway) originCheck(r *http.Request) string {
-	origins := r.Header["Origin"]
-	switch {
-	case len(origins) > 1:
-		return "origin not allowed"
-	case len(origins) == 0 || origins[0] == "":
-		if strings.EqualFold(r.Header.Get("Sec-Fetch-Site"), "cross-site") {
-			return "cross-site request not allowed"
-		}
-		return ""
-	}
-	origin := origins[0]
-	if strings.EqualFold(origin, "null") {
-		return "origin not allowed"
-	}
-	if g.ownOrigin(r, origin) || g.origins[strings.ToLower(origin)] {
-		return ""
-	}
-	return "origin not allowed"
-}
-
-// ownOrigin reports whether origin ("scheme://host[:port]", as the Origin
-// header carries it) is the request's own: the scheme and host the client
-// used, compared without case and with the scheme's default port ignored.
-// From a peer in TrustedProxies they are the first value of
-// X-Forwarded-Proto and X-Forwarded-Host where present: behind nginx
-// (proxy_set_header Host $host, or its default Host, the proxy_pass
-// address) the Host header names the gateway, not what the browser used.
-// The first value is the one the proxy nearest the client set, the only
-// one that saw the browser's Host; a browser cannot add X-Forwarded-Host to
-// a cross-origin request (it is not a CORS-safelisted header, and the
-// gateway grants no preflight), so whatever a client wrote there is not a
-// CSRF vector. From anyone else both headers are ignored: r.TLS and Host.
-func (g *Gateway) ownOrigin(r *http.Request, origin string) bool {
-	scheme, host := "http", r.Host
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if trusted(g.cfg.TrustedProxies, r.RemoteAddr) {
-		if p := strings.ToLower(firstValue(r.Header["X-Forwarded-Proto"])); p == "http" || p == "https" {
-			scheme = p
-		}
-		if h := firstValue(r.Header["X-Forwarded-Host"]); h != "" {
-			host = h
-		}
-	}
-	oScheme, oHost, ok := strings.Cut(origin, "://")
-	return ok && strings.EqualFold(oScheme, scheme) &&
-		strings.EqualFold(withoutDefaultPort(oHost, scheme), withoutDefaultPort(host, scheme))
-}
-
-// firstValue is the first comma-separated element of a header's first
-// line, trimmed: "a.example, b.example" is "a.example".
-func firstValue(vs []string) string {
-	if len(vs) == 0 {
-		return ""
-	}
-	v, _, _ := strings.Cut(vs[0], ",")
-	return strings.TrimSpace(v)
-}
-
-// withoutDefaultPort drops ":443" from an https host and ":80" from an http
-// one: browsers leave the default port out of Origin, while a Host header
-// (or a proxy's $http_host) may carry it.
-func withoutDefaultPort(host, scheme string) string {
-	switch {
-	case scheme == "https" && strings.HasSuffix(host, ":443"):
-		return host[:len(host)-len(":443")]
-	case scheme == "http" && strings.HasSuffix(host, ":80"):
-		return host[:len(host)-len(":80")]
-	}
-	return host
-}
-
-// statusWriter records the status code and the body bytes written, for the
-// metrics and the access log, and the subject of the token verified for the
-// request, if any. Unwrap lets http.ResponseController (and so
-// ReverseProxy's flushing and upgrades) reach the underlying writer.
-//
-// It also applies the response rules to informational answers (103 Early
-// Hints and the like): ReverseProxy copies an upstream's 1xx headers into
-// the writer's header map and writes them itself, bypassing ModifyResponse,
-// then clears the map, the gateway's X-Request-Id with it.
-type statusWriter struct {
-	http.ResponseWriter
-	status  int
-	bytes   int64
-	subject string // "" until a token is verified
-
-	g       *Gateway // for the response rules of a 1xx; nil: none apply
-	id      string   // the request's X-Request-Id
-	sent1xx bool     // an informational answer cleared the header map
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && w.g != nil {
-		h := w.Header()
-		cleanResponseHeaders(h, w.g.prefix, w.g.cfg.CookieName)
-		h.Set(HeaderRequestID, w.id)
-		w.sent1xx = true
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	if w.sent1xx && w.Header().Get(HeaderRequestID) == "" {
-		w.Header().Set(HeaderRequestID, w.id)
-	}
-	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// noteSubject records the verified subject of the request for the access
-// log, when w is the gateway's statusWriter.
-func noteSubject(w http.ResponseWriter, subject string) {
-	if sw, ok := w.(*statusWriter); ok {
-		sw.subject = subject
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// statusText is strconv.Itoa for the common codes without allocating.
-func statusText(code int) string {
-	switch code {
-	case 200:
-		return "200"
-	case 204:
-		return "204"
-	case 400:
-		return "400"
-	case 401:
-		return "401"
-	case 403:
-		return "403"
-	case 404:
-		return "404"
-	case 502:
-		return "502"
-	}
-	return fmt.Sprint(code)
 }

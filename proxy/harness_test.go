@@ -114,6 +114,7 @@ type env struct {
 	srv      *httptest.Server
 	upstream *recorder
 	cfg      Config
+	sessions auth.SessionsConfig
 }
 
 // testConfig is a typical configuration: a protected /api/, a public
@@ -126,9 +127,15 @@ func testConfig(upstream *url.URL) Config {
 			{Prefix: "/maybe/", Upstream: upstream, Auth: AuthOptional},
 			{Prefix: "/admin-api/", Upstream: upstream, Auth: AuthRequired, RequireRoles: []string{"admin"}},
 		},
-		IdentityPrefix:  "X-Auth-",
-		Claims:          map[string]string{"X-Auth-Subject": "sub", "X-Auth-Roles": "roles", "X-Auth-Email": "email"},
-		CookieName:      "__Host-gateway",
+		IdentityPrefix: "X-Auth-",
+		Claims:         map[string]string{"X-Auth-Subject": "sub", "X-Auth-Roles": "roles", "X-Auth-Email": "email"},
+		CookieName:     "__Host-gateway",
+	}
+}
+
+// testSessions is the session rules of a typical configuration.
+func testSessions() auth.SessionsConfig {
+	return auth.SessionsConfig{
 		AccessTTL:       15 * time.Minute,
 		IdleTimeout:     time.Hour,
 		AbsoluteTimeout: 24 * time.Hour,
@@ -136,8 +143,10 @@ func testConfig(upstream *url.URL) Config {
 	}
 }
 
-// newEnv starts a gateway; edit may change the configuration and deps first.
-func newEnv(t testing.TB, edit func(*Config, *Deps)) *env {
+// newEnv starts a gateway; edit may change the configuration and deps
+// first, and editSessions the session rules and the store that
+// auth.Sessions is then built from (the clock: deps.Now, as edited).
+func newEnv(t testing.TB, edit func(*Config, *Deps), editSessions ...func(*auth.SessionsConfig, *sessionstore.Store)) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), upstream: newRecorder(t)}
 	var err error
@@ -169,13 +178,23 @@ func newEnv(t testing.TB, edit func(*Config, *Deps)) *env {
 	}
 	cfg := testConfig(e.upstream.url(t))
 	deps := Deps{
-		Verifier: verifier, Minter: e.minter, Keys: e.keys, Store: st,
+		Verifier: verifier, Keys: e.keys,
 		Metrics: e.metrics, Now: e.clock.Now,
 	}
 	if edit != nil {
 		edit(&cfg, &deps)
 	}
 	e.cfg = cfg
+	e.sessions = testSessions()
+	e.sessions.Now = deps.Now
+	e.sessions.ObserveStore = func(op string, d time.Duration) {
+		e.metrics.StoreOperationLength.WithLabelValues(op).Observe(d.Seconds())
+	}
+	var sessionStore sessionstore.Store = st
+	for _, f := range editSessions {
+		f(&e.sessions, &sessionStore)
+	}
+	deps.Sessions = auth.NewSessions(sessionStore, e.minter, e.sessions)
 	e.gw, err = New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -192,13 +211,13 @@ func (e *env) session(subject string, roles ...string) (string, sessionstore.Ses
 	s := sessionstore.Session{
 		ID: "sid-" + subject + "-" + now.Format("150405.000000000"), Subject: subject, Roles: roles,
 		JTI: "jti-1-" + subject, IssuedAt: now, CreatedAt: now, RefreshedAt: now,
-		IdleExpiresAt: now.Add(e.cfg.IdleTimeout), ExpiresAt: now.Add(e.cfg.AbsoluteTimeout),
+		IdleExpiresAt: now.Add(e.sessions.IdleTimeout), ExpiresAt: now.Add(e.sessions.AbsoluteTimeout),
 	}
 	if err := e.store.Create(e.t.Context(), s); err != nil {
 		e.t.Fatal(err)
 	}
 	return e.mint(auth.MintClaims{Subject: subject, SessionID: s.ID, ID: s.JTI, Roles: roles,
-		IssuedAt: now, ExpiresAt: now.Add(e.cfg.AccessTTL)}), s
+		IssuedAt: now, ExpiresAt: now.Add(e.sessions.AccessTTL)}), s
 }
 
 func (e *env) mint(c auth.MintClaims) string {

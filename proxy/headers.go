@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/netip"
@@ -50,15 +51,6 @@ func hasIdentityHeader(h http.Header, prefix string) bool {
 	return false
 }
 
-// stripIdentityHeaders deletes every header under prefix from h.
-func stripIdentityHeaders(h http.Header, prefix string) {
-	for k := range h {
-		if isIdentityHeader(k, prefix) {
-			delete(h, k)
-		}
-	}
-}
-
 // isForwardingHeader reports whether name is one of the headers through
 // which a proxy tells the upstream who the client is or how it connected:
 // Forwarded, X-Real-IP and every X-Forwarded-* (-For, -Host, -Proto, but
@@ -75,19 +67,6 @@ func isForwardingHeader(name string) bool {
 		(len(name) == len("x-real-ip") && isIdentityHeader(name, "x-real-ip"))
 }
 
-// stripForwardingHeaders deletes every forwarding header from h. It is
-// applied to requests from clients outside trusted_proxies: httputil's
-// Rewrite mode only removes Forwarded and X-Forwarded-For, -Host and
-// -Proto, so without it "X-Forwarded-Port: 443" or "X_Forwarded_For" from
-// anyone would reach the upstream (found by the adversarial suite).
-func stripForwardingHeaders(h http.Header) {
-	for k := range h {
-		if isForwardingHeader(k) {
-			delete(h, k)
-		}
-	}
-}
-
 // isPathOverrideHeader reports whether name is X-Original-URL or
 // X-Rewrite-URL (without case, '_' for '-'). IIS, Symfony and Zend route on
 // them instead of the request line, so a client could have the gateway check
@@ -99,9 +78,14 @@ func isPathOverrideHeader(name string) bool {
 		(len(name) == len("x-rewrite-url") && isIdentityHeader(name, "x-rewrite-url"))
 }
 
-// cleanRequestHeaders removes, in one pass over h, every header under the
-// identity prefix, the path-override headers, and, for a client outside
-// trusted_proxies (untrusted), every forwarding header.
+// cleanRequestHeaders applies the request rules to the outbound request's
+// header h: it removes, in one pass, every header under the identity
+// prefix, the path-override headers, and, for a client outside
+// trusted_proxies (untrusted), every forwarding header. httputil's Rewrite
+// mode only removes Forwarded and X-Forwarded-For, -Host and -Proto, so
+// without it "X-Forwarded-Port: 443" or "X_Forwarded_For" from anyone would
+// reach the upstream (found by the adversarial suite). Its response-side
+// counterpart is cleanResponseHeaders.
 func cleanRequestHeaders(h http.Header, prefix string, untrusted bool) {
 	for k := range h {
 		if isIdentityHeader(k, prefix) || isPathOverrideHeader(k) || (untrusted && isForwardingHeader(k)) {
@@ -255,4 +239,45 @@ func clientIP(nets []netip.Prefix, r *http.Request) string {
 		}
 	}
 	return host
+}
+
+// HeaderRequestID is the header that names a request across the gateway's
+// logs, the upstream and the client. A well-formed value sent by the client
+// (1 to 128 characters of A-Z a-z 0-9 . _ : -) is kept; any other value, or
+// none, is replaced by a random one. Either way it is forwarded to the
+// upstream and returned on the response, the gateway's own answers included.
+const HeaderRequestID = "X-Request-Id"
+
+// maxRequestID bounds a client's X-Request-Id: longer ones are replaced, so a
+// client cannot fill the logs through it.
+const maxRequestID = 128
+
+// requestID returns the request's ID: the client's X-Request-Id when it is
+// one well-formed value, otherwise a new random one, which it sets in h
+// (replacing the client's) so that the upstream receives the same ID.
+func requestID(h http.Header) string {
+	if v := h[HeaderRequestID]; len(v) == 1 && validRequestID(v[0]) {
+		return v[0]
+	}
+	id := rand.Text() // 26 characters of base32: 130 random bits
+	h[HeaderRequestID] = []string{id}
+	return id
+}
+
+// validRequestID reports whether s is 1 to 128 characters of
+// [A-Za-z0-9._:-]: safe to log and to pass on without escaping.
+func validRequestID(s string) bool {
+	if s == "" || len(s) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -1,22 +1,11 @@
 package proxy
 
 import (
-	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 )
-
-// HeaderRequestID is the header that names a request across the gateway's
-// logs, the upstream and the client. A well-formed value sent by the client
-// (1 to 128 characters of A-Z a-z 0-9 . _ : -) is kept; any other value, or
-// none, is replaced by a random one. Either way it is forwarded to the
-// upstream and returned on the response, the gateway's own answers included.
-const HeaderRequestID = "X-Request-Id"
-
-// maxRequestID bounds a client's X-Request-Id: longer ones are replaced, so a
-// client cannot fill the logs through it.
-const maxRequestID = 128
 
 // Values of the "event" attribute of the security log lines, one line per
 // event: a failed login (with the username, never the password), a login
@@ -32,36 +21,6 @@ const (
 	EventSpoofedHeader  = "spoofed_header"
 	EventTunnelClosed   = "tunnel_closed"
 )
-
-// requestID returns the request's ID: the client's X-Request-Id when it is
-// one well-formed value, otherwise a new random one, which it sets in h
-// (replacing the client's) so that the upstream receives the same ID.
-func requestID(h http.Header) string {
-	if v := h[HeaderRequestID]; len(v) == 1 && validRequestID(v[0]) {
-		return v[0]
-	}
-	id := rand.Text() // 26 characters of base32: 130 random bits
-	h[HeaderRequestID] = []string{id}
-	return id
-}
-
-// validRequestID reports whether s is 1 to 128 characters of
-// [A-Za-z0-9._:-]: safe to log and to pass on without escaping.
-func validRequestID(s string) bool {
-	if s == "" || len(s) > maxRequestID {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '.', c == '_', c == ':', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // accessLog writes the one access-log line of a request on the main
 // listener, at level Info: method, route label (never the raw path, whose
@@ -88,4 +47,82 @@ func (g *Gateway) accessLog(r *http.Request, sw *statusWriter, route, id string,
 		n--
 	}
 	g.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+}
+
+// statusWriter records the status code and the body bytes written, for the
+// metrics and the access log, and the subject of the token verified for the
+// request, if any. Unwrap lets http.ResponseController (and so
+// ReverseProxy's flushing and upgrades) reach the underlying writer.
+//
+// It also applies the response rules to informational answers (103 Early
+// Hints and the like): ReverseProxy copies an upstream's 1xx headers into
+// the writer's header map and writes them itself, bypassing ModifyResponse,
+// then clears the map, the gateway's X-Request-Id with it.
+type statusWriter struct {
+	http.ResponseWriter
+	status  int
+	bytes   int64
+	subject string // "" until a token is verified
+
+	g       *Gateway // for the response rules of a 1xx; nil: none apply
+	id      string   // the request's X-Request-Id
+	sent1xx bool     // an informational answer cleared the header map
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && w.g != nil {
+		h := w.Header()
+		cleanResponseHeaders(h, w.g.prefix, w.g.cfg.CookieName)
+		h.Set(HeaderRequestID, w.id)
+		w.sent1xx = true
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if w.sent1xx && w.Header().Get(HeaderRequestID) == "" {
+		w.Header().Set(HeaderRequestID, w.id)
+	}
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// noteSubject records the verified subject of the request for the access
+// log, when w is the gateway's statusWriter.
+func noteSubject(w http.ResponseWriter, subject string) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.subject = subject
+	}
+}
+
+// statusText is strconv.Itoa for the common codes without allocating.
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 400:
+		return "400"
+	case 401:
+		return "401"
+	case 403:
+		return "403"
+	case 404:
+		return "404"
+	case 502:
+		return "502"
+	}
+	return fmt.Sprint(code)
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
-	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // An upgraded connection (a WebSocket, on a route with WebSocket set) is a
@@ -37,15 +36,15 @@ import (
 // and allocates nothing for it.
 
 // Reasons a tunnel is closed for, as the "reason" of EventTunnelClosed. A
-// session revoked elsewhere is reported with its store's RevokeReason
-// (sessionstore.ReasonLogout, ReasonAdmin, ReasonReuseDetected, ...).
+// session revoked elsewhere is reported with its revocation reason
+// (auth.ReasonLogout, ReasonAdmin, ReasonReuseDetected, ...).
 const (
 	// TunnelExpired: the session passed its idle or absolute deadline.
-	TunnelExpired = "expired"
+	TunnelExpired = auth.EndExpired
 	// TunnelRevoked: the session was found revoked, with no reason recorded.
-	TunnelRevoked = "revoked"
+	TunnelRevoked = auth.EndRevoked
 	// TunnelUnknownSession: the session is no longer in the store.
-	TunnelUnknownSession = "unknown_session"
+	TunnelUnknownSession = auth.EndUnknownSession
 	// TunnelMaxLifetime: the route's UpgradeMaxLifetime passed.
 	TunnelMaxLifetime = "max_lifetime"
 )
@@ -152,17 +151,6 @@ func (ts *tunnels) due(now time.Time) []string {
 	return ids
 }
 
-// count is the number of open tunnels.
-func (ts *tunnels) count() int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	n := 0
-	for _, set := range ts.bySession {
-		n += len(set)
-	}
-	return n
-}
-
 // EndSession closes at once every upgraded connection (WebSocket) of the
 // session id open on this gateway, and returns how many it closed. reason
 // is logged with each (EventTunnelClosed). The gateway calls it itself
@@ -211,12 +199,8 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var s sessionstore.Session
-		err := g.storeOp(ctx, "get", func(ctx context.Context) (err error) {
-			s, err = g.deps.Store.Get(ctx, id)
-			return err
-		})
-		if reason := endReason(s, err, g.now()); reason != "" {
+		_, err := g.deps.Sessions.CheckTunnel(ctx, id)
+		if reason := auth.EndReason(err); reason != "" {
 			g.EndSession(id, reason)
 		} else if err != nil && ctx.Err() == nil {
 			g.log.Warn("session store read", "op", "get", "err", err)
@@ -224,46 +208,22 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 	}
 }
 
-// endReason says why a session is over at now, given the store's answer
-// about it (s, err: from Get, or the rule errors of Rotate), or "" if it is
-// live or could not be read.
-func endReason(s sessionstore.Session, err error, now time.Time) string {
-	switch {
-	case errors.Is(err, sessionstore.ErrNotFound):
-		return TunnelUnknownSession
-	case errors.Is(err, sessionstore.ErrReuseDetected):
-		return sessionstore.ReasonReuseDetected
-	case errors.Is(err, sessionstore.ErrRevoked):
-		return TunnelRevoked
-	case errors.Is(err, sessionstore.ErrExpired):
-		return TunnelExpired
-	case err != nil:
-		return ""
-	case s.Revoked() && s.RevokeReason != "":
-		return s.RevokeReason
-	case s.Revoked():
-		return TunnelRevoked
-	case !s.Live(now):
-		return TunnelExpired
-	}
-	return ""
-}
-
 // serveTunnel forwards an upgrade request (Upgrade: websocket on a route
-// that allows it) as a tunnel: a verified token's session is read from the
-// store first, whatever the revocation mode (an upgraded connection
-// outlives any token, so it is opened for a live session only), and the
-// request is registered under it until it ends.
+// that allows it) as a tunnel: a verified token's session is checked first,
+// whatever the revocation mode (an upgraded connection outlives any token,
+// so it is opened for a live session only: 401 otherwise, 503 if the store
+// cannot say), and the request is registered under it until it ends.
 func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 	now := g.now()
 	t := &tunnel{route: fw.route.Prefix}
 	if fw.token != nil {
-		s, ok := g.tunnelSession(w, r, fw.token, now)
-		if !ok {
+		l, err := g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID)
+		if err != nil {
+			g.fail(w, err)
 			return
 		}
-		t.session, t.subject = s.ID, s.Subject
-		t.deadline, t.deadlineReason = s.ExpiresAt, TunnelExpired
+		t.session, t.subject = fw.token.SessionID, l.Subject
+		t.deadline, t.deadlineReason = l.ExpiresAt, TunnelExpired
 	}
 	if max := fw.route.UpgradeMaxLifetime; max > 0 {
 		if end := now.Add(max); t.deadline.IsZero() || end.Before(t.deadline) {
@@ -291,28 +251,4 @@ func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 		g.log.Info("tunnel closed", "event", EventTunnelClosed, "reason", end.reason, "route", t.route,
 			"subject", t.subject, "session", t.session, "request_id", r.Header.Get(HeaderRequestID))
 	}
-}
-
-// tunnelSession reads the session of an upgrade's token and answers 401 if
-// it is not live, 503 if the store cannot be read.
-func (g *Gateway) tunnelSession(w http.ResponseWriter, r *http.Request, tok *auth.Token, now time.Time) (sessionstore.Session, bool) {
-	var s sessionstore.Session
-	err := g.storeOp(r.Context(), "get", func(ctx context.Context) (err error) {
-		s, err = g.deps.Store.Get(ctx, tok.SessionID)
-		return err
-	})
-	reason := endReason(s, err, now)
-	switch {
-	case reason == TunnelExpired:
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "session expired")
-		return s, false
-	case reason != "":
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "session revoked")
-		return s, false
-	case err != nil:
-		g.log.Error("session store read", "op", "get", "err", err)
-		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
-		return s, false
-	}
-	return s, true
 }

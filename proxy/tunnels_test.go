@@ -14,7 +14,7 @@ import (
 
 // tunnelEnv is a gateway with a WebSocket route /ws/ (edit applied last)
 // in front of an echo upstream, logging to logs.
-func tunnelEnv(t testing.TB, logs *logBuffer, edit func(*Config, *Deps)) *env {
+func tunnelEnv(t testing.TB, logs *logBuffer, edit func(*Config, *Deps), editSessions ...func(*auth.SessionsConfig, *sessionstore.Store)) *env {
 	t.Helper()
 	e := newEnv(t, func(c *Config, d *Deps) {
 		c.Routes = append(c.Routes, Route{Prefix: "/ws/", Upstream: c.Routes[0].Upstream, Auth: AuthRequired, WebSocket: true})
@@ -22,7 +22,7 @@ func tunnelEnv(t testing.TB, logs *logBuffer, edit func(*Config, *Deps)) *env {
 		if edit != nil {
 			edit(c, d)
 		}
-	})
+	}, editSessions...)
 	e.upstream.respond = wsEcho
 	return e
 }
@@ -90,11 +90,11 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			}
 		}},
 		{name: "reuse detected at refresh", reason: "reuse_detected", end: func(t *testing.T, e *env, s sessions) {
-			e.clock.Advance(e.cfg.AccessTTL + time.Second)
+			e.clock.Advance(e.sessions.AccessTTL + time.Second)
 			if res, _ := e.refresh(s.tokA); res.StatusCode != http.StatusOK {
 				t.Fatalf("refresh: status = %d, want 200", res.StatusCode)
 			}
-			e.clock.Advance(e.cfg.RefreshGrace + time.Second)
+			e.clock.Advance(e.sessions.RefreshGrace + time.Second)
 			res, _ := e.refresh(s.tokA)
 			if eb := errorOf(t, res); res.StatusCode != http.StatusUnauthorized || eb.Description != "token reuse detected" {
 				t.Fatalf("refresh of the rotated token: %d %q, want 401 token reuse detected", res.StatusCode, eb.Description)
@@ -102,7 +102,7 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 		}},
 		{name: "refresh finds the session revoked elsewhere", reason: "revoked", end: func(t *testing.T, e *env, s sessions) {
 			e.store.Revoke(t.Context(), s.a.ID, sessionstore.ReasonAdmin, e.clock.Now())
-			e.clock.Advance(e.cfg.AccessTTL + time.Second)
+			e.clock.Advance(e.sessions.AccessTTL + time.Second)
 			if res, _ := e.refresh(s.tokA); res.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("refresh: status = %d, want 401", res.StatusCode)
 			}
@@ -158,10 +158,9 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			e := tunnelEnv(t, &logs, func(c *Config, d *Deps) {
 				c.EveryRequest = tt.everyRequest
 				if tt.maxSessions > 0 {
-					c.MaxSessionsPerUser = tt.maxSessions
 					d.Login = usersFile(t, nil, "alice", "wonderland")
 				}
-			})
+			}, func(c *auth.SessionsConfig, _ *sessionstore.Store) { c.MaxSessionsPerUser = tt.maxSessions })
 			var s sessions
 			s.tokA, s.a = e.session("alice")
 			e.clock.Advance(time.Millisecond)
@@ -218,7 +217,7 @@ func TestTunnelUpgradeNeedsLiveSession(t *testing.T) {
 		t.Errorf("upstream received the refused upgrade")
 	}
 	now := e.clock.Now()
-	unknown := e.mint(auth.MintClaims{Subject: "alice", SessionID: "no-such-session", ID: "j", IssuedAt: now, ExpiresAt: now.Add(e.cfg.AccessTTL)})
+	unknown := e.mint(auth.MintClaims{Subject: "alice", SessionID: "no-such-session", ID: "j", IssuedAt: now, ExpiresAt: now.Add(e.sessions.AccessTTL)})
 	if c := upgrade(t, e.addr(), "/ws/x", unknown); c.res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("upgrade with an unknown session: status = %d, want 401", c.res.StatusCode)
 	}
@@ -333,4 +332,15 @@ func storeGets(t testing.TB, e *env) float64 {
 		}
 	}
 	return 0
+}
+
+// count is the number of open tunnels.
+func (ts *tunnels) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	n := 0
+	for _, set := range ts.bySession {
+		n += len(set)
+	}
+	return n
 }

@@ -9,6 +9,8 @@ import (
 	"net/http/httputil"
 	"sync"
 	"time"
+
+	"github.com/spa-gateway/gateway/auth"
 )
 
 // NewTransport returns the transport used to reach one route's upstream:
@@ -50,6 +52,16 @@ func (g *Gateway) newReverseProxy(rt *route, tr http.RoundTripper) *httputil.Rev
 		ErrorLog:       nil,
 	}
 }
+
+// forward is what the Rewrite hook needs to know about a request that passed
+// the checks.
+type forward struct {
+	route  *route
+	token  *auth.Token // nil: anonymous
+	bearer bool        // the Authorization header held a bearer token
+}
+
+type forwardKey struct{}
 
 // rewrite builds the outbound request. ReverseProxy has already removed the
 // hop-by-hop headers, including any a client named in Connection, and the

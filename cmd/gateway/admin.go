@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -9,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/proxy"
-	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // The admin API (README, "Endpoints"), on the admin listener under /admin/, behind
@@ -58,7 +57,7 @@ func (m *Main) adminAPI() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
 			return
 		}
-		list, err := m.store.List(r.Context(), subject, time.Now())
+		list, err := m.sessions.List(r.Context(), subject)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
@@ -74,21 +73,19 @@ func (m *Main) adminAPI() http.Handler {
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := m.storeContext(r.Context())
-		defer cancel()
-		revoked, err := m.store.Revoke(ctx, r.PathValue("id"), sessionstore.ReasonAdmin, time.Now())
-		if err == nil || errors.Is(err, sessionstore.ErrNotFound) {
-			m.gw.EndSession(r.PathValue("id"), sessionstore.ReasonAdmin) // its WebSockets on this replica
+		revoked, err := m.sessions.Revoke(r.Context(), r.PathValue("id"), auth.ReasonAdmin)
+		if err == nil || errors.Is(err, auth.ErrSessionUnknown) {
+			m.gw.EndSession(r.PathValue("id"), auth.ReasonAdmin) // its WebSockets on this replica
 		}
 		switch {
-		case errors.Is(err, sessionstore.ErrNotFound):
+		case errors.Is(err, auth.ErrSessionUnknown):
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
 		case err != nil:
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		default:
 			if revoked {
-				m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(1)
-				m.log.Info("session revoked", "event", proxy.EventSessionRevoked, "reason", sessionstore.ReasonAdmin,
+				m.met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(1)
+				m.log.Info("session revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
 					"session", r.PathValue("id"), "client", r.RemoteAddr)
 			}
 			w.WriteHeader(http.StatusNoContent)
@@ -100,27 +97,18 @@ func (m *Main) adminAPI() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
 			return
 		}
-		ctx, cancel := m.storeContext(r.Context())
-		defer cancel()
-		n, err := m.store.RevokeSubject(ctx, subject, sessionstore.ReasonAdmin, time.Now())
+		n, err := m.sessions.RevokeSubject(r.Context(), subject, auth.ReasonAdmin)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
 		}
-		m.gw.EndSubject(subject, sessionstore.ReasonAdmin)
-		m.met.SessionsRevoked.WithLabelValues(sessionstore.ReasonAdmin).Add(float64(n))
-		m.log.Info("sessions revoked", "event", proxy.EventSessionRevoked, "reason", sessionstore.ReasonAdmin,
+		m.gw.EndSubject(subject, auth.ReasonAdmin)
+		m.met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(float64(n))
+		m.log.Info("sessions revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
 			"subject", subject, "count", n, "client", r.RemoteAddr)
 		writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 	})
 	return mux
-}
-
-// storeContext bounds an admin store write by store.write_timeout: past it
-// the answer is 503 and the write never applies afterwards (see
-// sessionstore.Store).
-func (m *Main) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, time.Duration(m.cfg.Store.WriteTimeout))
 }
 
 // rfc3339 formats t in UTC, to the second.

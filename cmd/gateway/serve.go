@@ -111,6 +111,7 @@ type Main struct {
 	store             sessionstore.Store
 	keys              *auth.KeySet
 	minter            *auth.Minter
+	sessions          *auth.Sessions
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
 	gw                *proxy.Gateway
@@ -217,11 +218,11 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 			return nil, err
 		}
 	}
+	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, met))
 	gw, err := proxy.New(pcfg, proxy.Deps{
 		Verifier: verifier,
-		Minter:   m.minter,
 		Keys:     m.keys,
-		Store:    m.store,
+		Sessions: m.sessions,
 		Login:    login,
 		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
 		Metrics:  met,
@@ -267,24 +268,17 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 func proxyConfig(cfg Config) (proxy.Config, error) {
 	t := cfg.Tokens
 	pc := proxy.Config{
-		AllowEncodedSlash:   cfg.Server.AllowEncodedSlash,
-		TrustedProxies:      cfg.TrustedProxyNets(),
-		IdentityPrefix:      cfg.Headers.IdentityPrefix,
-		RejectSpoofed:       cfg.Headers.OnSpoof == SpoofReject,
-		ForwardToken:        cfg.Headers.ForwardToken,
-		Claims:              cfg.Headers.Claims,
-		CookieName:          t.CookieName,
-		AllowedOrigins:      t.AllowedOrigins,
-		EveryRequest:        t.Revocation == RevocationEveryRequest,
-		AccessTTL:           time.Duration(t.AccessTTL),
-		IdleTimeout:         time.Duration(t.IdleTimeout),
-		AbsoluteTimeout:     time.Duration(t.AbsoluteTimeout),
-		RefreshGrace:        time.Duration(t.RefreshGrace),
-		RefreshBeforeExpiry: time.Duration(t.RefreshBeforeExpiry),
-		MaxAuthBodyBytes:    int64(cfg.Login.MaxBodyBytes),
-		AuthBodyTimeout:     time.Duration(cfg.Login.BodyTimeout),
-		StoreTimeout:        time.Duration(cfg.Store.WriteTimeout),
-		MaxSessionsPerUser:  cfg.Login.MaxSessionsPerUser,
+		AllowEncodedSlash: cfg.Server.AllowEncodedSlash,
+		TrustedProxies:    cfg.TrustedProxyNets(),
+		IdentityPrefix:    cfg.Headers.IdentityPrefix,
+		RejectSpoofed:     cfg.Headers.OnSpoof == SpoofReject,
+		ForwardToken:      cfg.Headers.ForwardToken,
+		Claims:            cfg.Headers.Claims,
+		CookieName:        t.CookieName,
+		AllowedOrigins:    t.AllowedOrigins,
+		EveryRequest:      t.Revocation == RevocationEveryRequest,
+		MaxAuthBodyBytes:  int64(cfg.Login.MaxBodyBytes),
+		AuthBodyTimeout:   time.Duration(cfg.Login.BodyTimeout),
 	}
 	switch t.Delivery {
 	case DeliveryCookie:
@@ -310,6 +304,26 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 		})
 	}
 	return pc, nil
+}
+
+// sessionsConfig maps the validated configuration onto the session rules,
+// with now as their clock and the store's durations observed in
+// gateway_store_operation_duration_seconds.
+func sessionsConfig(cfg Config, now func() time.Time, met *metrics.Metrics) auth.SessionsConfig {
+	t := cfg.Tokens
+	return auth.SessionsConfig{
+		AccessTTL:           time.Duration(t.AccessTTL),
+		IdleTimeout:         time.Duration(t.IdleTimeout),
+		AbsoluteTimeout:     time.Duration(t.AbsoluteTimeout),
+		RefreshGrace:        time.Duration(t.RefreshGrace),
+		RefreshBeforeExpiry: time.Duration(t.RefreshBeforeExpiry),
+		MaxSessionsPerUser:  cfg.Login.MaxSessionsPerUser,
+		StoreTimeout:        time.Duration(cfg.Store.WriteTimeout),
+		Now:                 now,
+		ObserveStore: func(op string, d time.Duration) {
+			met.StoreOperationLength.WithLabelValues(op).Observe(d.Seconds())
+		},
+	}
 }
 
 // activeSessions feeds gateway_sessions_active from the store's counter.

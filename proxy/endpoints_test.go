@@ -39,7 +39,7 @@ func usersFile(t testing.TB, roles map[string][]string, users ...string) *auth.U
 
 // newSessionEnv is a gateway with users alice/wonderland (roles reader) and
 // bob/builder, a failure limit of 3 a minute, and edit applied last.
-func newSessionEnv(t testing.TB, edit func(*Config, *Deps)) *env {
+func newSessionEnv(t testing.TB, edit func(*Config, *Deps), editSessions ...func(*auth.SessionsConfig, *sessionstore.Store)) *env {
 	t.Helper()
 	return newEnv(t, func(c *Config, d *Deps) {
 		d.Login = usersFile(t, map[string][]string{"alice": {"reader"}}, "alice", "wonderland", "bob", "builder")
@@ -47,7 +47,7 @@ func newSessionEnv(t testing.TB, edit func(*Config, *Deps)) *env {
 		if edit != nil {
 			edit(c, d)
 		}
-	})
+	}, editSessions...)
 }
 
 func (e *env) login(user, pass string) (tokenResponse, *http.Response) {
@@ -294,7 +294,7 @@ func TestRefreshFlow(t *testing.T) {
 }
 
 func TestRefreshBeforeExpiry(t *testing.T) {
-	e := newSessionEnv(t, func(c *Config, _ *Deps) { c.RefreshBeforeExpiry = 2 * time.Minute })
+	e := newSessionEnv(t, nil, func(c *auth.SessionsConfig, _ *sessionstore.Store) { c.RefreshBeforeExpiry = 2 * time.Minute })
 	tok := e.mustLogin("alice", "wonderland")
 	e.clock.Advance(12 * time.Minute)
 	res, _ := e.refresh(tok)
@@ -338,7 +338,7 @@ func TestIdleAndAbsoluteTimeouts(t *testing.T) {
 		wantInvalidToken(t, res, "session expired")
 	})
 	t.Run("absolute", func(t *testing.T) {
-		e := newSessionEnv(t, func(c *Config, _ *Deps) { c.AbsoluteTimeout = 3 * time.Hour })
+		e := newSessionEnv(t, nil, func(c *auth.SessionsConfig, _ *sessionstore.Store) { c.AbsoluteTimeout = 3 * time.Hour })
 		tok := e.mustLogin("alice", "wonderland")
 		for i := range 5 {
 			e.clock.Advance(50 * time.Minute)

@@ -1,13 +1,11 @@
 package proxy
 
 import (
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
-	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // ownEndpoints is the gateway's own surface on the main listener. It is
@@ -46,7 +43,7 @@ func (g *Gateway) post(h http.HandlerFunc) http.Handler {
 		// connection of a client that declares 1 GiB and sends nothing
 		// (found by the adversarial suite).
 		if r.ContentLength > g.cfg.MaxAuthBodyBytes {
-			writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, "body too large")
+			g.fail(w, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
@@ -98,18 +95,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := g.readBody(w, r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		var ne net.Error
-		switch {
-		case errors.As(err, &mbe):
-			writeError(w, http.StatusRequestEntityTooLarge, errTooLarge, "body too large")
-			return
-		case errors.As(err, &ne) && ne.Timeout():
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusRequestTimeout, errRequestTimeout, "body not received in time")
-			return
-		}
-		writeError(w, http.StatusBadRequest, errInvalidRequest, "unreadable body")
+		g.fail(w, err)
 		return
 	}
 	ct := r.Header.Get("Content-Type")
@@ -139,85 +125,83 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	id, err := g.deps.Login.Authenticate(r.Context(), creds)
 	if err != nil {
 		var rej *auth.UpstreamRejected
-		switch {
-		case errors.As(err, &rej):
-			if rej.Status < 500 {
-				g.loginFailed(r, creds.Username, addr)
-			} else {
-				// The login source failed, not the password.
-				attempt.Release()
-				g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
-			}
+		if err = g.loginRefused(r, attempt, creds.Username, addr, err); errors.As(err, &rej) {
 			relay(w, rej)
-		case errors.Is(err, auth.ErrBadCredentials):
-			g.loginFailed(r, creds.Username, addr)
-			writeError(w, http.StatusUnauthorized, errInvalidGrant, "invalid username or password")
-		default:
-			// The password could not be checked. Only the login source's
-			// own failure gives the attempt back: a client that gave up
-			// (ctx's error) keeps it counted, since an upstream may have
-			// checked its password already.
-			if errors.Is(err, auth.ErrUpstreamUnavailable) {
-				attempt.Release()
-			}
-			g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
-			g.log.Error("login source", "err", err)
-			writeError(w, http.StatusBadGateway, errBadGateway, "login service unavailable")
+			return
 		}
+		g.fail(w, err)
 		return
 	}
 	attempt.Release()
 
-	now := g.now()
-	s := sessionstore.Session{
-		ID:          rand.Text(),
-		Subject:     id.Subject,
-		Roles:       id.Roles,
-		JTI:         rand.Text(),
-		IssuedAt:    now,
-		CreatedAt:   now,
-		RefreshedAt: now,
-		// Deadlines are stored at the precision every backend keeps.
-		IdleExpiresAt: now.Add(g.cfg.IdleTimeout),
-		ExpiresAt:     now.Add(g.cfg.AbsoluteTimeout),
-	}
-	var limited []string
-	err = g.storeOp(r.Context(), "create", func(ctx context.Context) (err error) {
-		limited, err = g.deps.Store.CreateLimited(ctx, s, g.cfg.MaxSessionsPerUser)
-		return err
-	})
-	if err != nil {
-		g.log.Error("session store write", "op", "create", "err", err)
-		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+	grant, err := g.deps.Sessions.Login(r.Context(), id)
+	if err != nil && !errors.Is(err, auth.ErrMint) {
+		g.fail(w, err)
 		return
 	}
-	for _, id := range limited {
-		g.EndSession(id, sessionstore.ReasonSessionLimit) // its WebSockets on this replica
+	// A token that could not be minted leaves the session stored, and the
+	// sessions it displaced revoked: their WebSockets close all the same.
+	for _, id := range grant.Revoked {
+		g.EndSession(id, auth.ReasonSessionLimit) // its WebSockets on this replica
 	}
-	if len(limited) > 0 {
-		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonSessionLimit).Add(float64(len(limited)))
-		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", sessionstore.ReasonSessionLimit, "subject", s.Subject,
-			"sessions", limited, "limit", g.cfg.MaxSessionsPerUser, "request_id", r.Header.Get(HeaderRequestID))
+	if len(grant.Revoked) > 0 {
+		g.m.SessionsRevoked.WithLabelValues(auth.ReasonSessionLimit).Add(float64(len(grant.Revoked)))
+		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", auth.ReasonSessionLimit, "subject", grant.Subject,
+			"sessions", grant.Revoked, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
-	noteSubject(w, s.Subject)
-	g.log.Info("login", "subject", s.Subject, "session", s.ID, "client", addr, "request_id", r.Header.Get(HeaderRequestID))
-	g.answerToken(w, &s, now)
+	noteSubject(w, grant.Subject)
+	g.log.Info("login", "subject", grant.Subject, "session", grant.SessionID, "client", addr, "request_id", r.Header.Get(HeaderRequestID))
+	if err != nil {
+		g.fail(w, err)
+		return
+	}
+	g.answerToken(w, &grant)
+}
+
+// loginRefused counts a login whose credentials were not accepted, and
+// returns the error to answer with: a refusal of the login source
+// (*auth.UpstreamRejected, relayed), auth.ErrBadCredentials, or one wrapping
+// errLoginSource when the password could not be checked.
+func (g *Gateway) loginRefused(r *http.Request, attempt *auth.Reservation, username, addr string, err error) error {
+	var rej *auth.UpstreamRejected
+	switch {
+	case errors.As(err, &rej) && rej.Status >= 500:
+		// The login source failed, not the password.
+		attempt.Release()
+		g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
+		return err
+	case errors.As(err, &rej), errors.Is(err, auth.ErrBadCredentials):
+		g.loginFailed(r, username, addr)
+		return err
+	}
+	// The password could not be checked. Only the login source's own
+	// failure gives the attempt back: a client that gave up (ctx's error)
+	// keeps it counted, since an upstream may have checked its password
+	// already.
+	if errors.Is(err, auth.ErrUpstreamUnavailable) {
+		attempt.Release()
+	}
+	g.m.Logins.WithLabelValues(metrics.LoginFailure).Inc()
+	return fmt.Errorf("%w: %w", errLoginSource, err)
 }
 
 // readBody reads the login body within AuthBodyTimeout of now, whatever
 // server.read_timeout says (none by default): a client trickling its body a
 // byte a minute (slow POST) would otherwise hold a connection and a
 // goroutine for ever. The deadline is lifted once the body is read, so that
-// a slow login source is not cut by it.
+// a slow login source is not cut by it. Its error wraps errReadBody.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	rc := http.NewResponseController(w)
-	if err := rc.SetReadDeadline(time.Now().Add(g.cfg.AuthBodyTimeout)); err != nil {
-		return io.ReadAll(r.Body) // a writer without deadlines (tests): no bound
-	}
+	bounded := rc.SetReadDeadline(time.Now().Add(g.cfg.AuthBodyTimeout)) == nil // not for a writer without deadlines (tests)
 	body, err := io.ReadAll(r.Body)
-	rc.SetReadDeadline(time.Time{})
-	return body, err
+	if bounded {
+		rc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errReadBody, err)
+	}
+	return body, nil
 }
 
 // loginFailed reports a wrong password; its attempt stays counted by the
@@ -267,126 +251,90 @@ func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) 
 
 // sessionToken reads and verifies the token of an /auth/refresh or
 // /auth/logout request. Only exp is relaxed (VerifyExpired); the cookie's
-// CSRF rule applies as to any state-changing request.
-func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (*auth.Token, bool) {
+// CSRF rule applies as to any state-changing request. When it is refused,
+// the answer is written and failed is the gateway_refreshes_total result
+// it counts as.
+func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, failed string) {
 	raw, fromCookie, _, bad := g.extractToken(r)
 	if bad != "" {
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil, false
+		return nil, metrics.RefreshInvalidToken
 	}
 	if raw == "" {
-		writeChallenge(w, http.StatusUnauthorized, "", "token missing")
-		return nil, false
+		// No token at all (an SPA's interceptor firing on a 401) is not a
+		// bad token: counted apart, it stays out of the failure alert.
+		return nil, g.fail(w, errTokenMissing).refresh
 	}
 	if fromCookie {
 		if reason := g.csrfCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, false
+			return nil, metrics.RefreshInvalidToken
 		}
 	}
 	tok, err := g.deps.Verifier.VerifyExpired(raw)
-	if err == nil && tok.SessionID == "" {
-		err = errNoSession
-	}
 	if err != nil {
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, describe(err))
-		return nil, false
+		return nil, g.fail(w, err).refresh
 	}
-	noteSubject(w, tok.Subject)
-	return tok, true
+	return tok, ""
 }
 
-var errNoSession = errors.New("token names no session")
-
-func describe(err error) string {
-	if errors.Is(err, errNoSession) {
-		return "token names no session"
+// noteSessionSubject records tok's subject for the access log, unless the
+// sessions service refused tok for naming no session (err).
+func noteSessionSubject(w http.ResponseWriter, tok *auth.Token, err error) {
+	if !errors.Is(err, auth.ErrNoSession) {
+		noteSubject(w, tok.Subject)
 	}
-	return auth.Describe(err)
 }
 
 func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	tok, ok := g.sessionToken(w, r)
-	if !ok {
-		// No token at all (an SPA's interceptor firing on a 401) is not a
-		// bad token: counted apart, it stays out of the failure alert.
-		result := metrics.RefreshInvalidToken
-		if raw, _, _, bad := g.extractToken(r); raw == "" && bad == "" {
-			result = metrics.RefreshMissing
-		}
-		g.m.Refreshes.WithLabelValues(result).Inc()
+	tok, failed := g.sessionToken(w, r)
+	if tok == nil {
+		g.m.Refreshes.WithLabelValues(failed).Inc()
 		return
 	}
-	now := g.now()
-	if now.Before(tok.ExpiresAt.Add(-g.cfg.RefreshBeforeExpiry)) {
-		g.m.Refreshes.WithLabelValues(metrics.RefreshNotExpired).Inc()
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, "token not expired")
-		return
-	}
-	var res sessionstore.RotateResult
-	err := g.storeOp(r.Context(), "rotate", func(ctx context.Context) (err error) {
-		res, err = g.deps.Store.Rotate(ctx, sessionstore.RotateRequest{
-			SessionID:   tok.SessionID,
-			JTI:         tok.ID,
-			NewJTI:      rand.Text(),
-			Now:         now,
-			IdleTimeout: g.cfg.IdleTimeout,
-			Grace:       g.cfg.RefreshGrace,
-		})
-		return err
-	})
-	var result, desc string
-	switch {
-	case err == nil && res.Grace:
-		result = metrics.RefreshGrace
-	case err == nil:
-		result = metrics.RefreshSuccess
-	case errors.Is(err, sessionstore.ErrNotFound):
-		result, desc = metrics.RefreshUnknownSession, "session revoked"
-	case errors.Is(err, sessionstore.ErrRevoked):
-		result, desc = metrics.RefreshRevoked, "session revoked"
-	case errors.Is(err, sessionstore.ErrExpired):
-		result, desc = metrics.RefreshExpired, "session expired"
-	case errors.Is(err, sessionstore.ErrReuseDetected):
-		result, desc = metrics.RefreshReuseDetected, "token reuse detected"
-		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonReuseDetected).Inc()
+	grant, err := g.deps.Sessions.Refresh(r.Context(), tok)
+	noteSessionSubject(w, tok, err)
+	if errors.Is(err, auth.ErrTokenReused) {
+		g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
 		g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
 			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
-	default:
-		g.log.Error("session store write", "op", "rotate", "err", err)
-		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
-		return
 	}
-	g.m.Refreshes.WithLabelValues(result).Inc()
-	if desc != "" {
-		g.EndSession(tok.SessionID, endReason(res.Session, err, now))
+	switch {
+	case err == nil || errors.Is(err, auth.ErrMint):
+		result := metrics.RefreshSuccess
+		if grant.Grace {
+			result = metrics.RefreshGrace
+		}
+		g.m.Refreshes.WithLabelValues(result).Inc()
+		if err == nil {
+			g.answerToken(w, &grant)
+			return
+		}
+	case auth.EndReason(err) != "":
+		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
-		writeChallenge(w, http.StatusUnauthorized, errInvalidToken, desc)
-		return
 	}
-	g.answerToken(w, &res.Session, now)
+	if p := g.fail(w, err); p.refresh != "" {
+		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+	}
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tok, ok := g.sessionToken(w, r)
-	if !ok {
+	tok, _ := g.sessionToken(w, r)
+	if tok == nil {
 		return
 	}
-	var revoked bool
-	err := g.storeOp(r.Context(), "revoke", func(ctx context.Context) (err error) {
-		revoked, err = g.deps.Store.Revoke(ctx, tok.SessionID, sessionstore.ReasonLogout, g.now())
-		return err
-	})
-	if err != nil && !errors.Is(err, sessionstore.ErrNotFound) {
-		g.log.Error("session store write", "op", "revoke", "err", err)
-		writeError(w, http.StatusServiceUnavailable, errUnavailable, "session store unavailable")
+	revoked, err := g.deps.Sessions.Logout(r.Context(), tok)
+	noteSessionSubject(w, tok, err)
+	if err != nil {
+		g.fail(w, err)
 		return
 	}
 	g.m.Logouts.Inc()
-	g.EndSession(tok.SessionID, sessionstore.ReasonLogout)
+	g.EndSession(tok.SessionID, auth.ReasonLogout)
 	if revoked {
-		g.m.SessionsRevoked.WithLabelValues(sessionstore.ReasonLogout).Inc()
-		g.log.Info("session revoked", "event", EventSessionRevoked, "reason", sessionstore.ReasonLogout, "subject", tok.Subject,
+		g.m.SessionsRevoked.WithLabelValues(auth.ReasonLogout).Inc()
+		g.log.Info("session revoked", "event", EventSessionRevoked, "reason", auth.ReasonLogout, "subject", tok.Subject,
 			"session", tok.SessionID, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.clearCookie(w)
@@ -394,40 +342,23 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// answerToken mints the session's current token and answers with it. The
-// token's exp never passes the session's absolute end.
-func (g *Gateway) answerToken(w http.ResponseWriter, s *sessionstore.Session, now time.Time) {
-	exp := s.IssuedAt.Add(g.cfg.AccessTTL)
-	if exp.After(s.ExpiresAt) {
-		exp = s.ExpiresAt
-	}
-	raw, err := g.deps.Minter.Mint(auth.MintClaims{
-		Subject:   s.Subject,
-		SessionID: s.ID,
-		ID:        s.JTI,
-		Roles:     s.Roles,
-		IssuedAt:  s.IssuedAt,
-		ExpiresAt: exp,
-	})
-	if err != nil {
-		g.log.Error("mint token", "err", err)
-		writeError(w, http.StatusInternalServerError, "server_error", "could not mint a token")
-		return
-	}
+// answerToken answers with a granted token: in the body, the cookie or
+// both, as Delivery says.
+func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 	resp := tokenResponse{
 		TokenType:        "Bearer",
-		ExpiresIn:        seconds(exp.Sub(now)),
-		RefreshExpiresIn: seconds(s.Deadline().Sub(now)),
+		ExpiresIn:        seconds(grant.ExpiresAt.Sub(grant.Now)),
+		RefreshExpiresIn: seconds(grant.RefreshDeadline.Sub(grant.Now)),
 	}
 	if g.cfg.Delivery != DeliveryCookie {
-		resp.AccessToken = raw
+		resp.AccessToken = grant.Token
 	}
 	if g.cfg.Delivery != DeliveryBearer {
 		http.SetCookie(w, &http.Cookie{
 			Name:     g.cfg.CookieName,
-			Value:    raw,
+			Value:    grant.Token,
 			Path:     "/",
-			MaxAge:   max(int(seconds(s.Deadline().Sub(now))), 1),
+			MaxAge:   max(int(seconds(grant.RefreshDeadline.Sub(grant.Now))), 1),
 			HttpOnly: true,
 			Secure:   true,
 			SameSite: http.SameSiteStrictMode,
@@ -450,21 +381,6 @@ func (g *Gateway) clearCookie(w http.ResponseWriter) {
 		Name: g.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
-}
-
-// storeOp runs one store write with ctx bounded by StoreTimeout, and
-// records its duration. The store guarantees that a write ending in an
-// error applies neither now nor later, so the 503 that follows is true.
-func (g *Gateway) storeOp(ctx context.Context, op string, f func(ctx context.Context) error) error {
-	start := time.Now()
-	if g.cfg.StoreTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.cfg.StoreTimeout)
-		defer cancel()
-	}
-	err := f(ctx)
-	g.m.StoreOperationLength.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	return err
 }
 
 // seconds rounds d down to whole seconds, never below zero.
