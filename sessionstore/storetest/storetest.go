@@ -7,6 +7,11 @@
 //	func TestContract(t *testing.T) {
 //		storetest.Run(t, func(t testing.TB) sessionstore.Store { return openTemp(t) })
 //	}
+//
+// It also holds what the backends' own tests share: the session fixtures
+// (NewSession, NthSession) and the store benchmarks (BenchmarkCreate,
+// BenchmarkRotate and their parallel forms), so that both backends are
+// measured by the same loop.
 package storetest
 
 import (
