@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"crypto"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,11 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/auth/authtest"
 	"github.com/spa-gateway/gateway/metrics"
 	"github.com/spa-gateway/gateway/proxy"
 	"github.com/spa-gateway/gateway/sessionstore"
@@ -403,64 +401,11 @@ func (e *env) header() map[string]any {
 	return map[string]any{"alg": e.km.alg, "typ": "JWT", "kid": e.km.key.ID()}
 }
 
-// signer returns the signature of a JWS signing input.
-type signer func(tb testing.TB, input string) []byte
-
 // byGateway signs exactly as the gateway does: its algorithm, its key.
-func (e *env) byGateway() signer { return signAs(e.km.alg, e.km.signingKey()) }
-
-// signAs signs with golang-jwt's method alg and any key, whatever it is.
-func signAs(alg string, key any) signer {
-	return func(tb testing.TB, input string) []byte {
-		tb.Helper()
-		sig, err := jwt.GetSigningMethod(alg).Sign(input, key)
-		if err != nil {
-			tb.Fatalf("sign %s: %v", alg, err)
-		}
-		return sig
-	}
-}
+func (e *env) byGateway() authtest.Signer { return authtest.SignAs(e.km.alg, e.km.signingKey()) }
 
 // fixedSig is a signature that is the given bytes whatever is signed.
-func fixedSig(b []byte) signer { return func(testing.TB, string) []byte { return b } }
-
-// craft builds a compact JWS; a nil sign leaves the signature empty.
-func craft(tb testing.TB, header, claims map[string]any, sign signer) string {
-	tb.Helper()
-	input := b64JSON(tb, header) + "." + b64JSON(tb, claims)
-	var sig []byte
-	if sign != nil {
-		sig = sign(tb, input)
-	}
-	return input + "." + b64(sig)
-}
-
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-func b64JSON(tb testing.TB, v any) string {
-	tb.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b64(b)
-}
-
-// with returns a copy of m with the given changes; a nil value deletes.
-func with(m map[string]any, kv ...any) map[string]any {
-	out := make(map[string]any, len(m)+len(kv)/2)
-	for k, v := range m {
-		out[k] = v
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i+1] == nil {
-			delete(out, kv[i].(string))
-		} else {
-			out[kv[i].(string)] = kv[i+1]
-		}
-	}
-	return out
-}
+func fixedSig(b []byte) authtest.Signer { return func(testing.TB, string) []byte { return b } }
 
 var idCounter atomic.Int64
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 // attacker holds keys the gateway has never seen, made once.
@@ -66,9 +67,9 @@ func noneAttack(alg string, keepSig bool) tokenAttack {
 		name += " keeping the real signature"
 	}
 	return tokenAttack{name: name, forge: func(e *env, c map[string]any) string {
-		tok := craft(e.tb, with(e.header(), "alg", alg), c, nil)
+		tok := authtest.Forge(e.tb, authtest.With(e.header(), "alg", alg), c, nil)
 		if keepSig {
-			good := craft(e.tb, e.header(), c, e.byGateway())
+			good := authtest.Forge(e.tb, e.header(), c, e.byGateway())
 			tok += good[strings.LastIndexByte(good, '.')+1:]
 		}
 		return tok
@@ -80,21 +81,21 @@ func noneAttack(alg string, keepSig bool) tokenAttack {
 func confusion(alg, form string, secret func(e *env) []byte) tokenAttack {
 	return tokenAttack{name: "HS256 with the " + alg + " public key as secret (" + form + ")", alg: alg,
 		forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "HS256"), c, signAs("HS256", secret(e)))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "HS256"), c, authtest.SignAs("HS256", secret(e)))
 		}}
 }
 
 // es256Sig replaces the signature of a gateway-signed ES256 token.
 func es256Sig(name string, sig func(e *env, input string) []byte) tokenAttack {
 	return tokenAttack{name: name, alg: auth.ES256, forge: func(e *env, c map[string]any) string {
-		return craft(e.tb, e.header(), c, func(_ testing.TB, input string) []byte { return sig(e, input) })
+		return authtest.Forge(e.tb, e.header(), c, func(_ testing.TB, input string) []byte { return sig(e, input) })
 	}}
 }
 
 // reSign signs the claims with the gateway's key, header changed by kv.
 func reSign(name string, kv ...any) tokenAttack {
 	return tokenAttack{name: name, forge: func(e *env, c map[string]any) string {
-		return craft(e.tb, with(e.header(), kv...), c, e.byGateway())
+		return authtest.Forge(e.tb, authtest.With(e.header(), kv...), c, e.byGateway())
 	}}
 }
 
@@ -102,14 +103,14 @@ func reSign(name string, kv ...any) tokenAttack {
 // token of another issuer or audience sharing the key looks like.
 func claim(name string, kv ...any) tokenAttack {
 	return tokenAttack{name: name, forge: func(e *env, c map[string]any) string {
-		return craft(e.tb, e.header(), with(c, kv...), e.byGateway())
+		return authtest.Forge(e.tb, e.header(), authtest.With(c, kv...), e.byGateway())
 	}}
 }
 
 // mangle changes the compact serialisation of a correctly signed token.
 func mangle(name string, f func(tok string) string) tokenAttack {
 	return tokenAttack{name: name, forge: func(e *env, c map[string]any) string {
-		return f(craft(e.tb, e.header(), c, e.byGateway()))
+		return f(authtest.Forge(e.tb, e.header(), c, e.byGateway()))
 	}}
 }
 
@@ -159,73 +160,73 @@ func tokenAttacks() []tokenAttack {
 			}
 			return sig
 		}),
-		es256Sig("ES256 signature 63 bytes", func(e *env, input string) []byte { return signAs("ES256", e.km.priv)(e.tb, input)[:63] }),
+		es256Sig("ES256 signature 63 bytes", func(e *env, input string) []byte { return authtest.SignAs("ES256", e.km.priv)(e.tb, input)[:63] }),
 		es256Sig("ES256 signature 65 bytes", func(e *env, input string) []byte {
-			return append(signAs("ES256", e.km.priv)(e.tb, input), 0)
+			return append(authtest.SignAs("ES256", e.km.priv)(e.tb, input), 0)
 		}),
 		es256Sig("ES256 signature twice (128 bytes)", func(e *env, input string) []byte {
-			s := signAs("ES256", e.km.priv)(e.tb, input)
+			s := authtest.SignAs("ES256", e.km.priv)(e.tb, input)
 			return append(s, s...)
 		}),
 		es256Sig("ES256 signature with a leading zero byte", func(e *env, input string) []byte {
-			return append([]byte{0}, signAs("ES256", e.km.priv)(e.tb, input)...)
+			return append([]byte{0}, authtest.SignAs("ES256", e.km.priv)(e.tb, input)...)
 		}),
 
 		{name: "RS256 signed by an attacker's RSA key", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "RS256"), c, signAs("RS256", attacker().rsa))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "RS256"), c, authtest.SignAs("RS256", attacker().rsa))
 		}},
 		{name: "ES384 signed by an attacker's P-384 key", alg: auth.ES256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "ES384"), c, signAs("ES384", attacker().p384))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "ES384"), c, authtest.SignAs("ES384", attacker().p384))
 		}},
 		{name: "RS512 with the gateway's own RSA key", alg: auth.RS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "RS512"), c, signAs("RS512", e.km.priv))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "RS512"), c, authtest.SignAs("RS512", e.km.priv))
 		}},
 		{name: "PS256 with the gateway's own RSA key", alg: auth.RS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "PS256"), c, signAs("PS256", e.km.priv))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "PS256"), c, authtest.SignAs("PS256", e.km.priv))
 		}},
 		{name: "HS512 with the gateway's own HMAC secret", alg: auth.HS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "HS512"), c, signAs("HS512", e.km.secret))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "HS512"), c, authtest.SignAs("HS512", e.km.secret))
 		}},
 		{name: "HS256 with an empty secret", alg: auth.HS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, e.header(), c, signAs("HS256", []byte{}))
+			return authtest.Forge(e.tb, e.header(), c, authtest.SignAs("HS256", []byte{}))
 		}},
 
 		// kid: it selects among the keys the gateway holds, nothing else.
 		{name: "kid path to /dev/null, HS256 with an empty secret", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "alg", "HS256", "kid", "../../../../../../../dev/null"), c, signAs("HS256", []byte{}))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "alg", "HS256", "kid", "../../../../../../../dev/null"), c, authtest.SignAs("HS256", []byte{}))
 		}},
 		{name: "kid absolute path, HS256 with the file's content", alg: auth.HS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "kid", "/etc/hostname"), c, signAs("HS256", []byte("localhost")))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "kid", "/etc/hostname"), c, authtest.SignAs("HS256", []byte("localhost")))
 		}},
 		{name: "kid SQL injection selecting a known secret", alg: auth.HS256, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "kid", "x' UNION SELECT 'attacker-secret-attacker-secret!!' -- "), c, signAs("HS256", []byte("attacker-secret-attacker-secret!!")))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "kid", "x' UNION SELECT 'attacker-secret-attacker-secret!!' -- "), c, authtest.SignAs("HS256", []byte("attacker-secret-attacker-secret!!")))
 		}},
 		{name: "kid SQL tautology", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "kid", "' OR '1'='1"), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "kid", "' OR '1'='1"), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "kid of the real key with a NUL and a path after it", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "kid", e.km.key.ID()+"\x00/../../etc/passwd"), c, e.byGateway())
+			return authtest.Forge(e.tb, authtest.With(e.header(), "kid", e.km.key.ID()+"\x00/../../etc/passwd"), c, e.byGateway())
 		}},
 		reSign("kid as a number", "kid", 0),
 		reSign("kid as an object", "kid", map[string]any{"$ne": ""}),
 
 		// Keys offered by the token itself must never be used or fetched.
 		{name: "jku pointing at the attacker's JWKS", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "jku", e.trap.url("/jwks.json"), "kid", "attacker"), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "jku", e.trap.url("/jwks.json"), "kid", "attacker"), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "x5u pointing at the attacker's certificate", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "x5u", e.trap.url("/cert.pem"), "kid", nil), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "x5u", e.trap.url("/cert.pem"), "kid", nil), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "jwk embedding the attacker's key", forge: func(e *env, c map[string]any) string {
-			jwk := map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(attacker().ed.Public().(ed25519.PublicKey))}
-			return craft(e.tb, with(e.header(), "jwk", jwk, "kid", nil), c, signAs("EdDSA", attacker().ed))
+			jwk := map[string]any{"kty": "OKP", "crv": "Ed25519", "x": authtest.Encode(attacker().ed.Public().(ed25519.PublicKey))}
+			return authtest.Forge(e.tb, authtest.With(e.header(), "jwk", jwk, "kid", nil), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "x5c embedding the attacker's certificate", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "x5c", []string{base64.StdEncoding.EncodeToString(attacker().cert)}, "kid", nil), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "x5c", []string{base64.StdEncoding.EncodeToString(attacker().cert)}, "kid", nil), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "jwk and jku with the attacker's key under the gateway's kid", forge: func(e *env, c map[string]any) string {
-			jwk := map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(attacker().ed.Public().(ed25519.PublicKey))}
-			return craft(e.tb, with(e.header(), "jwk", jwk, "jku", e.trap.url("/jwks.json")), c, signAs("EdDSA", attacker().ed))
+			jwk := map[string]any{"kty": "OKP", "crv": "Ed25519", "x": authtest.Encode(attacker().ed.Public().(ed25519.PublicKey))}
+			return authtest.Forge(e.tb, authtest.With(e.header(), "jwk", jwk, "jku", e.trap.url("/jwks.json")), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 
 		// RFC 7515 section 4.1.11: unknown critical extensions must be
@@ -253,18 +254,18 @@ func tokenAttacks() []tokenAttack {
 			return tok[:strings.LastIndexByte(tok, '.')] + ".AAAA" + tok[strings.LastIndexByte(tok, '.')+5:]
 		}),
 		{name: "payload changed to another subject, signature kept", forge: func(e *env, c map[string]any) string {
-			p := strings.Split(craft(e.tb, e.header(), c, e.byGateway()), ".")
-			p[1] = b64JSON(e.tb, with(c, "sub", marker, "roles", []string{"admin"}))
+			p := strings.Split(authtest.Forge(e.tb, e.header(), c, e.byGateway()), ".")
+			p[1] = authtest.EncodeJSON(e.tb, authtest.With(c, "sub", marker, "roles", []string{"admin"}))
 			return strings.Join(p, ".")
 		}},
 		{name: "signed by another key of the same algorithm, gateway's kid", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, e.header(), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, e.header(), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "signed by another key of the same algorithm, no kid", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, with(e.header(), "kid", nil), c, signAs("EdDSA", attacker().ed))
+			return authtest.Forge(e.tb, authtest.With(e.header(), "kid", nil), c, authtest.SignAs("EdDSA", attacker().ed))
 		}},
 		{name: "16 KiB token (over the 8 KiB token limit, under the header limit)", forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, e.header(), with(c, "pad", strings.Repeat("p", 16<<10)), e.byGateway())
+			return authtest.Forge(e.tb, e.header(), authtest.With(c, "pad", strings.Repeat("p", 16<<10)), e.byGateway())
 		}},
 		// A 1 MiB Authorization header is over server.max_header_bytes
 		// (32 KiB): net/http refuses the request head with 431 before any
@@ -273,7 +274,7 @@ func tokenAttacks() []tokenAttack {
 		// token limit (401 "token too large") only applies to tokens that
 		// fit in the header limit.
 		{name: "1 MiB token", status: http.StatusRequestHeaderFieldsTooLarge, forge: func(e *env, c map[string]any) string {
-			return craft(e.tb, e.header(), with(c, "pad", strings.Repeat("p", 1<<20)), e.byGateway())
+			return authtest.Forge(e.tb, e.header(), authtest.With(c, "pad", strings.Repeat("p", 1<<20)), e.byGateway())
 		}},
 
 		claim("iat in the future", "iat", epoch.Add(time.Hour).Unix()),
@@ -344,7 +345,7 @@ func TestTokenHeadersNeverFetched(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, envOptions{})
 			_, c := e.session(false)
-			tok := craft(t, with(e.header(), h, e.trap.url("/keys")), c, e.byGateway())
+			tok := authtest.Forge(t, authtest.With(e.header(), h, e.trap.url("/keys")), c, e.byGateway())
 			a := e.send(get("/api/x", bearer(tok)))
 			if a.status != http.StatusOK {
 				t.Fatalf("status = %d, want 200 (%s)", a.status, a.body)

@@ -2,7 +2,6 @@ package adversarial
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,12 +12,12 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/logtest"
 	"github.com/spa-gateway/gateway/proxy"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
@@ -105,24 +104,6 @@ func (c *wsClient) closedWithin(d time.Duration) bool {
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// lockedBuffer is a log sink written by the gateway's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTunnelOutlivesSession: an attacker holding a session's token opens
 // WebSockets and keeps them after the session is ended, in every way one
 // ends. Each must close (all the session's connections, at once unless the
@@ -190,7 +171,7 @@ func TestTunnelOutlivesSession(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			logs := &lockedBuffer{}
+			logs := &logtest.Buffer{}
 			clk := &settable{}
 			clk.set(epoch)
 			echo := wsEchoUpstream(t)

@@ -70,7 +70,17 @@ var proxyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025,
 // must be cheap (the stores keep a counter rather than scanning) and return
 // NaN when the store cannot be read. Nil leaves the gauge out.
 func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, error) {
-	m := &Metrics{
+	m := newMetrics()
+	if err := m.register(reg, activeSessions); err != nil {
+		return nil, err
+	}
+	m.knownLabels()
+	return m, nil
+}
+
+// newMetrics creates the collectors, unregistered.
+func newMetrics() *Metrics {
+	return &Metrics{
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_logins_total",
 			Help: "Login attempts by result.",
@@ -114,6 +124,11 @@ func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, er
 			Buckets: proxyBuckets,
 		}, []string{"op"}),
 	}
+}
+
+// register registers m's collectors, the Go and process collectors, and
+// the gauge of activeSessions unless it is nil, on reg, in that order.
+func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() float64) error {
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -122,20 +137,21 @@ func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, er
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
 	} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if activeSessions != nil {
-		err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gateway_sessions_active",
-			Help: "Sessions stored and not revoked (expired ones count until the sweeper removes them).",
-		}, activeSessions))
-		if err != nil {
-			return nil, err
-		}
+	if activeSessions == nil {
+		return nil
 	}
-	// Make the label values known up front so that dashboards and alerts see
-	// zeros rather than absent series.
+	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gateway_sessions_active",
+		Help: "Sessions stored and not revoked (expired ones count until the sweeper removes them).",
+	}, activeSessions))
+}
+
+// knownLabels makes the label values known up front, so that dashboards
+// and alerts see zeros rather than absent series.
+func (m *Metrics) knownLabels() {
 	for _, r := range []string{LoginSuccess, LoginFailure, LoginRateLimited} {
 		m.Logins.WithLabelValues(r)
 	}
@@ -149,5 +165,4 @@ func New(reg prometheus.Registerer, activeSessions func() float64) (*Metrics, er
 	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {
 		m.TokenValidations.WithLabelValues(r)
 	}
-	return m, nil
 }

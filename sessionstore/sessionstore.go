@@ -1,7 +1,10 @@
 // Package sessionstore defines the gateway's server-side sessions: the Session
-// type, the errors a store reports, and the Store interface that every backend
-// (bbolt in package boltstore, Redis later) implements. The shared contract
-// test suite in package storetest runs against every backend.
+// type, the errors a store reports, and the Store interface that both backends
+// implement: package boltstore, one bbolt file locked by one gateway process,
+// and package redisstore, a Redis (standalone, Sentinel or Cluster) shared by
+// several gateways. The contract test suite in package storetest runs against
+// both (redisstore's also on a Redis Cluster), and storetest holds the store
+// benchmarks both run.
 //
 // A session is created at login and names the one access token (by its jti)
 // that may currently be exchanged for a successor at /auth/refresh. Every rule

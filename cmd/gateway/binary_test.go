@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/spa-gateway/gateway/logtest"
 	"github.com/spa-gateway/gateway/sessionstore/boltstore"
 )
 
@@ -52,34 +53,17 @@ func gatewayBinary(t testing.TB) string {
 // process is a running gateway binary.
 type process struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *logtest.Buffer
 	done           chan struct{}
 	err            error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t testing.TB, args ...string) *process {
 	t.Helper()
 	p := &process{
 		cmd:    exec.Command(gatewayBinary(t), args...),
-		stdout: &syncBuffer{},
-		stderr: &syncBuffer{},
+		stdout: &logtest.Buffer{},
+		stderr: &logtest.Buffer{},
 		done:   make(chan struct{}),
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/spa-gateway/gateway/logtest"
 )
 
 // The tests in this file's family run a Main in process, built by newMain
@@ -75,7 +76,7 @@ func okUpstream(t testing.TB) string {
 type testGateway struct {
 	t           testing.TB
 	m           *Main
-	logs        *syncBuffer
+	logs        *logtest.Buffer
 	base, admin string // http://host:port of the two listeners
 	cancel      context.CancelFunc
 	done        chan error
@@ -94,7 +95,7 @@ func startMainClock(t testing.TB, cfg Config, now func() time.Time) *testGateway
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	g := &testGateway{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
+	g := &testGateway{t: t, logs: &logtest.Buffer{}, done: make(chan error, 1)}
 	m, err := newMainClock(cfg, false, g.logs, now)
 	if err != nil {
 		t.Fatalf("newMain: %v", err)
@@ -243,22 +244,4 @@ func sample(exposition, series string) (float64, bool) {
 		return v, err == nil
 	}
 	return 0, false
-}
-
-// jwtPart decodes the header (0) or the claims (1) of a compact JWT.
-func jwtPart(t testing.TB, tok string, i int) map[string]any {
-	t.Helper()
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a compact JWT: %d parts", len(parts))
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[i])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }

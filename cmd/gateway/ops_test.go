@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 // metricsFlow runs, against a fresh gateway, a failed login, a login, two
@@ -148,7 +149,7 @@ func TestAdminAPI(t *testing.T) {
 	toks := []string{g.mustLogin(), g.mustLogin(), g.mustLogin()}
 	sids := make([]string, len(toks))
 	for i, tok := range toks {
-		sids[i], _ = jwtPart(t, tok, 1)["sid"].(string)
+		sids[i], _ = authtest.Claims(t, tok)["sid"].(string)
 	}
 
 	t.Run("unauthorized", func(t *testing.T) {
@@ -310,7 +311,7 @@ func TestKeyRotation(t *testing.T) {
 	// Step 0: the old key signs.
 	g := startMain(t, withKeys(oldKey))
 	a, b := g.mustLogin(), g.mustLogin()
-	if got := jwtPart(t, a, 0)["kid"]; got != oldKID {
+	if got := authtest.Header(t, a)["kid"]; got != oldKID {
 		t.Fatalf("token kid = %v, want the old key's %s", got, oldKID)
 	}
 	g.stop()
@@ -327,7 +328,7 @@ func TestKeyRotation(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("refresh of an old-key token during the overlap: %d %+v, want 200", code, next)
 	}
-	if got := jwtPart(t, next.AccessToken, 0)["kid"]; got != newKID {
+	if got := authtest.Header(t, next.AccessToken)["kid"]; got != newKID {
 		t.Errorf("successor kid = %v, want the new key's %s", got, newKID)
 	}
 	g.stop()

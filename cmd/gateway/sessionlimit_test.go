@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spa-gateway/gateway/auth/authtest"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
 )
 
@@ -40,7 +41,7 @@ func TestMaxSessionsPerUser(t *testing.T) {
 			for range 5 {
 				tok := g.mustLogin()
 				toks = append(toks, tok)
-				sids = append(sids, jwtPart(t, tok, 1)["sid"].(string))
+				sids = append(sids, authtest.Claims(t, tok)["sid"].(string))
 			}
 			code, body := g.adminRequest("GET", "/admin/sessions?subject=alice", testAdminToken)
 			if code != http.StatusOK {

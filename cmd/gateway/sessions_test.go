@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 func TestSessionsCommand(t *testing.T) {
@@ -13,7 +15,7 @@ func TestSessionsCommand(t *testing.T) {
 	tokenFile := filepath.Join(dir, "admin-token")
 	wrongToken := writeFile(t, t.TempDir(), "wrong", "not-the-admin-token-at-all\n")
 	toks := []string{g.mustLogin(), g.mustLogin(), g.mustLogin()}
-	sid := func(i int) string { s, _ := jwtPart(t, toks[i], 1)["sid"].(string); return s }
+	sid := func(i int) string { s, _ := authtest.Claims(t, toks[i])["sid"].(string); return s }
 	sessions := func(args ...string) (int, string, string) {
 		t.Helper()
 		return runCmd(t, "", append([]string{"sessions"}, args...)...)

@@ -130,12 +130,6 @@ func (tn *tunnel) closedWithin(what string, d time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// sid is the session ID of a token.
-func sid(t testing.TB, tok string) string {
-	t.Helper()
-	return jwtPart(t, tok, 1)["sid"].(string)
-}
-
 // TestTunnelsEndWithTheirSession opens a WebSocket of a session of alice,
 // one of another session of alice and one of bob, ends the first session,
 // and checks that its WebSocket closes promptly while the others still
@@ -161,7 +155,7 @@ func TestTunnelsEndWithTheirSession(t *testing.T) {
 			}
 		}},
 		{name: "admin revocation", reason: "admin", end: func(t *testing.T, g *testGateway, _ *testClock, tokA, _, _ string) {
-			if code, body := g.adminRequest("DELETE", "/admin/sessions/"+sid(t, tokA), testAdminToken); code != http.StatusNoContent {
+			if code, body := g.adminRequest("DELETE", "/admin/sessions/"+sidOf(t, tokA), testAdminToken); code != http.StatusNoContent {
 				t.Fatalf("DELETE /admin/sessions/ID: %d %s, want 204", code, body)
 			}
 		}},
@@ -211,7 +205,7 @@ func TestTunnelsEndWithTheirSession(t *testing.T) {
 				a2.echoes()
 			}
 			b.echoes()
-			g.waitLog(`"event":"tunnel_closed","reason":"` + tt.reason + `","route":"/ws/","subject":"alice","session":"` + sid(t, tokA) + `"`)
+			g.waitLog(`"event":"tunnel_closed","reason":"` + tt.reason + `","route":"/ws/","subject":"alice","session":"` + sidOf(t, tokA) + `"`)
 		})
 	}
 }
@@ -247,7 +241,7 @@ func TestTunnelUpgradeMaxLifetime(t *testing.T) {
 	clk.Advance(2 * time.Minute)
 	a.closedWithin("a WebSocket past upgrade_max_lifetime", 5*time.Second)
 	b.echoes()
-	g.waitLog(`"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sid(t, tokA) + `"`)
+	g.waitLog(`"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sidOf(t, tokA) + `"`)
 }
 
 // TestTunnelClosedAcrossReplicas runs two gateways on one real redis-server:
@@ -270,7 +264,7 @@ func TestTunnelClosedAcrossReplicas(t *testing.T) {
 	tokA, tokA2, tokB := one.mustLogin(), one.mustLogin(), one.mustLogin()
 	a, a2, b := openTunnel(t, two.base, tokA), openTunnel(t, two.base, tokA2), openTunnel(t, two.base, tokB)
 
-	if code, body := one.adminRequest("DELETE", "/admin/sessions/"+sid(t, tokA), testAdminToken); code != http.StatusNoContent {
+	if code, body := one.adminRequest("DELETE", "/admin/sessions/"+sidOf(t, tokA), testAdminToken); code != http.StatusNoContent {
 		t.Fatalf("revoke on the first replica: %d %s, want 204", code, body)
 	}
 	if took := a.closedWithin("a WebSocket on the second replica of a session revoked on the first", 5*time.Second); took > interval+time.Second {

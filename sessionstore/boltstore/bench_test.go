@@ -2,12 +2,11 @@ package boltstore
 
 import (
 	"fmt"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/storetest"
 )
 
 // syncModes runs a write benchmark with fsync (what production does) and
@@ -24,14 +23,7 @@ func BenchmarkCreate(b *testing.B) {
 	for _, mode := range syncModes {
 		b.Run(mode.name, func(b *testing.B) {
 			st, _ := openTemp(b, mode.opts)
-			i := 0
-			for b.Loop() {
-				s := session(fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15), fmt.Sprintf("user%d", i%1000), t0)
-				if err := st.Create(b.Context(), s); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			storetest.BenchmarkCreate(b, st, t0)
 		})
 	}
 }
@@ -41,8 +33,9 @@ func BenchmarkGet(b *testing.B) {
 	st, _ := openTemp(b, nil)
 	ids := make([]string, n)
 	st.bulkCreate(b, n, func(i int) sessionstore.Session {
-		ids[i] = fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15)
-		return session(ids[i], fmt.Sprintf("user%d", i%1000), t0)
+		s := storetest.NthSession(i, t0)
+		ids[i] = s.ID
+		return s
 	})
 	i := 0
 	for b.Loop() {
@@ -59,26 +52,9 @@ func BenchmarkRotate(b *testing.B) {
 			st, _ := openTemp(b, mode.opts)
 			// Among other sessions, as in a real file.
 			st.bulkCreate(b, 10_000, func(i int) sessionstore.Session {
-				return session(fmt.Sprintf("o%06d", i), "other", t0)
+				return storetest.NewSession(fmt.Sprintf("o%06d", i), "other", t0)
 			})
-			if err := st.Create(b.Context(), session("s", "alice", t0)); err != nil {
-				b.Fatal(err)
-			}
-			jti := "s-jti-0"
-			now := t0
-			i := 0
-			for b.Loop() {
-				i++
-				now = now.Add(time.Millisecond)
-				next := fmt.Sprintf("s-jti-%d", i)
-				res, err := st.Rotate(b.Context(), sessionstore.RotateRequest{
-					SessionID: "s", JTI: jti, NewJTI: next, Now: now, IdleTimeout: time.Hour, Grace: time.Second,
-				})
-				if err != nil || res.Grace {
-					b.Fatalf("Rotate() = %+v, %v", res, err)
-				}
-				jti = next
-			}
+			storetest.BenchmarkRotate(b, st, t0)
 		})
 	}
 }
@@ -93,13 +69,13 @@ func BenchmarkSweep(b *testing.B) {
 	st, _ := openTemp(b, nil)
 	now := t0.Add(48 * time.Hour)
 	st.bulkCreate(b, live, func(i int) sessionstore.Session {
-		return session(fmt.Sprintf("live%06d", i), fmt.Sprintf("user%d", i%1000), now)
+		return storetest.NewSession(fmt.Sprintf("live%06d", i), fmt.Sprintf("user%d", i%1000), now)
 	})
 	b.ResetTimer()
 	for round := 0; round < b.N; round++ {
 		b.StopTimer()
 		st.bulkCreate(b, due, func(i int) sessionstore.Session {
-			return session(fmt.Sprintf("due%d-%04d", round, i), fmt.Sprintf("user%d", i%1000), now.Add(-2*time.Hour))
+			return storetest.NewSession(fmt.Sprintf("due%d-%04d", round, i), fmt.Sprintf("user%d", i%1000), now.Add(-2*time.Hour))
 		})
 		b.StartTimer()
 		n, err := st.Sweep(b.Context(), now)
@@ -126,28 +102,7 @@ func BenchmarkRotateParallel(b *testing.B) {
 	for _, mode := range batchModes {
 		b.Run(mode.name, func(b *testing.B) {
 			st, _ := openTemp(b, mode.opts)
-			var seq atomic.Int64
-			b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
-			b.RunParallel(func(pb *testing.PB) {
-				id := fmt.Sprintf("p%03d", seq.Add(1))
-				if err := st.Create(b.Context(), session(id, "alice", t0)); err != nil {
-					b.Error(err)
-					return
-				}
-				jti, now := id+"-jti-0", t0
-				for i := 1; pb.Next(); i++ {
-					now = now.Add(time.Millisecond)
-					next := fmt.Sprintf("%s-jti-%d", id, i)
-					res, err := st.Rotate(b.Context(), sessionstore.RotateRequest{
-						SessionID: id, JTI: jti, NewJTI: next, Now: now, IdleTimeout: time.Hour, Grace: time.Second,
-					})
-					if err != nil || res.Grace {
-						b.Errorf("Rotate() = %+v, %v", res, err)
-						return
-					}
-					jti = next
-				}
-			})
+			storetest.BenchmarkRotateParallel(b, st, t0)
 		})
 	}
 }
@@ -158,18 +113,7 @@ func BenchmarkCreateParallel(b *testing.B) {
 	for _, mode := range batchModes {
 		b.Run(mode.name, func(b *testing.B) {
 			st, _ := openTemp(b, mode.opts)
-			var seq atomic.Int64
-			b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					i := seq.Add(1)
-					s := session(fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15), fmt.Sprintf("user%d", i%1000), t0)
-					if err := st.Create(b.Context(), s); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			storetest.BenchmarkCreateParallel(b, st, t0)
 		})
 	}
 }

@@ -30,22 +30,6 @@ func openTemp(tb testing.TB, opts *Options) (*Store, string) {
 	return st, path
 }
 
-// session is a fresh session created at created whose deadline (the idle
-// one) is created+time.Hour.
-func session(id, subject string, created time.Time) sessionstore.Session {
-	return sessionstore.Session{
-		ID:            id,
-		Subject:       subject,
-		Roles:         []string{"user"},
-		JTI:           id + "-jti-0",
-		IssuedAt:      created,
-		CreatedAt:     created,
-		RefreshedAt:   created,
-		IdleExpiresAt: created.Add(time.Hour),
-		ExpiresAt:     created.Add(24 * time.Hour),
-	}
-}
-
 // bulkCreate inserts the sessions gen(0) .. gen(n-1) through the same code as
 // Create, in transactions of up to 50,000 sessions instead of one fsync each.
 func (s *Store) bulkCreate(tb testing.TB, n int, gen func(i int) sessionstore.Session) {
@@ -143,7 +127,7 @@ func TestReopenKeepsSessions(t *testing.T) {
 	ctx := t.Context()
 	var want []sessionstore.Session
 	for i := range 5 {
-		s := session(fmt.Sprintf("s%d", i), "alice", t0.Add(time.Duration(i)*time.Minute))
+		s := storetest.NewSession(fmt.Sprintf("s%d", i), "alice", t0.Add(time.Duration(i)*time.Minute))
 		if err := st.Create(ctx, s); err != nil {
 			t.Fatalf("Create(%q) = %v", s.ID, err)
 		}
@@ -243,9 +227,9 @@ func TestCreateRefusesBadKeys(t *testing.T) {
 		name string
 		s    sessionstore.Session
 	}{
-		{"empty ID", session("", "alice", t0)},
+		{"empty ID", storetest.NewSession("", "alice", t0)},
 		// "ali\x00ce" would otherwise share the index prefix "ali\x00".
-		{"NUL in subject", session("s1", "ali\x00ce", t0)},
+		{"NUL in subject", storetest.NewSession("s1", "ali\x00ce", t0)},
 	}
 	st, _ := openTemp(t, nil)
 	for _, tt := range tests {
@@ -284,7 +268,7 @@ func TestSweepVisitsOnlyExpired(t *testing.T) {
 	// all grow with i, so that building the file stays fast under -race.
 	st.bulkCreate(t, total, func(i int) sessionstore.Session {
 		deadline := now.Add(time.Duration(i-expired+1) * time.Millisecond)
-		return session(fmt.Sprintf("s%06d", i), fmt.Sprintf("user%03d", i/200), deadline.Add(-time.Hour))
+		return storetest.NewSession(fmt.Sprintf("s%06d", i), fmt.Sprintf("user%03d", i/200), deadline.Add(-time.Hour))
 	})
 	if n, err := st.Count(t.Context()); err != nil || n != total {
 		t.Fatalf("Count() = %d, %v; want %d", n, err, total)
@@ -355,7 +339,7 @@ func TestBigStore(t *testing.T) {
 	// Random-looking IDs (like real ones), 100,000 users, deadlines spread
 	// over a day.
 	st.bulkCreate(t, total, func(i int) sessionstore.Session {
-		return session(bigID(i), fmt.Sprintf("user%d", i%100_000), t0.Add(time.Duration(i)*86*time.Millisecond))
+		return storetest.NewSession(bigID(i), fmt.Sprintf("user%d", i%100_000), t0.Add(time.Duration(i)*86*time.Millisecond))
 	})
 	build := time.Since(start)
 	if err := st.db.Sync(); err != nil {
@@ -425,7 +409,7 @@ func TestNoWriteWithoutChange(t *testing.T) {
 	st, _ := openTemp(t, nil)
 	ctx := t.Context()
 	t1 := t0.Add(10 * time.Minute)
-	for _, s := range []sessionstore.Session{session("s", "alice", t0), session("r", "alice", t0)} {
+	for _, s := range []sessionstore.Session{storetest.NewSession("s", "alice", t0), storetest.NewSession("r", "alice", t0)} {
 		if err := st.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
@@ -448,7 +432,7 @@ func TestNoWriteWithoutChange(t *testing.T) {
 		want  error
 		write bool
 	}{
-		{"Create of a taken ID", func() error { return st.Create(ctx, session("s", "alice", t0)) }, sessionstore.ErrExists, false},
+		{"Create of a taken ID", func() error { return st.Create(ctx, storetest.NewSession("s", "alice", t0)) }, sessionstore.ErrExists, false},
 		{"Rotate of an unknown session", rotate("unknown", "j", t1), sessionstore.ErrNotFound, false},
 		{"Rotate of a revoked session", rotate("r", "r-jti-0", t1), sessionstore.ErrRevoked, false},
 		{"Rotate of an expired session", rotate("s", "s-jti-1", t1.Add(time.Hour)), sessionstore.ErrExpired, false},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/storetest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -25,7 +26,7 @@ func TestWriteQueuedPastDeadline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st, _ := openTemp(t, nil)
-			if err := st.Create(t.Context(), session("s", "alice", t0)); err != nil {
+			if err := st.Create(t.Context(), storetest.NewSession("s", "alice", t0)); err != nil {
 				t.Fatal(err)
 			}
 			// A long write transaction holds the lock, as a slow fsync would.
@@ -49,7 +50,7 @@ func TestWriteQueuedPastDeadline(t *testing.T) {
 			go func() {
 				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 				defer cancel()
-				results <- result{"Create", st.Create(ctx, session("new", "alice", now))}
+				results <- result{"Create", st.Create(ctx, storetest.NewSession("new", "alice", now))}
 			}()
 			go func() {
 				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/storetest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -20,7 +21,7 @@ func TestGroupCommit(t *testing.T) {
 	ctx := t.Context()
 	const n = 32
 	for i := range n {
-		if err := st.Create(ctx, session(fmt.Sprintf("s%02d", i), "alice", t0)); err != nil {
+		if err := st.Create(ctx, storetest.NewSession(fmt.Sprintf("s%02d", i), "alice", t0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -61,7 +62,7 @@ func TestGroupCommit(t *testing.T) {
 		}
 	})
 	wg.Go(func() {
-		if err := st.Create(ctx, session("s05", "bob", t0)); !errors.Is(err, sessionstore.ErrExists) {
+		if err := st.Create(ctx, storetest.NewSession("s05", "bob", t0)); !errors.Is(err, sessionstore.ErrExists) {
 			t.Errorf("Create(taken ID) = %v, want ErrExists", err)
 		}
 	})
@@ -95,7 +96,7 @@ func TestGroupCommitFailingCall(t *testing.T) {
 	ctx := t.Context()
 	const n = 16
 	for i := range n {
-		if err := st.Create(ctx, session(fmt.Sprintf("s%02d", i), "alice", t0)); err != nil {
+		if err := st.Create(ctx, storetest.NewSession(fmt.Sprintf("s%02d", i), "alice", t0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -149,7 +150,7 @@ func TestGroupCommitFailingCall(t *testing.T) {
 func TestGroupCommitAloneIsImmediate(t *testing.T) {
 	st, _ := openTemp(t, &Options{MaxBatchDelay: time.Hour, MaxBatchSize: 1000})
 	done := make(chan error, 1)
-	go func() { done <- st.Create(t.Context(), session("s", "alice", t0)) }()
+	go func() { done <- st.Create(t.Context(), storetest.NewSession("s", "alice", t0)) }()
 	select {
 	case err := <-done:
 		if err != nil {

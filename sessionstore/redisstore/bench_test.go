@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spa-gateway/gateway/sessionstore"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
+	"github.com/spa-gateway/gateway/sessionstore/storetest"
 )
 
 // persistenceModes run a benchmark against a Redis without persistence, with
@@ -29,14 +29,7 @@ func BenchmarkCreate(b *testing.B) {
 	for _, mode := range persistenceModes {
 		b.Run(mode.name, func(b *testing.B) {
 			st := openOn(b, redistest.Start(b, mode.args...).URL(0), nil)
-			i := 0
-			for b.Loop() {
-				s := session(fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15), fmt.Sprintf("user%d", i%1000), benchTime)
-				if err := st.Create(b.Context(), s); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			storetest.BenchmarkCreate(b, st, benchTime)
 		})
 	}
 }
@@ -48,7 +41,7 @@ func BenchmarkGet(b *testing.B) {
 	st := openOn(b, redistest.Start(b).URL(0), nil)
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = fmt.Sprintf("%016x", uint64(i)*0x9E3779B97F4A7C15)
+		ids[i] = storetest.NthSession(i, benchTime).ID
 	}
 	bulkCreate(b, st, ids)
 	b.Run("serial", func(b *testing.B) {
@@ -85,24 +78,7 @@ func BenchmarkRotate(b *testing.B) {
 				others[i] = fmt.Sprintf("o%06d", i)
 			}
 			bulkCreate(b, st, others)
-			if err := st.Create(b.Context(), session("s", "alice", benchTime)); err != nil {
-				b.Fatal(err)
-			}
-			jti := "s-jti-0"
-			now := benchTime
-			i := 0
-			for b.Loop() {
-				i++
-				now = now.Add(time.Millisecond)
-				next := fmt.Sprintf("s-jti-%d", i)
-				res, err := st.Rotate(b.Context(), sessionstore.RotateRequest{
-					SessionID: "s", JTI: jti, NewJTI: next, Now: now, IdleTimeout: time.Hour, Grace: time.Second,
-				})
-				if err != nil || res.Grace {
-					b.Fatalf("Rotate() = %+v, %v", res, err)
-				}
-				jti = next
-			}
+			storetest.BenchmarkRotate(b, st, benchTime)
 		})
 	}
 }
@@ -115,7 +91,7 @@ func bulkCreate(tb testing.TB, st *Store, ids []string) {
 	for w := range workers {
 		go func() {
 			for i := w; i < len(ids); i += workers {
-				if err := st.Create(tb.Context(), session(ids[i], fmt.Sprintf("user%d", i%1000), benchTime)); err != nil {
+				if err := st.Create(tb.Context(), storetest.NewSession(ids[i], fmt.Sprintf("user%d", i%1000), benchTime)); err != nil {
 					errs <- err
 					return
 				}

@@ -56,22 +56,6 @@ func TestContractCluster(t *testing.T) {
 	storetest.Run(t, func(t testing.TB) sessionstore.Store { return openOn(t, srv.ClusterURL(), nil) })
 }
 
-// session is a session created at created, with an idle deadline an hour
-// later and an absolute one a day later.
-func session(id, subject string, created time.Time) sessionstore.Session {
-	return sessionstore.Session{
-		ID:            id,
-		Subject:       subject,
-		Roles:         []string{"user"},
-		JTI:           id + "-jti-0",
-		IssuedAt:      created,
-		CreatedAt:     created,
-		RefreshedAt:   created,
-		IdleExpiresAt: created.Add(time.Hour),
-		ExpiresAt:     created.Add(24 * time.Hour),
-	}
-}
-
 // TestExpiry checks the Redis TTL of a session key: its deadline plus the
 // margin, moved by a rotation, and a session Redis deleted on its own still
 // counted until Sweep cleans its index entries.
@@ -81,7 +65,7 @@ func TestExpiry(t *testing.T) {
 	ctx := t.Context()
 	now := time.Now()
 
-	s := session("live", "alice", now)
+	s := storetest.NewSession("live", "alice", now)
 	if err := st.Create(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +88,7 @@ func TestExpiry(t *testing.T) {
 
 	// Ended (by Redis's clock too) before it was even created: Redis
 	// deletes the key at once, the indexes keep it until Sweep.
-	gone := session("gone", "alice", now.Add(-3*time.Hour))
+	gone := storetest.NewSession("gone", "alice", now.Add(-3*time.Hour))
 	if err := st.Create(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +125,10 @@ func TestRecreateAfterRedisExpiry(t *testing.T) {
 	st := openOn(t, srv.URL(0), nil)
 	ctx := t.Context()
 	now := time.Now()
-	if err := st.Create(ctx, session("x", "alice", now.Add(-3*time.Hour))); err != nil {
+	if err := st.Create(ctx, storetest.NewSession("x", "alice", now.Add(-3*time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Create(ctx, session("x", "bob", now)); err != nil {
+	if err := st.Create(ctx, storetest.NewSession("x", "bob", now)); err != nil {
 		t.Fatalf("Create(x) over a session Redis deleted = %v, want nil", err)
 	}
 	for _, tt := range []struct {
@@ -176,7 +160,7 @@ func TestRotateRetry(t *testing.T) {
 	st := openOn(t, srv.URL(0), nil)
 	ctx := t.Context()
 	now := time.Now()
-	if err := st.Create(ctx, session("s", "alice", now)); err != nil {
+	if err := st.Create(ctx, storetest.NewSession("s", "alice", now)); err != nil {
 		t.Fatal(err)
 	}
 	req := sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "s-jti-1", Now: now.Add(time.Minute), IdleTimeout: time.Hour}
@@ -204,7 +188,7 @@ func TestUnavailable(t *testing.T) {
 	st := openOn(t, srv.URL(0), nil)
 	ctx := t.Context()
 	now := time.Now()
-	if err := st.Create(ctx, session("s", "alice", now)); err != nil {
+	if err := st.Create(ctx, storetest.NewSession("s", "alice", now)); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop(t)
@@ -214,7 +198,7 @@ func TestUnavailable(t *testing.T) {
 		call func(ctx context.Context) error
 	}{
 		{"Ping", st.Ping},
-		{"Create", func(ctx context.Context) error { return st.Create(ctx, session("new", "alice", now)) }},
+		{"Create", func(ctx context.Context) error { return st.Create(ctx, storetest.NewSession("new", "alice", now)) }},
 		{"Get", func(ctx context.Context) error { _, err := st.Get(ctx, "s"); return err }},
 		{"Rotate", func(ctx context.Context) error {
 			_, err := st.Rotate(ctx, sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "n", Now: now.Add(time.Minute), IdleTimeout: time.Hour})
@@ -361,7 +345,7 @@ func TestPassword(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := openOn(t, tt.url, &tt.opts)
-			if err := st.Create(t.Context(), session("s", "alice", time.Now())); err != nil {
+			if err := st.Create(t.Context(), storetest.NewSession("s", "alice", time.Now())); err != nil {
 				t.Fatalf("Create() = %v", err)
 			}
 		})

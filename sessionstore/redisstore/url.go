@@ -50,95 +50,110 @@ func (c redisConfig) newClient() redis.UniversalClient {
 // parseURL parses rawURL with go-redis's parser for its mode and applies
 // opts. Errors never repeat the URL (url.Parse's would, password included).
 func parseURL(rawURL string, opts *Options) (redisConfig, error) {
-	var c redisConfig
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return c, errors.New("is not a URL such as redis://host:6379/0")
+		return redisConfig{}, errors.New("is not a URL such as redis://host:6379/0")
 	}
 	base, mode, _ := strings.Cut(scheme, "+")
 	if (base != "redis" && base != "rediss") || (mode != "" && mode != "sentinel" && mode != "cluster") {
-		return c, fmt.Errorf("scheme %q is not one of %s", scheme, strings.Join(Schemes, ", "))
+		return redisConfig{}, fmt.Errorf("scheme %q is not one of %s", scheme, strings.Join(Schemes, ", "))
 	}
 	plain := base + "://" + rest
 	u, err := url.Parse(plain)
 	if err != nil {
-		return c, errors.New("is not a URL such as redis://host:6379/0")
+		return redisConfig{}, errors.New("is not a URL such as redis://host:6379/0")
 	}
 	if u.Host == "" {
-		return c, errors.New("has no host: write redis://host:6379/0")
+		return redisConfig{}, errors.New("has no host: write redis://host:6379/0")
 	}
+	c, f, err := parseMode(mode, plain, u)
+	if err != nil {
+		return c, err
+	}
+	return c, f.apply(opts, scheme)
+}
 
-	var (
-		password *string
-		tlsConf  **tls.Config
-		dial     *time.Duration
-		read     *time.Duration
-		write    *time.Duration
-		ctxTO    *bool
-		dials    *int
-	)
+// clientFields point at the fields of one of go-redis's three option types
+// that parseURL sets whatever the mode: each type has its own copy.
+type clientFields struct {
+	password          *string
+	tls               **tls.Config
+	dial, read, write *time.Duration
+	contextTimeout    *bool
+	dialerRetries     *int
+}
+
+// parseMode parses plain (the URL with the mode taken out of its scheme; u
+// is it parsed) with go-redis's parser for mode: "" (standalone),
+// "sentinel" or "cluster".
+func parseMode(mode, plain string, u *url.URL) (redisConfig, clientFields, error) {
+	var c redisConfig
 	switch mode {
-	case "":
-		o, err := redis.ParseURL(plain)
-		if err != nil {
-			return c, err
-		}
-		c.simple = o
-		password, tlsConf, dial, read, write, ctxTO, dials = &o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(plain)
 		if err != nil {
-			return c, err
+			return c, clientFields{}, err
 		}
 		if o.MasterName == "" {
-			return c, errors.New("names no master: add ?master_name=NAME (and &addr=host:port for each further Sentinel)")
+			return c, clientFields{}, errors.New("names no master: add ?master_name=NAME (and &addr=host:port for each further Sentinel)")
 		}
 		c.failover = o
-		password, tlsConf, dial, read, write, ctxTO, dials = &o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries
+		return c, clientFields{&o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries}, nil
 	case "cluster":
 		if p := strings.Trim(u.Path, "/"); p != "" && p != "0" {
-			return c, errors.New("selects a database, but Redis Cluster has only database 0")
+			return c, clientFields{}, errors.New("selects a database, but Redis Cluster has only database 0")
 		}
 		u.Path = ""
 		o, err := redis.ParseClusterURL(u.String())
 		if err != nil {
-			return c, err
+			return c, clientFields{}, err
 		}
 		c.cluster = o
-		password, tlsConf, dial, read, write, ctxTO, dials = &o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries
+		return c, clientFields{&o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries}, nil
 	}
+	o, err := redis.ParseURL(plain)
+	if err != nil {
+		return c, clientFields{}, err
+	}
+	c.simple = o
+	return c, clientFields{&o.Password, &o.TLSConfig, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled, &o.DialerRetries}, nil
+}
 
+// apply sets opts' password and CA, and the gateway's defaults where the
+// URL set nothing. scheme is the URL's, for the error of a CA given to a
+// client without TLS.
+func (f clientFields) apply(opts *Options, scheme string) error {
 	if opts.Password != "" {
-		*password = opts.Password
+		*f.password = opts.Password
 	}
 	if opts.RootCAs != nil {
-		if *tlsConf == nil {
-			return c, fmt.Errorf("a CA for TLS needs a rediss scheme, not %q", scheme)
+		if *f.tls == nil {
+			return fmt.Errorf("a CA for TLS needs a rediss scheme, not %q", scheme)
 		}
-		(*tlsConf).RootCAs = opts.RootCAs
+		(*f.tls).RootCAs = opts.RootCAs
 	}
-	if *tlsConf != nil && (*tlsConf).MinVersion < tls.VersionTLS12 {
-		(*tlsConf).MinVersion = tls.VersionTLS12
+	if *f.tls != nil && (*f.tls).MinVersion < tls.VersionTLS12 {
+		(*f.tls).MinVersion = tls.VersionTLS12
 	}
-	if *dial == 0 {
-		*dial = defaultDialTimeout
+	if *f.dial == 0 {
+		*f.dial = defaultDialTimeout
 	}
-	if *read == 0 {
-		*read = defaultIOTimeout
+	if *f.read == 0 {
+		*f.read = defaultIOTimeout
 	}
-	if *write == 0 {
-		*write = defaultIOTimeout
+	if *f.write == 0 {
+		*f.write = defaultIOTimeout
 	}
 	// One dial per attempt: go-redis retries the command itself (max_retries,
 	// 3 by default), and five dials per attempt would hold every request
 	// for seconds before its 503 while Redis is down.
-	if *dials == 0 {
-		*dials = 1
+	if *f.dialerRetries == 0 {
+		*f.dialerRetries = 1
 	}
 	// A request's context (a client that went away, the readiness probe's
 	// timeout) bounds its Redis call too.
-	*ctxTO = true
-	return c, nil
+	*f.contextTimeout = true
+	return nil
 }
 
 // redact returns rawURL with its password, in the user info or in a query

@@ -73,61 +73,16 @@ func runLoad(addr string, conns int, wl workload, warmup, d time.Duration, befor
 		res     result
 		allDone = make(chan struct{})
 	)
-	cs := make([]*conn, conns)
-	for i := range cs {
-		c, err := dial(addr)
-		if err != nil {
-			for _, c := range cs[:i] {
-				c.close()
-			}
-			return res, err
-		}
-		cs[i] = c
+	cs, err := dialAll(addr, conns)
+	if err != nil {
+		return res, err
 	}
 	for i, c := range cs {
 		wg.Go(func() {
 			defer c.close()
-			var lat []time.Duration
-			var n, errs int
-			var firstErr string
-			exhausted := false
-			var buf []byte
-			for !stop.Load() {
-				var ok bool
-				buf, ok = wl.request(i, buf[:0])
-				if !ok {
-					exhausted = true
-					break
-				}
-				start := time.Now()
-				status, body, err := c.roundTrip(buf, wl.wantBody())
-				took := time.Since(start)
-				good := err == nil && wl.response(i, status, body)
-				if phase.Load() == phaseRecord {
-					if good {
-						n++
-						lat = append(lat, took)
-					} else {
-						errs++
-						if firstErr == "" {
-							firstErr = fmt.Sprintf("status %d, %v", status, err)
-						}
-					}
-				}
-				if err != nil {
-					if c.redial() != nil {
-						break
-					}
-				}
-			}
+			r := drive(c, i, wl, &phase, &stop)
 			mu.Lock()
-			res.n += n
-			res.errs += errs
-			res.lat = append(res.lat, lat...)
-			res.exhausted = res.exhausted || exhausted
-			if res.firstErr == "" {
-				res.firstErr = firstErr
-			}
+			res.add(r)
 			mu.Unlock()
 		})
 	}
@@ -151,11 +106,76 @@ func runLoad(addr string, conns int, wl workload, warmup, d time.Duration, befor
 	}
 	phase.Store(phaseDone)
 	elapsed := time.Since(t0)
-	err := after()
+	err = after()
 	finish()
 	res.elapsed = elapsed
 	slices.Sort(res.lat)
 	return res, err
+}
+
+// dialAll opens conns connections to addr, or none.
+func dialAll(addr string, conns int) ([]*conn, error) {
+	cs := make([]*conn, conns)
+	for i := range cs {
+		c, err := dial(addr)
+		if err != nil {
+			for _, c := range cs[:i] {
+				c.close()
+			}
+			return nil, err
+		}
+		cs[i] = c
+	}
+	return cs, nil
+}
+
+// drive sends wl's requests of connection i on c, back to back, until stop
+// is set, wl runs out or c cannot be dialled again after an error, and
+// counts the answers that come while phase is phaseRecord. Its result has
+// no elapsed time, and its latencies are unsorted.
+func drive(c *conn, i int, wl workload, phase *atomic.Int32, stop *atomic.Bool) result {
+	var r result
+	var buf []byte
+	for !stop.Load() {
+		var ok bool
+		buf, ok = wl.request(i, buf[:0])
+		if !ok {
+			r.exhausted = true
+			break
+		}
+		start := time.Now()
+		status, body, err := c.roundTrip(buf, wl.wantBody())
+		took := time.Since(start)
+		good := err == nil && wl.response(i, status, body)
+		if phase.Load() == phaseRecord {
+			if good {
+				r.n++
+				r.lat = append(r.lat, took)
+			} else {
+				r.errs++
+				if r.firstErr == "" {
+					r.firstErr = fmt.Sprintf("status %d, %v", status, err)
+				}
+			}
+		}
+		if err != nil {
+			if c.redial() != nil {
+				break
+			}
+		}
+	}
+	return r
+}
+
+// add adds the counts of one connection's result o to r's.
+func (r *result) add(o result) {
+	r.n += o.n
+	r.errs += o.errs
+	r.lat = append(r.lat, o.lat...)
+	r.exhausted = r.exhausted || o.exhausted
+	if r.firstErr == "" {
+		r.firstErr = o.firstErr
+	}
 }
 
 // conn is one keep-alive HTTP/1.1 connection.

@@ -11,9 +11,9 @@
 //
 // Run it from the repository root:
 //
-//	go run ./bench                       # everything but the large store, about 6 minutes
-//	go run ./bench -modes 'EdDSA' -rounds 3 -duration 1s
-//	go run ./bench -h                    # every flag
+//	go run ./cmd/bench                   # everything but the large store, about 6 minutes
+//	go run ./cmd/bench -modes 'EdDSA' -rounds 3 -duration 1s
+//	go run ./cmd/bench -h                # every flag
 //
 // docs/PERFORMANCE.md describes the method and holds the results of one run.
 package main
