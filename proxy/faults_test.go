@@ -61,7 +61,9 @@ func newFaultEnv(t *testing.T, everyRequest bool) (*env, *failingStore) {
 	t.Helper()
 	var fs *failingStore
 	e := newSessionEnv(t, func(c *Config, d *Deps) {
-		c.EveryRequest = everyRequest
+		if everyRequest {
+			c.Revocation = RevocationEveryRequest
+		}
 		fs = &failingStore{Store: d.Store}
 		d.Store = fs
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/proxy"
 )
 
 // Config is the gateway's whole configuration, one field per key of the TOML
@@ -121,15 +122,15 @@ type TokensConfig struct {
 	RefreshBeforeExpiry Duration `toml:"refresh_before_expiry"`
 	Leeway              Duration `toml:"leeway"`
 
-	// Delivery is DeliveryBearer, DeliveryCookie or DeliveryBoth.
-	Delivery   string `toml:"delivery"`
-	CookieName string `toml:"cookie_name"`
+	// Delivery is proxy.DeliveryBearer, DeliveryCookie or DeliveryBoth.
+	Delivery   proxy.Delivery `toml:"delivery"`
+	CookieName string         `toml:"cookie_name"`
 	// AllowedOrigins are "scheme://host[:port]" origins, besides the
 	// request's own, allowed on cookie-authenticated state-changing
 	// requests. Empty allows only the request's own.
 	AllowedOrigins []string `toml:"allowed_origins"`
-	// Revocation is RevocationRefresh or RevocationEveryRequest.
-	Revocation string `toml:"revocation"`
+	// Revocation is proxy.RevocationRefresh or RevocationEveryRequest.
+	Revocation proxy.Revocation `toml:"revocation"`
 	// VerifyCacheSize is how many verified tokens are remembered, so that
 	// a token presented again has its signature checked once, not on every
 	// request (see auth.VerifierConfig.CacheSize). Zero
@@ -141,7 +142,7 @@ type TokensConfig struct {
 // StoreConfig is the [store] table: where sessions live.
 type StoreConfig struct {
 	// Backend is BackendBbolt or BackendRedis.
-	Backend string `toml:"backend"`
+	Backend StoreBackend `toml:"backend"`
 	// Path is the bbolt file.
 	Path string `toml:"path"`
 	// URL is the Redis of the redis backend, in one of the forms
@@ -201,9 +202,9 @@ type LoginConfig struct {
 type HeadersConfig struct {
 	// IdentityPrefix: every client header under it is removed.
 	IdentityPrefix string `toml:"identity_prefix"`
-	// OnSpoof is SpoofStrip or SpoofReject.
-	OnSpoof      string `toml:"on_spoof"`
-	ForwardToken bool   `toml:"forward_token"`
+	// OnSpoof is proxy.SpoofStrip or SpoofReject.
+	OnSpoof      proxy.SpoofAction `toml:"on_spoof"`
+	ForwardToken bool              `toml:"forward_token"`
 	// Claims maps a header to inject to the claim it comes from. A
 	// [headers.claims] table in the file replaces the default one as a
 	// whole; an empty table injects nothing.
@@ -226,8 +227,8 @@ type RouteConfig struct {
 	// Upstream is the backend's base URL. Use UpstreamURL for the parsed
 	// form.
 	Upstream string `toml:"upstream"`
-	// Auth is AuthRequired, AuthOptional or AuthNone.
-	Auth string `toml:"auth"`
+	// Auth is proxy.AuthRequired, AuthOptional or AuthNone.
+	Auth proxy.AuthMode `toml:"auth"`
 	// RequireRoles: 403 unless the token's roles hold one of them. Empty
 	// means any valid token.
 	RequireRoles []string `toml:"require_roles"`
@@ -244,25 +245,40 @@ type RouteConfig struct {
 	MaxInFlight int `toml:"max_in_flight"`
 }
 
-// Values of the enumerated keys.
+// StoreBackend is the store.backend key: where sessions live. Like the
+// enumerated keys of package proxy (proxy.Delivery, ...), it decodes from
+// its configuration word and refuses any other, naming the allowed ones.
+// The zero value is not valid.
+type StoreBackend string
+
+// The values of StoreBackend.
 const (
-	DeliveryBearer = "bearer"
-	DeliveryCookie = "cookie"
-	DeliveryBoth   = "both"
-
-	RevocationRefresh      = "refresh"
-	RevocationEveryRequest = "every_request"
-
-	BackendBbolt = "bbolt"
-	BackendRedis = "redis"
-
-	SpoofStrip  = "strip"
-	SpoofReject = "reject"
-
-	AuthRequired = "required"
-	AuthOptional = "optional"
-	AuthNone     = "none"
+	BackendBbolt StoreBackend = "bbolt" // a local file (boltstore)
+	BackendRedis StoreBackend = "redis" // a Redis server (redisstore)
 )
+
+// String returns b as written in the configuration.
+func (b StoreBackend) String() string { return string(b) }
+
+// MarshalText returns b's configuration word, or an error naming the
+// allowed words if b is none of them.
+func (b StoreBackend) MarshalText() ([]byte, error) {
+	if b != BackendBbolt && b != BackendRedis {
+		return nil, fmt.Errorf("%q is not one of bbolt, redis", string(b))
+	}
+	return []byte(b), nil
+}
+
+// UnmarshalText sets b from its configuration word, bbolt or redis. Any
+// other text is an error naming the allowed words, and leaves b as it was.
+func (b *StoreBackend) UnmarshalText(text []byte) error {
+	v := StoreBackend(text)
+	if _, err := v.MarshalText(); err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
 
 // Default returns the configuration gateway.example.toml documents, with every key at its
 // default, and no route. Its maps and slices are fresh on every call.
@@ -288,10 +304,10 @@ func Default() Config {
 			IdleTimeout:     Duration(time.Hour),
 			AbsoluteTimeout: Duration(24 * time.Hour),
 			RefreshGrace:    Duration(10 * time.Second),
-			Delivery:        DeliveryBearer,
+			Delivery:        proxy.DeliveryBearer,
 			CookieName:      "__Host-gateway",
 			AllowedOrigins:  []string{},
-			Revocation:      RevocationRefresh,
+			Revocation:      proxy.RevocationRefresh,
 			VerifyCacheSize: 10_000,
 		},
 		Store: StoreConfig{
@@ -312,7 +328,7 @@ func Default() Config {
 		},
 		Headers: HeadersConfig{
 			IdentityPrefix: "X-Auth-",
-			OnSpoof:        SpoofStrip,
+			OnSpoof:        proxy.SpoofStrip,
 			Claims: map[string]string{
 				"X-Auth-Subject": "sub",
 				"X-Auth-Roles":   "roles",
@@ -325,7 +341,7 @@ func Default() Config {
 // DefaultRoute returns the defaults of a [[route]] table's keys; Prefix and
 // Upstream have none.
 func DefaultRoute() RouteConfig {
-	return RouteConfig{Auth: AuthRequired, RequireRoles: []string{}, Timeout: Duration(30 * time.Second)}
+	return RouteConfig{Auth: proxy.AuthRequired, RequireRoles: []string{}, Timeout: Duration(30 * time.Second)}
 }
 
 // Duration is a time.Duration written in TOML as a Go duration string
@@ -399,12 +415,12 @@ func (s ServerConfig) TLS() bool { return s.TLSCertFile != "" && s.TLSKeyFile !=
 
 // BearerAllowed reports whether tokens travel in the response body and the
 // Authorization header (delivery bearer or both).
-func (t TokensConfig) BearerAllowed() bool { return t.Delivery != DeliveryCookie }
+func (t TokensConfig) BearerAllowed() bool { return t.Delivery != proxy.DeliveryCookie }
 
 // CookieAllowed reports whether tokens travel in the cookie (delivery cookie
 // or both).
 func (t TokensConfig) CookieAllowed() bool {
-	return t.Delivery == DeliveryCookie || t.Delivery == DeliveryBoth
+	return t.Delivery == proxy.DeliveryCookie || t.Delivery == proxy.DeliveryBoth
 }
 
 // UpstreamURL returns login.upstream parsed, or nil when it is empty or

@@ -4,19 +4,24 @@ package main
 // struct. Its strict decode (toml.Decode into Config) stops at the first
 // value of a wrong type and returns it as a plain error whose key and line
 // are only in its text; which value that is depends on Go's map order, so
-// two runs over one file can name different keys; it reports a bad duration
-// only for the first one it meets; inside an array of tables its key has no
+// two runs over one file can name different keys; it reports a bad text
+// value (a duration, an enumerated word) only for the first one it meets;
+// inside an array of tables its key has no
 // index; and it matches keys to fields without case, so "[Server]" would
 // silently configure [server]. Its MetaData.Undecoded lists unknown keys, but
 // only after a decode that did not stop.
 //
 // So LoadConfig first decodes the file loosely, into map[string]any, which
-// only syntax can fail, and checkShape compares that undecoded tree with the
-// Go types of Config: it names every unknown key (case-sensitively), every
-// value of a wrong type and every bad duration in one run, each with its
-// full key ("route[1].timeout").
+// only syntax can fail (decodeLoose), and checkShape compares that
+// undecoded tree with the Go types of Config: it names every unknown key
+// (case-sensitively, with the key probably meant, see unknownKey), every
+// value of a wrong type and every bad text value (durations, the
+// enumerated keys) in one run, each with its full key ("route[1].timeout").
+// It also removes what it names from the tree, so that the rest of the file
+// still decodes and loadConfig can validate it in the same run.
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
@@ -27,28 +32,35 @@ import (
 	"time"
 )
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType      = reflect.TypeFor[Duration]()
+	textUnmarshalType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 // checkShape compares the loosely decoded value v of key with the Go type t
-// it must decode into, and names every unknown key, wrong type and bad
-// duration. It knows the kinds Config uses; a field of another kind is
-// reported, so that a test of the example file catches it.
+// it must decode into, and names every unknown key, wrong type and bad text
+// value (durations, the enumerated keys). It removes each key it names from
+// the tables of v, so that what is left decodes into Config without error
+// and can be validated (see parseConfig). It knows the kinds Config uses; a
+// field of another kind is reported, so that a test of the example file
+// catches it.
 func checkShape(key string, v any, t reflect.Type) []error {
 	bad := func(format string, args ...any) []error {
 		return []error{&ConfigError{Key: key, Err: fmt.Errorf(format, args...)}}
 	}
-	if t == durationType {
+	if reflect.PointerTo(t).Implements(textUnmarshalType) {
 		s, ok := v.(string)
-		if !ok {
+		switch {
+		case !ok && t == durationType:
 			return bad("must be a duration string such as \"15m\", not %s", tomlTypeName(v))
+		case !ok:
+			return bad("must be a string, not %s", tomlTypeName(v))
 		}
-		var d Duration
-		if err := d.UnmarshalText([]byte(s)); err != nil {
+		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
 			return bad("%w", err)
 		}
 		return nil
 	}
-	var errs []error
 	switch t.Kind() {
 	case reflect.String:
 		if _, ok := v.(string); !ok {
@@ -70,38 +82,75 @@ func checkShape(key string, v any, t reflect.Type) []error {
 			}
 			return bad("must be an array, not %s", tomlTypeName(v))
 		}
+		var errs []error
 		for i, e := range arr {
 			errs = append(errs, checkShape(fmt.Sprintf("%s[%d]", key, i), e, t.Elem())...)
 		}
-	case reflect.Map:
+		return errs
+	case reflect.Map, reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
 			return bad("must be a table, not %s", tomlTypeName(v))
 		}
-		for _, k := range sortedKeys(m) {
-			errs = append(errs, checkShape(joinKey(key, k), m[k], t.Elem())...)
-		}
-	case reflect.Struct:
-		m, ok := v.(map[string]any)
-		if !ok {
-			return bad("must be a table, not %s", tomlTypeName(v))
-		}
-		for _, k := range sortedKeys(m) {
-			f, ok := fieldByTag(t, k)
-			if !ok {
-				msg := "unknown key"
-				if f, ok := fieldByTagFold(t, k); ok {
-					msg = fmt.Sprintf("unknown key (keys are case-sensitive: did you mean %q?)", f)
-				}
-				errs = append(errs, &ConfigError{Key: joinKey(key, k), Err: errors.New(msg)})
-				continue
-			}
-			errs = append(errs, checkShape(joinKey(key, k), m[k], f.Type)...)
-		}
+		return checkTable(key, m, t)
 	default:
 		return bad("unsupported configuration field type %s", t)
 	}
+	return nil
+}
+
+// checkTable is checkShape for a table m of key, of struct or map type t.
+// It deletes from m each entry that is unknown or whose value is wrong
+// itself; an entry that is a table or an array of tables keeps its place
+// and has only its own wrong entries removed, so that the indexes of
+// [[route]] stay those of the file.
+func checkTable(key string, m map[string]any, t reflect.Type) []error {
+	var errs []error
+	for _, k := range sortedKeys(m) {
+		var ft reflect.Type
+		if t.Kind() == reflect.Map {
+			ft = t.Elem()
+		} else {
+			f, ok := fieldByTag(t, k)
+			if !ok {
+				errs = append(errs, &ConfigError{Key: joinKey(key, k), Err: errors.New(unknownKey(key, k, t))})
+				delete(m, k)
+				continue
+			}
+			ft = f.Type
+		}
+		kerrs := checkShape(joinKey(key, k), m[k], ft)
+		if len(kerrs) > 0 && !prunedInside(m[k], ft) {
+			delete(m, k)
+		}
+		errs = append(errs, kerrs...)
+	}
 	return errs
+}
+
+// prunedInside reports whether checkShape removed v's problems from inside
+// v (a table, or an array of tables), rather than v being wrong as a whole.
+func prunedInside(v any, t reflect.Type) bool {
+	if reflect.PointerTo(t).Implements(textUnmarshalType) {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		_, ok := v.(map[string]any)
+		return ok
+	case reflect.Slice:
+		arr, ok := asArray(v)
+		if !ok || t.Elem().Kind() != reflect.Struct {
+			return false
+		}
+		for _, e := range arr {
+			if _, ok := e.(map[string]any); !ok {
+				return false // an element that is not a table cannot be removed in place
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // asArray returns a TOML array (of values or of tables) as []any.

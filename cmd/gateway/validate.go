@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/proxy"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore"
 )
 
@@ -130,11 +132,7 @@ func (c *Config) validateTokens(p *problems) {
 	if t.Leeway < 0 || time.Duration(t.Leeway) > 5*time.Minute {
 		p.add("tokens.leeway", "%v must be between 0s and 5m", t.Leeway)
 	}
-	switch t.Delivery {
-	case DeliveryBearer, DeliveryCookie, DeliveryBoth:
-	default:
-		p.add("tokens.delivery", "%q is not one of bearer, cookie, both", t.Delivery)
-	}
+	checkWord(p, "tokens.delivery", t.Delivery)
 	// The contract's cookie is Secure, Path=/ and has no Domain, which is
 	// what the "__Host-" and "__Secure-" name prefixes demand: any valid
 	// name is fine.
@@ -146,11 +144,7 @@ func (c *Config) validateTokens(p *problems) {
 			p.add(fmt.Sprintf("tokens.allowed_origins[%d]", i), "%w", err)
 		}
 	}
-	switch t.Revocation {
-	case RevocationRefresh, RevocationEveryRequest:
-	default:
-		p.add("tokens.revocation", "%q is not one of refresh, every_request", t.Revocation)
-	}
+	checkWord(p, "tokens.revocation", t.Revocation)
 	if t.VerifyCacheSize < 0 {
 		p.add("tokens.verify_cache_size", "%d must not be negative (0 disables the cache)", t.VerifyCacheSize)
 	}
@@ -179,7 +173,7 @@ func (c *Config) validateStore(p *problems) {
 			}
 		}
 	default:
-		p.add("store.backend", "%q is not one of bbolt, redis", s.Backend)
+		checkWord(p, "store.backend", s.Backend)
 	}
 	if s.Backend != BackendRedis {
 		if s.RedisPasswordFile != "" {
@@ -239,11 +233,7 @@ func (c *Config) validateHeaders(p *problems) {
 	if h.IdentityPrefix == "" || !isToken(h.IdentityPrefix) {
 		p.add("headers.identity_prefix", "%q must be a non-empty header name prefix such as \"X-Auth-\"", h.IdentityPrefix)
 	}
-	switch h.OnSpoof {
-	case SpoofStrip, SpoofReject:
-	default:
-		p.add("headers.on_spoof", "%q is not one of strip, reject", h.OnSpoof)
-	}
+	checkWord(p, "headers.on_spoof", h.OnSpoof)
 	prefix := headerFold(h.IdentityPrefix)
 	for _, name := range slices.Sorted(maps.Keys(h.Claims)) {
 		key := joinKey("headers.claims", name)
@@ -276,14 +266,9 @@ func (c *Config) validateRoutes(p *problems) {
 		if err := checkUpstream(r.Upstream); err != nil {
 			p.add(key+".upstream", "%w", err)
 		}
-		switch r.Auth {
-		case AuthRequired, AuthOptional:
-		case AuthNone:
-			if len(r.RequireRoles) > 0 {
-				p.add(key+".require_roles", "needs auth = \"required\" or \"optional\": a route with auth = \"none\" never reads a token")
-			}
-		default:
-			p.add(key+".auth", "%q is not one of required, optional, none", r.Auth)
+		checkWord(p, key+".auth", r.Auth)
+		if r.Auth == proxy.AuthNone && len(r.RequireRoles) > 0 {
+			p.add(key+".require_roles", "needs auth = \"required\" or \"optional\": a route with auth = \"none\" never reads a token")
 		}
 		for j, role := range r.RequireRoles {
 			if err := checkRole(role); err != nil {
@@ -300,6 +285,15 @@ func (c *Config) validateRoutes(p *problems) {
 		if r.MaxInFlight < 0 {
 			p.add(key+".max_in_flight", "%d must not be negative (0 means no limit)", r.MaxInFlight)
 		}
+	}
+}
+
+// checkWord reports an enumerated value that is none of its words. LoadConfig
+// already refuses those as it decodes (their UnmarshalText); this is for a
+// Config built or changed in code.
+func checkWord(p *problems, key string, v encoding.TextMarshaler) {
+	if _, err := v.MarshalText(); err != nil {
+		p.add(key, "%w", err)
 	}
 }
 
