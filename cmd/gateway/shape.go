@@ -6,9 +6,8 @@ package main
 // are only in its text; which value that is depends on Go's map order, so
 // two runs over one file can name different keys; it reports a bad text
 // value (a duration, an enumerated word) only for the first one it meets;
-// inside an array of tables its key has no
-// index; and it matches keys to fields without case, so "[Server]" would
-// silently configure [server]. Its MetaData.Undecoded lists unknown keys, but
+// inside an array of tables its key has no index; and it matches keys to
+// fields without case, so "[Server]" would silently configure [server]. Its MetaData.Undecoded lists unknown keys, but
 // only after a decode that did not stop.
 //
 // So LoadConfig first decodes the file loosely, into map[string]any, which
