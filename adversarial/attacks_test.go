@@ -126,7 +126,7 @@ func headerAttacks() []attack {
 		{name: "spoofed on an optional route, anonymously", request: func(e *env) rawReq {
 			return get("/maybe/x", "X-Auth-Subject: "+marker)
 		}, status: http.StatusOK, never: all(identity(""), absent(marker))},
-		{name: "spoofed in reject mode", opts: envOptions{config: func(c *proxy.Config) { c.RejectSpoofed = true }},
+		{name: "spoofed in reject mode", opts: envOptions{config: func(c *proxy.Config) { c.OnSpoof = proxy.SpoofReject }},
 			request: func(e *env) rawReq { return get("/api/x", bearer(valid(e)), "x_AUTH_subject: "+marker) },
 			status:  http.StatusBadRequest},
 		{name: "spoofed in a request trailer", request: func(e *env) rawReq {

@@ -177,7 +177,9 @@ func TestTunnelOutlivesSession(t *testing.T) {
 			echo := wsEchoUpstream(t)
 			e := newEnv(t, envOptions{
 				config: func(c *proxy.Config) {
-					c.EveryRequest = tt.everyRequest
+					if tt.everyRequest {
+						c.Revocation = proxy.RevocationEveryRequest
+					}
 					c.Routes = append(c.Routes, proxy.Route{Prefix: "/ws/", Upstream: echo, Auth: proxy.AuthRequired,
 						WebSocket: true, UpgradeMaxLifetime: tt.maxLifetime})
 				},

@@ -91,7 +91,9 @@ func benchEnv(b *testing.B, everyRequest bool) (*env, string) {
 		b.Fatal(err)
 	}
 	e := newEnv(b, func(c *Config, d *Deps) {
-		c.EveryRequest = everyRequest
+		if everyRequest {
+			c.Revocation = RevocationEveryRequest
+		}
 		for i := range c.Routes {
 			c.Routes[i].Upstream = up
 		}

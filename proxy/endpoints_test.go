@@ -386,7 +386,11 @@ func TestConcurrentRefreshesYieldOneSuccessor(t *testing.T) {
 func TestLogout(t *testing.T) {
 	for _, every := range []bool{false, true} {
 		t.Run("every_request="+strconv.FormatBool(every), func(t *testing.T) {
-			e := newSessionEnv(t, func(c *Config, _ *Deps) { c.EveryRequest = every })
+			e := newSessionEnv(t, func(c *Config, _ *Deps) {
+				if every {
+					c.Revocation = RevocationEveryRequest
+				}
+			})
 			tok := e.mustLogin("alice", "wonderland")
 			res := e.do("POST", "/auth/logout", bearer(tok), "")
 			if res.StatusCode != http.StatusNoContent {
@@ -491,7 +495,7 @@ func TestCookieDelivery(t *testing.T) {
 }
 
 func TestStoreFailureIs503(t *testing.T) {
-	e := newSessionEnv(t, func(c *Config, _ *Deps) { c.EveryRequest = true })
+	e := newSessionEnv(t, func(c *Config, _ *Deps) { c.Revocation = RevocationEveryRequest })
 	tok := e.mustLogin("alice", "wonderland")
 	e.store.Close()
 	if _, res := e.login("alice", "wonderland"); res.StatusCode != http.StatusServiceUnavailable {

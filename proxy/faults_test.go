@@ -62,7 +62,9 @@ func newFaultEnv(t *testing.T, everyRequest bool) (*env, *failingStore) {
 	t.Helper()
 	var fs *failingStore
 	e := newSessionEnv(t, func(c *Config, _ *Deps) {
-		c.EveryRequest = everyRequest
+		if everyRequest {
+			c.Revocation = RevocationEveryRequest
+		}
 	}, func(_ *auth.SessionsConfig, st *sessionstore.Store) {
 		fs = &failingStore{Store: *st}
 		*st = fs

@@ -154,7 +154,7 @@ func FuzzExtractToken(f *testing.F) {
 			case raw == "":
 			case fromCookie:
 				if d == DeliveryBearer || n == 0 || conflict || raw != cv || isBearer {
-					t.Fatalf("cookie token %q from %q (delivery %d) not as sent", raw, cookie, d)
+					t.Fatalf("cookie token %q from %q (delivery %v) not as sent", raw, cookie, d)
 				}
 			default:
 				if !isBearer || raw != bt || !bearer {

@@ -32,20 +32,6 @@ import (
 	"github.com/spa-gateway/gateway/metrics"
 )
 
-// Delivery says how access tokens travel between the gateway and the
-// browser.
-type Delivery int
-
-const (
-	// DeliveryBearer returns tokens in the login and refresh bodies; the
-	// client sends them as Authorization: Bearer.
-	DeliveryBearer Delivery = iota
-	// DeliveryCookie sets them in an HttpOnly cookie only.
-	DeliveryCookie
-	// DeliveryBoth does both.
-	DeliveryBoth
-)
-
 // Config is the behaviour of the main listener. Its zero value is not useful:
 // Routes and the token settings are required.
 type Config struct {
@@ -61,9 +47,9 @@ type Config struct {
 	// IdentityPrefix: every client header under it is removed before
 	// forwarding ("X-Auth-" if empty).
 	IdentityPrefix string
-	// RejectSpoofed answers 400 to a request carrying such a header instead
-	// of stripping it.
-	RejectSpoofed bool
+	// OnSpoof is what a request carrying such a header gets: SpoofStrip
+	// (the zero value) removes the headers, SpoofReject answers 400.
+	OnSpoof SpoofAction
 	// ForwardToken keeps the Authorization header and the token cookie
 	// toward the upstream.
 	ForwardToken bool
@@ -71,15 +57,17 @@ type Config struct {
 	// header must be under IdentityPrefix.
 	Claims map[string]string
 
+	// Delivery is how tokens travel; the zero value means DeliveryBearer.
 	Delivery   Delivery
 	CookieName string
 	// AllowedOrigins are the origins, besides the request's own, allowed to
 	// make state-changing requests with the cookie, and to log in where
 	// Delivery sets it. "null" is never allowed, even if listed.
 	AllowedOrigins []string
-	// EveryRequest checks the session in the store on each proxied request
-	// (revocation = "every_request"), not only at refresh.
-	EveryRequest bool
+	// Revocation is when a token's session is checked in the store:
+	// RevocationEveryRequest checks it on each proxied request, not only at
+	// refresh (the zero value, RevocationRefresh).
+	Revocation Revocation
 
 	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
 	// A larger body, declared or sent, is answered 413.
@@ -137,6 +125,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	if cfg.IdentityPrefix == "" {
 		cfg.IdentityPrefix = "X-Auth-"
+	}
+	if cfg.Delivery == "" {
+		cfg.Delivery = DeliveryBearer // the handlers compare with it
 	}
 	if cfg.CookieName == "" {
 		cfg.CookieName = "__Host-gateway"
@@ -242,12 +233,12 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
 		action := "strip"
-		if g.cfg.RejectSpoofed {
+		if g.cfg.OnSpoof == SpoofReject {
 			action = "reject"
 		}
 		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
 			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", action)
-		if g.cfg.RejectSpoofed {
+		if g.cfg.OnSpoof == SpoofReject {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
 			return
 		}
@@ -330,7 +321,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			return nil, false
 		}
 	}
-	if g.cfg.EveryRequest {
+	if g.cfg.Revocation == RevocationEveryRequest {
 		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
 			if reason := auth.EndReason(err); reason != "" {
 				g.EndSession(tok.SessionID, reason)

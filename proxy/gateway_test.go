@@ -185,7 +185,7 @@ func TestSpoofedIdentityHeadersAreStrippedOnEveryRoute(t *testing.T) {
 }
 
 func TestSpoofRejectMode(t *testing.T) {
-	e := newEnv(t, func(c *Config, _ *Deps) { c.RejectSpoofed = true })
+	e := newEnv(t, func(c *Config, _ *Deps) { c.OnSpoof = SpoofReject })
 	res := e.do("GET", "/public/x", http.Header{"X_auth_subject": {"admin"}}, "")
 	if res.StatusCode != http.StatusBadRequest {
 		t.Fatalf("status = %d, want 400", res.StatusCode)

@@ -10,33 +10,6 @@ import (
 	"time"
 )
 
-// AuthMode says what a route asks of a request's token.
-type AuthMode int
-
-const (
-	// AuthRequired answers 401 without a valid token.
-	AuthRequired AuthMode = iota
-	// AuthOptional forwards a request without a token anonymously, and
-	// answers 401 for a token that is present but not valid.
-	AuthOptional
-	// AuthNone never looks at a token; identity headers are still stripped.
-	AuthNone
-)
-
-// ParseAuthMode maps the configuration words required, optional and none to
-// an AuthMode.
-func ParseAuthMode(s string) (AuthMode, bool) {
-	switch s {
-	case "required":
-		return AuthRequired, true
-	case "optional":
-		return AuthOptional, true
-	case "none":
-		return AuthNone, true
-	}
-	return 0, false
-}
-
 // Route sends every request whose path starts with Prefix to Upstream.
 type Route struct {
 	// Prefix is matched against the request path as the upstream will read it

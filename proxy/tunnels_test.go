@@ -156,7 +156,9 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs logBuffer
 			e := tunnelEnv(t, &logs, func(c *Config, d *Deps) {
-				c.EveryRequest = tt.everyRequest
+				if tt.everyRequest {
+					c.Revocation = RevocationEveryRequest
+				}
 				if tt.maxSessions > 0 {
 					d.Login = usersFile(t, nil, "alice", "wonderland")
 				}

@@ -224,23 +224,36 @@ func indent(s string) string {
 }
 
 // loadConfig is LoadConfig, Validate, then checkFileContents for the files
-// whose keys Validate found no fault with: what check-config reports, and
-// what serve can start from. Every error it returns holds *ConfigError
-// values naming their keys, joined.
+// whose keys have no problem yet: what check-config reports, and what serve
+// starts from, before it opens anything. A file that does not parse whole
+// (a syntax error, a wrong type, an unknown word) is validated all the same,
+// with its faulty keys at their defaults, so that one run reports every
+// problem; Validate's findings for those keys, which would be about the
+// defaults, are left out. Every error it returns holds *ConfigError values
+// naming their keys, joined.
 func loadConfig(path string) (Config, error) {
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		return Config{}, err
+	cfg, ok, perr := parseConfig(path)
+	if !ok {
+		return Config{}, perr
 	}
-	verr := cfg.Validate()
 	bad := make(map[string]bool)
-	for _, p := range problemsOf(verr) {
-		var ce *ConfigError
-		if errors.As(p, &ce) {
+	for _, p := range problemsOf(perr) {
+		if ce, ok := p.(*ConfigError); ok && ce.Key != "" {
 			bad[ce.Key] = true
 		}
 	}
-	if err := errors.Join(verr, checkFileContents(&cfg, bad)); err != nil {
+	var verr []error
+	for _, p := range problemsOf(cfg.Validate()) {
+		var ce *ConfigError
+		if p == nil || errors.As(p, &ce) && bad[ce.Key] {
+			continue
+		}
+		verr = append(verr, p)
+		if ce != nil {
+			bad[ce.Key] = true
+		}
+	}
+	if err := errors.Join(perr, errors.Join(verr...), checkFileContents(&cfg, bad)); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

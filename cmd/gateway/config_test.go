@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/proxy"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -185,7 +186,7 @@ func TestValidateNamesKey(t *testing.T) {
 		{"upstream password redacted", func(c *Config) { c.Route[0].Upstream = "ftp://u:hunter2@127.0.0.1/" }, `route[0].upstream: "ftp://u:xxxxx@127.0.0.1/" must be an http:// or https:// URL`},
 		{"upstream credentials", func(c *Config) { c.Route[0].Upstream = "http://u:p@127.0.0.1:9000/" }, "route[0].upstream: must not hold credentials"},
 		{"auth", func(c *Config) { c.Route[0].Auth = "maybe" }, `route[0].auth: "maybe" is not one of required, optional, none`},
-		{"roles without auth", func(c *Config) { c.Route[0].Auth, c.Route[0].RequireRoles = AuthNone, []string{"admin"} }, "route[0].require_roles: needs auth"},
+		{"roles without auth", func(c *Config) { c.Route[0].Auth, c.Route[0].RequireRoles = proxy.AuthNone, []string{"admin"} }, "route[0].require_roles: needs auth"},
 		{"role empty", func(c *Config) { c.Route[0].RequireRoles = []string{""} }, "route[0].require_roles[0]: "},
 		{"route timeout", func(c *Config) { c.Route[0].Timeout = 0 }, "route[0].timeout: 0s must be positive"},
 		{"route max in flight", func(c *Config) { c.Route[0].MaxInFlight = -1 }, "route[0].max_in_flight: -1 must not be negative"},
@@ -226,7 +227,7 @@ func TestValidateAcceptsVariants(t *testing.T) {
 			c.Server.TrustedProxies = []string{"10.0.0.0/8", "192.168.1.7", "::1", "fd00::/8"}
 		}},
 		{"cookie delivery with origins", func(c *Config) {
-			c.Tokens.Delivery = DeliveryBoth
+			c.Tokens.Delivery = proxy.DeliveryBoth
 			c.Tokens.AllowedOrigins = []string{"https://app.example.com", "http://localhost:3000", "https://[::1]:8443"}
 		}},
 		{"redis", func(c *Config) {
@@ -237,9 +238,9 @@ func TestValidateAcceptsVariants(t *testing.T) {
 		{"no claims", func(c *Config) { c.Headers.Claims = nil }},
 		{"routes", func(c *Config) {
 			r := DefaultRoute()
-			r.Prefix, r.Upstream, r.Auth = "/", "https://legacy.example.com/app/", AuthNone
+			r.Prefix, r.Upstream, r.Auth = "/", "https://legacy.example.com/app/", proxy.AuthNone
 			o := DefaultRoute()
-			o.Prefix, o.Upstream, o.Auth, o.RequireRoles = "/admin", "http://[::1]:9001", AuthOptional, []string{"admin"}
+			o.Prefix, o.Upstream, o.Auth, o.RequireRoles = "/admin", "http://[::1]:9001", proxy.AuthOptional, []string{"admin"}
 			c.Route = append(c.Route, r, o)
 		}},
 		{"ephemeral ports", func(c *Config) { c.Server.Listen, c.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0" }},
@@ -327,7 +328,7 @@ timeout = "5s"
 	want.Store.Path = filepath.Join(dir, "gateway.db")
 	r0, r1 := DefaultRoute(), DefaultRoute()
 	r0.Prefix, r0.Upstream = "/api/", "http://127.0.0.1:9000"
-	r1.Prefix, r1.Upstream, r1.Auth, r1.Timeout = "/public/", "http://127.0.0.1:9001", AuthNone, Duration(5*time.Second)
+	r1.Prefix, r1.Upstream, r1.Auth, r1.Timeout = "/public/", "http://127.0.0.1:9001", proxy.AuthNone, Duration(5*time.Second)
 	want.Route = []RouteConfig{r0, r1}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig() =\n%+v\nwant\n%+v", c, want)

@@ -34,7 +34,7 @@ func devConfig(accessTTL time.Duration) (Config, error) {
 		return cfg, err
 	}
 	cfg.Store.Path = filepath.Join(dir, "gateway.db")
-	cfg.Tokens.Delivery = DeliveryBoth
+	cfg.Tokens.Delivery = proxy.DeliveryBoth
 	// A one-minute token, so that trying a refresh takes a minute, not 15.
 	cfg.Tokens.AccessTTL = Duration(time.Minute)
 	if accessTTL > 0 {

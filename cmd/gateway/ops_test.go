@@ -12,6 +12,7 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/auth/authtest"
+	"github.com/spa-gateway/gateway/proxy"
 )
 
 // metricsFlow runs, against a fresh gateway, a failed login, a login, two
@@ -354,7 +355,7 @@ func TestKeyRotation(t *testing.T) {
 // for every secret in the logs.
 func TestNoSecretInLogs(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), okUpstream(t))
-	cfg.Tokens.Delivery = DeliveryBoth
+	cfg.Tokens.Delivery = proxy.DeliveryBoth
 	g := startMain(t, cfg)
 
 	code, ta, h := g.login("alice", testPassword)

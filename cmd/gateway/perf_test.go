@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/spa-gateway/gateway/proxy"
 )
 
 // TestAdminPprof: the profiler is on the admin listener only when
@@ -40,11 +42,11 @@ func TestAdminPprof(t *testing.T) {
 // "refresh", as without the cache.
 func TestVerifyCacheKeepsEveryRequestCheck(t *testing.T) {
 	tests := []struct {
-		revocation string
+		revocation proxy.Revocation
 		want       int
 	}{
-		{RevocationEveryRequest, http.StatusUnauthorized},
-		{RevocationRefresh, http.StatusOK},
+		{proxy.RevocationEveryRequest, http.StatusUnauthorized},
+		{proxy.RevocationRefresh, http.StatusOK},
 	}
 	for _, tt := range tests {
 		cfg := testConfig(t, t.TempDir(), okUpstream(t))

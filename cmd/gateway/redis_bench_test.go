@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/spa-gateway/gateway/proxy"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
 )
 
@@ -39,7 +40,7 @@ func benchGateway(b *testing.B, redisArgs []string) string {
 	cfg.Tokens.AccessTTL = Duration(10 * time.Second)
 	cfg.Tokens.RefreshBeforeExpiry = Duration(9999 * time.Millisecond)
 	cfg.Tokens.RefreshGrace = Duration(time.Second)
-	cfg.Tokens.Revocation = RevocationEveryRequest
+	cfg.Tokens.Revocation = proxy.RevocationEveryRequest
 	hash, err := bcrypt.GenerateFromPassword([]byte("wonderland"), bcrypt.MinCost)
 	if err != nil {
 		b.Fatal(err)

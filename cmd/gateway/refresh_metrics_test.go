@@ -2,6 +2,8 @@ package main
 
 import (
 	"testing"
+
+	"github.com/spa-gateway/gateway/proxy"
 )
 
 // TestRefreshWithoutTokenCountsMissing: a POST /auth/refresh that carries
@@ -13,15 +15,15 @@ import (
 func TestRefreshWithoutTokenCountsMissing(t *testing.T) {
 	tests := []struct {
 		name     string
-		delivery string
+		delivery proxy.Delivery
 		header   []string
 		want     string // the result counted
 	}{
-		{"bearer: no header", DeliveryBearer, nil, "missing"},
-		{"bearer: another scheme", DeliveryBearer, []string{"Authorization", "Basic YWxpY2U6eA=="}, "missing"},
-		{"bearer: a token that does not verify", DeliveryBearer, []string{"Authorization", "Bearer not.a.token"}, "invalid_token"},
-		{"cookie: no cookie", DeliveryCookie, []string{"X-Requested-With", "fetch"}, "missing"},
-		{"cookie: a cookie that does not verify", DeliveryCookie, []string{"X-Requested-With", "fetch", "Cookie", "__Host-gateway=not.a.token"}, "invalid_token"},
+		{"bearer: no header", proxy.DeliveryBearer, nil, "missing"},
+		{"bearer: another scheme", proxy.DeliveryBearer, []string{"Authorization", "Basic YWxpY2U6eA=="}, "missing"},
+		{"bearer: a token that does not verify", proxy.DeliveryBearer, []string{"Authorization", "Bearer not.a.token"}, "invalid_token"},
+		{"cookie: no cookie", proxy.DeliveryCookie, []string{"X-Requested-With", "fetch"}, "missing"},
+		{"cookie: a cookie that does not verify", proxy.DeliveryCookie, []string{"X-Requested-With", "fetch", "Cookie", "__Host-gateway=not.a.token"}, "invalid_token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -209,10 +209,7 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	}
 	m.met = met
 
-	pcfg, err := proxyConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
+	pcfg := proxyConfig(cfg)
 	if dev {
 		if pcfg.Routes, err = m.startEcho(); err != nil {
 			return nil, err
@@ -264,37 +261,29 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	return m, nil
 }
 
-// proxyConfig maps the validated configuration onto proxy.Config.
-func proxyConfig(cfg Config) (proxy.Config, error) {
+// proxyConfig maps the validated configuration onto proxy.Config. The
+// enumerated keys are proxy's own types, so they are copied as they are.
+func proxyConfig(cfg Config) proxy.Config {
 	t := cfg.Tokens
 	pc := proxy.Config{
 		AllowEncodedSlash: cfg.Server.AllowEncodedSlash,
 		TrustedProxies:    cfg.TrustedProxyNets(),
 		IdentityPrefix:    cfg.Headers.IdentityPrefix,
-		RejectSpoofed:     cfg.Headers.OnSpoof == SpoofReject,
+		OnSpoof:           cfg.Headers.OnSpoof,
 		ForwardToken:      cfg.Headers.ForwardToken,
 		Claims:            cfg.Headers.Claims,
+		Delivery:          t.Delivery,
 		CookieName:        t.CookieName,
 		AllowedOrigins:    t.AllowedOrigins,
-		EveryRequest:      t.Revocation == RevocationEveryRequest,
+		Revocation:        t.Revocation,
 		MaxAuthBodyBytes:  int64(cfg.Login.MaxBodyBytes),
 		AuthBodyTimeout:   time.Duration(cfg.Login.BodyTimeout),
 	}
-	switch t.Delivery {
-	case DeliveryCookie:
-		pc.Delivery = proxy.DeliveryCookie
-	case DeliveryBoth:
-		pc.Delivery = proxy.DeliveryBoth
-	}
-	for i, r := range cfg.Route {
-		mode, ok := proxy.ParseAuthMode(r.Auth)
-		if !ok {
-			return pc, &ConfigError{Key: fmt.Sprintf("route[%d].auth", i), Err: fmt.Errorf("%q is not one of required, optional, none", r.Auth)}
-		}
+	for _, r := range cfg.Route {
 		pc.Routes = append(pc.Routes, proxy.Route{
 			Prefix:       r.Prefix,
 			Upstream:     r.UpstreamURL(),
-			Auth:         mode,
+			Auth:         r.Auth,
 			RequireRoles: r.RequireRoles,
 			WebSocket:    r.Websocket,
 			Timeout:      time.Duration(r.Timeout),
@@ -303,7 +292,7 @@ func proxyConfig(cfg Config) (proxy.Config, error) {
 			UpgradeMaxLifetime: time.Duration(r.UpgradeMaxLifetime),
 		})
 	}
-	return pc, nil
+	return pc
 }
 
 // sessionsConfig maps the validated configuration onto the session rules,
