@@ -10,6 +10,7 @@ import (
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/logtest"
+	"github.com/spa-gateway/gateway/proxy/upstreamtest"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
 
@@ -24,7 +25,7 @@ func tunnelEnv(t testing.TB, logs *logtest.Buffer, edit func(*Config, *Deps), ed
 			edit(c, d)
 		}
 	}, editSessions...)
-	e.upstream.respond = wsEcho
+	e.upstream.respond = upstreamtest.WebSocketEcho
 	return e
 }
 
