@@ -15,19 +15,28 @@ import (
 )
 
 // Buffer is a log sink: an io.Writer that any number of goroutines may
-// write to while others call String. It keeps everything written, for a
-// test to search (for an event, or for a secret that must not be there).
-// The zero value is an empty Buffer ready to use; a Buffer must not be
-// copied after first use.
+// write to while others call String. It keeps everything written (up to
+// Limit), for a test to search (for an event, or for a secret that must not
+// be there). The zero value is an empty Buffer ready to use; a Buffer must
+// not be copied after first use.
 type Buffer struct {
+	// Limit, if not zero, stops the keeping once Limit bytes are held:
+	// later writes still succeed and are dropped, so that a child
+	// process's output, kept for an error message, cannot grow without
+	// bound. Zero keeps everything.
+	Limit int
+
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-// Write appends p; it never fails.
+// Write appends p (or, past Limit, drops it); it never fails.
 func (l *Buffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.Limit != 0 && l.b.Len() >= l.Limit {
+		return len(p), nil
+	}
 	return l.b.Write(p)
 }
 
