@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -19,34 +17,9 @@ import (
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/logtest"
 	"github.com/spa-gateway/gateway/proxy"
+	"github.com/spa-gateway/gateway/proxy/upstreamtest"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
-
-// wsEchoUpstream is a WebSocket backend: it switches protocols and echoes
-// every byte until either side closes.
-func wsEchoUpstream(tb testing.TB) *url.URL {
-	tb.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "websocket" {
-			io.WriteString(w, "ok")
-			return
-		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(conn, brw)
-	}))
-	tb.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return u
-}
 
 // wsClient is an open WebSocket through the gateway, on a raw connection.
 type wsClient struct {
@@ -174,7 +147,7 @@ func TestTunnelOutlivesSession(t *testing.T) {
 			logs := &logtest.Buffer{}
 			clk := &settable{}
 			clk.set(epoch)
-			echo := wsEchoUpstream(t)
+			echo := upstreamtest.StartWebSocketEcho(t)
 			e := newEnv(t, envOptions{
 				config: func(c *proxy.Config) {
 					if tt.everyRequest {
@@ -227,7 +200,7 @@ func TestTunnelOutlivesSession(t *testing.T) {
 // must not open a WebSocket, which would outlive the token; nor may a
 // token naming no stored session.
 func TestTunnelUpgradeOfEndedSession(t *testing.T) {
-	echo := wsEchoUpstream(t)
+	echo := upstreamtest.StartWebSocketEcho(t)
 	e := newEnv(t, envOptions{config: func(c *proxy.Config) {
 		c.Routes = append(c.Routes, proxy.Route{Prefix: "/ws/", Upstream: echo, Auth: proxy.AuthRequired, WebSocket: true})
 	}})

@@ -3,6 +3,8 @@ package auth
 import (
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 // BenchmarkVerify measures Verify per algorithm: without the cache (the
@@ -13,7 +15,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, alg := range allAlgs {
 		f := newFixture(b, alg, 0)
 		raw := f.mint(b)
-		other := f.good(b, with(f.claims(), "jti", "jti-2"))
+		other := f.good(b, authtest.With(f.claims(), "jti", "jti-2"))
 		b.Run(alg+"/uncached", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 // cached returns f with a verifier that caches up to size tokens.
@@ -101,7 +103,7 @@ func TestVerifyCacheExactText(t *testing.T) {
 	}
 	tests := []struct{ name, raw string }{
 		{"signature changed", raw[:i] + string(c) + raw[i+1:]},
-		{"signed by another key", craft(t, f.header(), f.claims(), signWith(testKey(t, EdDSA, 1)))},
+		{"signed by another key", authtest.Forge(t, f.header(), f.claims(), signWith(testKey(t, EdDSA, 1)))},
 		{"no signature", raw[:len(raw)-len(raw[lastDot(raw)+1:])]},
 	}
 	for _, tt := range tests {
@@ -135,26 +137,30 @@ func TestVerifyCacheTimeRules(t *testing.T) {
 		want    []string        // "" accepted, else the description
 	}{
 		{
-			name:    "exp passes",
-			claims:  func(f *fixture) map[string]any { return with(f.claims(), "exp", f.clock.Now().Add(time.Minute).Unix()) },
+			name: "exp passes",
+			claims: func(f *fixture) map[string]any {
+				return authtest.With(f.claims(), "exp", f.clock.Now().Add(time.Minute).Unix())
+			},
 			advance: []time.Duration{59 * time.Second, time.Second + leeway - time.Millisecond, time.Millisecond, 0},
 			want:    []string{"", "", "", "token expired", "token expired"},
 		},
 		{
 			name:    "clock goes back before nbf",
-			claims:  func(f *fixture) map[string]any { return with(f.claims(), "nbf", f.clock.Now().Unix()) },
+			claims:  func(f *fixture) map[string]any { return authtest.With(f.claims(), "nbf", f.clock.Now().Unix()) },
 			advance: []time.Duration{-leeway, -time.Second, 2 * time.Second},
 			want:    []string{"", "", "token used before nbf", ""},
 		},
 		{
 			name:    "clock goes back before iat",
-			claims:  func(f *fixture) map[string]any { return with(f.claims(), "iat", f.clock.Now().Unix()) },
+			claims:  func(f *fixture) map[string]any { return authtest.With(f.claims(), "iat", f.clock.Now().Unix()) },
 			advance: []time.Duration{-leeway - time.Second},
 			want:    []string{"", "token issued in the future"},
 		},
 		{
-			name:    "refused before nbf, accepted after",
-			claims:  func(f *fixture) map[string]any { return with(f.claims(), "nbf", f.clock.Now().Add(time.Minute).Unix()) },
+			name: "refused before nbf, accepted after",
+			claims: func(f *fixture) map[string]any {
+				return authtest.With(f.claims(), "nbf", f.clock.Now().Add(time.Minute).Unix())
+			},
 			advance: []time.Duration{30*time.Second - time.Millisecond, time.Millisecond},
 			want:    []string{"token used before nbf", "token used before nbf", ""},
 		},
@@ -182,7 +188,7 @@ func TestVerifyCacheBounded(t *testing.T) {
 	f := newFixture(t, HS256, 0).cached(t, 0, 3)
 	tokens := make([]string, 5)
 	for i := range tokens {
-		tokens[i] = f.good(t, with(f.claims(), "jti", fmt.Sprintf("jti-%d", i)))
+		tokens[i] = f.good(t, authtest.With(f.claims(), "jti", fmt.Sprintf("jti-%d", i)))
 		if _, err := f.verifier.Verify(tokens[i]); err != nil {
 			t.Fatalf("Verify(%d) = %v", i, err)
 		}
@@ -217,7 +223,7 @@ func TestVerifyCacheConcurrent(t *testing.T) {
 	f := newFixture(t, EdDSA, 0).cached(t, 0, 8)
 	tokens := make([]string, 20)
 	for i := range tokens {
-		tokens[i] = f.good(t, with(f.claims(), "jti", fmt.Sprintf("jti-%d", i)))
+		tokens[i] = f.good(t, authtest.With(f.claims(), "jti", fmt.Sprintf("jti-%d", i)))
 	}
 	bad := tokens[0][:len(tokens[0])-4] + "AAAA"
 	var wg sync.WaitGroup

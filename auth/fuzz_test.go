@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 // FuzzVerify feeds arbitrary strings to Verify and VerifyExpired. Neither
@@ -22,8 +24,8 @@ func FuzzVerify(f *testing.F) {
 	fx := newFixture(f, EdDSA, 0)
 	good := fx.mint(f)
 	f.Add(good)
-	f.Add(fx.good(f, with(fx.claims(), "exp", fx.clock.Now().Add(-time.Minute).Unix())))
-	f.Add(craft(f, with(fx.header(), "alg", "none"), fx.claims(), nil))
+	f.Add(fx.good(f, authtest.With(fx.claims(), "exp", fx.clock.Now().Add(-time.Minute).Unix())))
+	f.Add(authtest.Forge(f, authtest.With(fx.header(), "alg", "none"), fx.claims(), nil))
 	f.Add(good[:len(good)-1])
 	f.Add(good + "=")
 	f.Add(strings.Replace(good, ".", "..", 1))
@@ -49,18 +51,18 @@ func FuzzVerifyClaims(f *testing.F) {
 	}
 	now := fx.clock.Now().Unix()
 	f.Add(js(fx.header()), js(fx.claims()))
-	f.Add(js(fx.header()), js(with(fx.claims(), "exp", now-1)))
-	f.Add(js(fx.header()), js(with(fx.claims(), "aud", []string{"x", testAudience})))
-	f.Add(js(fx.header()), js(with(fx.claims(), "nbf", now+1)))
-	f.Add(js(fx.header()), js(with(fx.claims(), "iat", 1.5e9, "exp", float64(now)+0.5)))
-	f.Add(js(with(fx.header(), "crit", []string{"exp"})), js(fx.claims()))
-	f.Add(js(with(fx.header(), "alg", "HS256")), js(fx.claims()))
-	f.Add(js(with(fx.header(), "kid", nil)), js(fx.claims()))
+	f.Add(js(fx.header()), js(authtest.With(fx.claims(), "exp", now-1)))
+	f.Add(js(fx.header()), js(authtest.With(fx.claims(), "aud", []string{"x", testAudience})))
+	f.Add(js(fx.header()), js(authtest.With(fx.claims(), "nbf", now+1)))
+	f.Add(js(fx.header()), js(authtest.With(fx.claims(), "iat", 1.5e9, "exp", float64(now)+0.5)))
+	f.Add(js(authtest.With(fx.header(), "crit", []string{"exp"})), js(fx.claims()))
+	f.Add(js(authtest.With(fx.header(), "alg", "HS256")), js(fx.claims()))
+	f.Add(js(authtest.With(fx.header(), "kid", nil)), js(fx.claims()))
 	f.Add(`{"alg":"EdDSA","alg":"none"}`, `{"iss":"gateway","aud":"api","sub":"a","exp":99999999999,"exp":1}`)
 	f.Add(`{"alg":"EdDSA"}`, `{"iss":"gateway","aud":"api","sub":"a","exp":1e11}`)
 	f.Fuzz(func(t *testing.T, header, payload string) {
-		input := b64([]byte(header)) + "." + b64([]byte(payload))
-		raw := input + "." + b64(signWith(fx.key)(t, input))
+		input := authtest.Encode([]byte(header)) + "." + authtest.Encode([]byte(payload))
+		raw := input + "." + authtest.Encode(signWith(fx.key)(t, input))
 		tok, err := fx.verifier.Verify(raw)
 		etok, eerr := fx.verifier.VerifyExpired(raw)
 		checkRelaxesOnlyExp(t, tok, err, etok, eerr)

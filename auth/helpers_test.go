@@ -1,8 +1,6 @@
 package auth
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 func TestMain(m *testing.M) {
@@ -76,46 +75,7 @@ func (c *testClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// b64 is base64url without padding.
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-func b64JSON(tb testing.TB, v any) string {
-	tb.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b64(b)
-}
-
-// signer signs a JWS signing input.
-type signer func(tb testing.TB, signingInput string) []byte
-
 // signWith signs with k's private part using k's algorithm.
-func signWith(k *Key) signer {
-	return signAs(k.Algorithm(), k.signingKey())
-}
-
-// signAs signs with method alg and a raw key, whatever the key is.
-func signAs(alg string, key any) signer {
-	return func(tb testing.TB, in string) []byte {
-		tb.Helper()
-		sig, err := jwt.GetSigningMethod(alg).Sign(in, key)
-		if err != nil {
-			tb.Fatalf("sign %s: %v", alg, err)
-		}
-		return sig
-	}
-}
-
-// craft builds a compact JWS from a header and claims, signed by sign
-// (nil: empty signature).
-func craft(tb testing.TB, header, claims map[string]any, sign signer) string {
-	tb.Helper()
-	in := b64JSON(tb, header) + "." + b64JSON(tb, claims)
-	var sig []byte
-	if sign != nil {
-		sig = sign(tb, in)
-	}
-	return in + "." + b64(sig)
+func signWith(k *Key) authtest.Signer {
+	return authtest.SignAs(k.Algorithm(), k.signingKey())
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/auth/authtest"
 )
 
 const (
@@ -63,27 +65,10 @@ func (f *fixture) claims() map[string]any {
 	}
 }
 
-// with returns a copy of m with the given changes; a nil value deletes.
-func with(m map[string]any, kv ...any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	for i := 0; i < len(kv); i += 2 {
-		name := kv[i].(string)
-		if kv[i+1] == nil {
-			delete(out, name)
-		} else {
-			out[name] = kv[i+1]
-		}
-	}
-	return out
-}
-
 // good is a correctly signed token with the given claims.
 func (f *fixture) good(tb testing.TB, claims map[string]any) string {
 	tb.Helper()
-	return craft(tb, f.header(), claims, signWith(f.key))
+	return authtest.Forge(tb, f.header(), claims, signWith(f.key))
 }
 
 func (f *fixture) mint(tb testing.TB) string {
@@ -130,112 +115,112 @@ func commonRefusals() []refusal {
 	for _, none := range []string{"none", "None", "NONE", "nOnE"} {
 		tests = append(tests,
 			refusal{"alg " + none + " without signature", func(tb testing.TB, f *fixture) string {
-				return craft(tb, with(f.header(), "alg", none), f.claims(), nil)
+				return authtest.Forge(tb, authtest.With(f.header(), "alg", none), f.claims(), nil)
 			}, ErrTokenInvalid, "unexpected signing algorithm"},
 			refusal{"alg " + none + " with signature", func(tb testing.TB, f *fixture) string {
 				good := f.good(tb, f.claims())
 				sig := good[strings.LastIndexByte(good, '.'):]
-				return craft(tb, with(f.header(), "alg", none), f.claims(), nil) + sig[1:]
+				return authtest.Forge(tb, authtest.With(f.header(), "alg", none), f.claims(), nil) + sig[1:]
 			}, ErrTokenInvalid, "unexpected signing algorithm"},
 		)
 	}
 	tests = append(tests, []refusal{
 		{"alg missing", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "alg", nil), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "alg", nil), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unexpected signing algorithm"},
 		{"alg lower case", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "alg", strings.ToLower(f.alg)), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "alg", strings.ToLower(f.alg)), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unexpected signing algorithm"},
 		{"alg HS512 with the key", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "alg", "HS512"), f.claims(), signAs("HS512", []byte("k")))
+			return authtest.Forge(tb, authtest.With(f.header(), "alg", "HS512"), f.claims(), authtest.SignAs("HS512", []byte("k")))
 		}, ErrTokenInvalid, "unexpected signing algorithm"},
 		{"wrong issuer", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "iss", "other"))
+			return f.good(tb, authtest.With(f.claims(), "iss", "other"))
 		}, ErrTokenInvalid, "issuer mismatch"},
 		{"missing issuer", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "iss", nil))
+			return f.good(tb, authtest.With(f.claims(), "iss", nil))
 		}, ErrTokenInvalid, "issuer mismatch"},
 		{"issuer of another case", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "iss", "Gateway"))
+			return f.good(tb, authtest.With(f.claims(), "iss", "Gateway"))
 		}, ErrTokenInvalid, "issuer mismatch"},
 		{"wrong audience", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "aud", "other"))
+			return f.good(tb, authtest.With(f.claims(), "aud", "other"))
 		}, ErrTokenInvalid, "audience mismatch"},
 		{"audience array without ours", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "aud", []string{"a", "b"}))
+			return f.good(tb, authtest.With(f.claims(), "aud", []string{"a", "b"}))
 		}, ErrTokenInvalid, "audience mismatch"},
 		{"missing audience", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "aud", nil))
+			return f.good(tb, authtest.With(f.claims(), "aud", nil))
 		}, ErrTokenInvalid, "audience mismatch"},
 		{"audience of wrong type", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "aud", []any{testAudience, 5}))
+			return f.good(tb, authtest.With(f.claims(), "aud", []any{testAudience, 5}))
 		}, ErrTokenInvalid, "invalid aud claim"},
 		{"missing exp", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "exp", nil))
+			return f.good(tb, authtest.With(f.claims(), "exp", nil))
 		}, ErrTokenInvalid, "missing exp claim"},
 		{"exp as string", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "exp", fmt.Sprint(f.clock.Now().Add(time.Hour).Unix())))
+			return f.good(tb, authtest.With(f.claims(), "exp", fmt.Sprint(f.clock.Now().Add(time.Hour).Unix())))
 		}, ErrTokenInvalid, "invalid exp claim"},
 		{"exp absurdly far", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "exp", 1e300))
+			return f.good(tb, authtest.With(f.claims(), "exp", 1e300))
 		}, ErrTokenInvalid, "invalid exp claim"},
 		{"past exp", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "exp", f.clock.Now().Add(-time.Second).Unix()))
+			return f.good(tb, authtest.With(f.claims(), "exp", f.clock.Now().Add(-time.Second).Unix()))
 		}, ErrTokenExpired, "token expired"},
 		{"exp now", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "exp", f.clock.Now().Unix()))
+			return f.good(tb, authtest.With(f.claims(), "exp", f.clock.Now().Unix()))
 		}, ErrTokenExpired, "token expired"},
 		{"future nbf", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "nbf", f.clock.Now().Add(time.Second).Unix()))
+			return f.good(tb, authtest.With(f.claims(), "nbf", f.clock.Now().Add(time.Second).Unix()))
 		}, ErrTokenInvalid, "token used before nbf"},
 		{"future iat", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "iat", f.clock.Now().Add(time.Second).Unix()))
+			return f.good(tb, authtest.With(f.claims(), "iat", f.clock.Now().Add(time.Second).Unix()))
 		}, ErrTokenInvalid, "token issued in the future"},
 		{"iat of wrong type", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "iat", true))
+			return f.good(tb, authtest.With(f.claims(), "iat", true))
 		}, ErrTokenInvalid, "invalid iat claim"},
 		{"missing sub", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "sub", nil))
+			return f.good(tb, authtest.With(f.claims(), "sub", nil))
 		}, ErrTokenInvalid, "missing sub claim"},
 		{"empty sub", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "sub", ""))
+			return f.good(tb, authtest.With(f.claims(), "sub", ""))
 		}, ErrTokenInvalid, "missing sub claim"},
 		{"sub of wrong type", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "sub", 42))
+			return f.good(tb, authtest.With(f.claims(), "sub", 42))
 		}, ErrTokenInvalid, "invalid sub claim"},
 		{"roles as a string", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "roles", "admin"))
+			return f.good(tb, authtest.With(f.claims(), "roles", "admin"))
 		}, ErrTokenInvalid, "invalid roles claim"},
 		{"roles with a number", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "roles", []any{"admin", 1}))
+			return f.good(tb, authtest.With(f.claims(), "roles", []any{"admin", 1}))
 		}, ErrTokenInvalid, "invalid roles claim"},
 		{"sid of wrong type", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "sid", 7))
+			return f.good(tb, authtest.With(f.claims(), "sid", 7))
 		}, ErrTokenInvalid, "invalid sid claim"},
 		{"jti of wrong type", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "jti", []string{"a"}))
+			return f.good(tb, authtest.With(f.claims(), "jti", []string{"a"}))
 		}, ErrTokenInvalid, "invalid jti claim"},
 		{"tampered payload", func(tb testing.TB, f *fixture) string {
 			parts := strings.Split(f.mint(tb), ".")
-			parts[1] = b64JSON(tb, with(f.claims(), "sub", "mallory"))
+			parts[1] = authtest.EncodeJSON(tb, authtest.With(f.claims(), "sub", "mallory"))
 			return strings.Join(parts, ".")
 		}, ErrTokenInvalid, "signature invalid"},
 		{"tampered header", func(tb testing.TB, f *fixture) string {
 			parts := strings.Split(f.mint(tb), ".")
-			parts[0] = b64JSON(tb, with(f.header(), "typ", "at+jwt"))
+			parts[0] = authtest.EncodeJSON(tb, authtest.With(f.header(), "typ", "at+jwt"))
 			return strings.Join(parts, ".")
 		}, ErrTokenInvalid, "signature invalid"},
 		{"another key's signature", func(tb testing.TB, f *fixture) string {
-			return craft(tb, f.header(), f.claims(), signWith(testKey(tb, f.alg, 1)))
+			return authtest.Forge(tb, f.header(), f.claims(), signWith(testKey(tb, f.alg, 1)))
 		}, ErrTokenInvalid, "signature invalid"},
 		{"another key's signature without kid", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "kid", nil), f.claims(), signWith(testKey(tb, f.alg, 1)))
+			return authtest.Forge(tb, authtest.With(f.header(), "kid", nil), f.claims(), signWith(testKey(tb, f.alg, 1)))
 		}, ErrTokenInvalid, "signature invalid"},
 		{"empty signature", func(tb testing.TB, f *fixture) string {
-			return craft(tb, f.header(), f.claims(), nil)
+			return authtest.Forge(tb, f.header(), f.claims(), nil)
 		}, ErrTokenInvalid, "signature invalid"},
 		{"signature of another token", func(tb testing.TB, f *fixture) string {
-			other := f.good(tb, with(f.claims(), "jti", "jti-2"))
+			other := f.good(tb, authtest.With(f.claims(), "jti", "jti-2"))
 			tok := f.good(tb, f.claims())
 			return tok[:strings.LastIndexByte(tok, '.')] + other[strings.LastIndexByte(other, '.'):]
 		}, ErrTokenInvalid, "signature invalid"},
@@ -252,7 +237,7 @@ func commonRefusals() []refusal {
 		{"padded base64", func(tb testing.TB, f *fixture) string {
 			// Find a token whose payload needs padding, then pad it.
 			for i := 0; ; i++ {
-				parts := strings.Split(f.good(tb, with(f.claims(), "jti", strings.Repeat("j", i))), ".")
+				parts := strings.Split(f.good(tb, authtest.With(f.claims(), "jti", strings.Repeat("j", i))), ".")
 				if len(parts[1])%4 != 0 {
 					parts[1] += strings.Repeat("=", 4-len(parts[1])%4)
 					return strings.Join(parts, ".")
@@ -261,7 +246,7 @@ func commonRefusals() []refusal {
 		}, ErrTokenInvalid, "malformed token"},
 		{"standard base64 alphabet", func(tb testing.TB, f *fixture) string {
 			for i := 0; ; i++ {
-				tok := f.good(tb, with(f.claims(), "jti", strings.Repeat("?", i)))
+				tok := f.good(tb, authtest.With(f.claims(), "jti", strings.Repeat("?", i)))
 				if strings.ContainsAny(tok, "-_") {
 					return strings.NewReplacer("-", "+", "_", "/").Replace(tok)
 				}
@@ -287,41 +272,41 @@ func commonRefusals() []refusal {
 		{"trailing space", func(tb testing.TB, f *fixture) string { return f.mint(tb) + " " }, ErrTokenInvalid, "malformed token"},
 		{"header not JSON", func(tb testing.TB, f *fixture) string {
 			tok := f.mint(tb)
-			return b64([]byte("{alg")) + tok[strings.IndexByte(tok, '.'):]
+			return authtest.Encode([]byte("{alg")) + tok[strings.IndexByte(tok, '.'):]
 		}, ErrTokenInvalid, "malformed token"},
 		{"payload an array", func(tb testing.TB, f *fixture) string {
-			in := b64JSON(tb, f.header()) + "." + b64([]byte("[]"))
-			return in + "." + b64(signWith(f.key)(tb, in))
+			in := authtest.EncodeJSON(tb, f.header()) + "." + authtest.Encode([]byte("[]"))
+			return in + "." + authtest.Encode(signWith(f.key)(tb, in))
 		}, ErrTokenInvalid, "malformed token"},
 		{"payload null", func(tb testing.TB, f *fixture) string {
-			in := b64JSON(tb, f.header()) + "." + b64([]byte("null"))
-			return in + "." + b64(signWith(f.key)(tb, in))
+			in := authtest.EncodeJSON(tb, f.header()) + "." + authtest.Encode([]byte("null"))
+			return in + "." + authtest.Encode(signWith(f.key)(tb, in))
 		}, ErrTokenInvalid, "malformed token"},
 		{"payload with trailing data", func(tb testing.TB, f *fixture) string {
 			payload, _ := json.Marshal(f.claims())
-			in := b64JSON(tb, f.header()) + "." + b64(append(payload, "{}"...))
-			return in + "." + b64(signWith(f.key)(tb, in))
+			in := authtest.EncodeJSON(tb, f.header()) + "." + authtest.Encode(append(payload, "{}"...))
+			return in + "." + authtest.Encode(signWith(f.key)(tb, in))
 		}, ErrTokenInvalid, "malformed token"},
 		{"token over 8 KiB", func(tb testing.TB, f *fixture) string {
-			return f.good(tb, with(f.claims(), "pad", strings.Repeat("p", MaxTokenBytes)))
+			return f.good(tb, authtest.With(f.claims(), "pad", strings.Repeat("p", MaxTokenBytes)))
 		}, ErrTokenInvalid, "token too large"},
 		{"unknown kid", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "kid", testKey(tb, f.alg, 1).ID()), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "kid", testKey(tb, f.alg, 1).ID()), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unknown key id"},
 		{"empty kid", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "kid", ""), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "kid", ""), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unknown key id"},
 		{"kid of wrong type", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "kid", 1), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "kid", 1), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unknown key id"},
 		{"kid as a path", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "kid", "../../../../dev/null"), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "kid", "../../../../dev/null"), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unknown key id"},
 		{"crit header", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "crit", []string{"exp"}, "exp", 1), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "crit", []string{"exp"}, "exp", 1), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unsupported critical header"},
 		{"unencoded payload (b64 false, crit)", func(tb testing.TB, f *fixture) string {
-			return craft(tb, with(f.header(), "crit", []string{"b64"}, "b64", false), f.claims(), signWith(f.key))
+			return authtest.Forge(tb, authtest.With(f.header(), "crit", []string{"b64"}, "b64", false), f.claims(), signWith(f.key))
 		}, ErrTokenInvalid, "unsupported critical header"},
 	}...)
 	return tests
@@ -334,7 +319,7 @@ func TestVerifyRefuses(t *testing.T) {
 			tests := commonRefusals()
 			if alg == HS256 {
 				tests = append(tests, refusal{"EdDSA token with a key the verifier lacks", func(tb testing.TB, f *fixture) string {
-					return craft(tb, with(f.header(), "alg", EdDSA), f.claims(), signWith(testKey(tb, EdDSA, 0)))
+					return authtest.Forge(tb, authtest.With(f.header(), "alg", EdDSA), f.claims(), signWith(testKey(tb, EdDSA, 0)))
 				}, ErrTokenInvalid, "unexpected signing algorithm"})
 			} else {
 				tests = append(tests, algorithmConfusion(t, f)...)
@@ -388,13 +373,13 @@ func algorithmConfusion(tb testing.TB, f *fixture) []refusal {
 	for form, secret := range forms {
 		for _, kid := range []any{f.key.ID(), nil} {
 			tests = append(tests, refusal{fmt.Sprintf("HS256 with the public key as %s, kid %v", form, kid), func(tb testing.TB, f *fixture) string {
-				return craft(tb, with(f.header(), "alg", HS256, "kid", kid), f.claims(), signAs(HS256, secret))
+				return authtest.Forge(tb, authtest.With(f.header(), "alg", HS256, "kid", kid), f.claims(), authtest.SignAs(HS256, secret))
 			}, ErrTokenInvalid, "unexpected signing algorithm"})
 		}
 	}
 	other := map[string]string{EdDSA: ES256, ES256: RS256, RS256: EdDSA}[f.alg]
 	tests = append(tests, refusal{"token of another asymmetric algorithm", func(tb testing.TB, f *fixture) string {
-		return craft(tb, with(f.header(), "alg", other), f.claims(), signWith(testKey(tb, other, 0)))
+		return authtest.Forge(tb, authtest.With(f.header(), "alg", other), f.claims(), signWith(testKey(tb, other, 0)))
 	}, ErrTokenInvalid, "unexpected signing algorithm"})
 	return tests
 }
@@ -434,19 +419,19 @@ func TestVerifyAccepts(t *testing.T) {
 				header map[string]any
 				claims map[string]any
 			}{
-				{"no kid", with(f.header(), "kid", nil), f.claims()},
-				{"no typ", with(f.header(), "typ", nil), f.claims()},
-				{"audience array holding ours", f.header(), with(f.claims(), "aud", []string{"other", testAudience})},
-				{"no roles, sid, iat", f.header(), with(f.claims(), "roles", nil, "sid", nil, "iat", nil)},
-				{"fractional exp", f.header(), with(f.claims(), "exp", float64(now.Unix())+0.5)},
-				{"nbf now", f.header(), with(f.claims(), "nbf", now.Unix())},
-				{"iat now", f.header(), with(f.claims(), "iat", now.Unix())},
-				{"extra claims", f.header(), with(f.claims(), "email", "a@example.com", "n", 12345678901234)},
-				{"jku, x5u, jwk, x5c ignored", with(f.header(), "jku", "http://127.0.0.1:1/jwks", "x5u", "http://127.0.0.1:1/c", "jwk", map[string]any{"kty": "oct", "k": "AA"}, "x5c", []string{"MIIB"}), f.claims()},
+				{"no kid", authtest.With(f.header(), "kid", nil), f.claims()},
+				{"no typ", authtest.With(f.header(), "typ", nil), f.claims()},
+				{"audience array holding ours", f.header(), authtest.With(f.claims(), "aud", []string{"other", testAudience})},
+				{"no roles, sid, iat", f.header(), authtest.With(f.claims(), "roles", nil, "sid", nil, "iat", nil)},
+				{"fractional exp", f.header(), authtest.With(f.claims(), "exp", float64(now.Unix())+0.5)},
+				{"nbf now", f.header(), authtest.With(f.claims(), "nbf", now.Unix())},
+				{"iat now", f.header(), authtest.With(f.claims(), "iat", now.Unix())},
+				{"extra claims", f.header(), authtest.With(f.claims(), "email", "a@example.com", "n", 12345678901234)},
+				{"jku, x5u, jwk, x5c ignored", authtest.With(f.header(), "jku", "http://127.0.0.1:1/jwks", "x5u", "http://127.0.0.1:1/c", "jwk", map[string]any{"kty": "oct", "k": "AA"}, "x5c", []string{"MIIB"}), f.claims()},
 			}
 			for _, tt := range variants {
 				t.Run(tt.name, func(t *testing.T) {
-					if _, err := f.verifier.Verify(craft(t, tt.header, tt.claims, signWith(f.key))); err != nil {
+					if _, err := f.verifier.Verify(authtest.Forge(t, tt.header, tt.claims, signWith(f.key))); err != nil {
 						t.Errorf("Verify = %v, want nil", err)
 					}
 				})
@@ -459,13 +444,13 @@ func TestVerifyTokenSizeBoundary(t *testing.T) {
 	f := newFixture(t, EdDSA, 0)
 	var fits, over string
 	// Each pad byte adds 4/3 of a character; start a little below the limit.
-	base := len(f.good(t, with(f.claims(), "pad", "")))
+	base := len(f.good(t, authtest.With(f.claims(), "pad", "")))
 	start := (MaxTokenBytes-base)*3/4 - 8
 	for n := start; fits == "" || over == ""; n++ {
 		if n > start+64 {
 			t.Fatalf("no pad length from %d to %d brackets the limit (fits %d, over %d bytes)", start, n, len(fits), len(over))
 		}
-		tok := f.good(t, with(f.claims(), "pad", strings.Repeat("p", n)))
+		tok := f.good(t, authtest.With(f.claims(), "pad", strings.Repeat("p", n)))
 		switch {
 		case len(tok) <= MaxTokenBytes:
 			fits = tok
@@ -508,9 +493,9 @@ func TestVerifyRotation(t *testing.T) {
 			if _, err := v.Verify(f.good(t, f.claims())); err != nil {
 				t.Errorf("Verify(token of the old key, its kid) = %v, want nil", err)
 			}
-			tok, err := v.Verify(craft(t, with(f.header(), "kid", nil), f.claims(), signWith(oldKey)))
+			tok, err := v.Verify(authtest.Forge(t, authtest.With(f.header(), "kid", nil), f.claims(), signWith(oldKey)))
 			checkRefused(t, "Verify(token of the old key, no kid)", tok, err, ErrTokenInvalid, "signature invalid")
-			tok, err = v.Verify(craft(t, with(f.header(), "kid", newKey.ID()), f.claims(), signWith(oldKey)))
+			tok, err = v.Verify(authtest.Forge(t, authtest.With(f.header(), "kid", newKey.ID()), f.claims(), signWith(oldKey)))
 			checkRefused(t, "Verify(token of the old key, new kid)", tok, err, ErrTokenInvalid, "signature invalid")
 		})
 	}
@@ -527,7 +512,7 @@ func TestVerifyExpiredRelaxesOnlyExp(t *testing.T) {
 			f.clock.Advance(24 * time.Hour)
 			expired := func(tb testing.TB, f *fixture) map[string]any {
 				now := f.clock.Now()
-				return with(f.claims(), "iat", now.Add(-2*time.Hour).Unix(), "exp", now.Add(-time.Hour).Unix())
+				return authtest.With(f.claims(), "iat", now.Add(-2*time.Hour).Unix(), "exp", now.Add(-time.Hour).Unix())
 			}
 
 			tok, err := f.verifier.Verify(raw)
@@ -542,36 +527,36 @@ func TestVerifyExpiredRelaxesOnlyExp(t *testing.T) {
 
 			tests := []refusal{
 				{"bad signature", func(tb testing.TB, f *fixture) string {
-					return craft(tb, f.header(), expired(tb, f), signWith(testKey(tb, f.alg, 1)))
+					return authtest.Forge(tb, f.header(), expired(tb, f), signWith(testKey(tb, f.alg, 1)))
 				}, ErrTokenInvalid, "signature invalid"},
 				{"tampered", func(tb testing.TB, f *fixture) string {
 					parts := strings.Split(raw, ".")
-					parts[1] = b64JSON(tb, with(expired(tb, f), "sub", "mallory"))
+					parts[1] = authtest.EncodeJSON(tb, authtest.With(expired(tb, f), "sub", "mallory"))
 					return strings.Join(parts, ".")
 				}, ErrTokenInvalid, "signature invalid"},
 				{"alg none", func(tb testing.TB, f *fixture) string {
-					return craft(tb, with(f.header(), "alg", "none"), expired(tb, f), nil)
+					return authtest.Forge(tb, authtest.With(f.header(), "alg", "none"), expired(tb, f), nil)
 				}, ErrTokenInvalid, "unexpected signing algorithm"},
 				{"wrong issuer", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "iss", "other"))
+					return f.good(tb, authtest.With(expired(tb, f), "iss", "other"))
 				}, ErrTokenInvalid, "issuer mismatch"},
 				{"wrong audience", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "aud", "other"))
+					return f.good(tb, authtest.With(expired(tb, f), "aud", "other"))
 				}, ErrTokenInvalid, "audience mismatch"},
 				{"future nbf", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "nbf", f.clock.Now().Add(time.Minute).Unix()))
+					return f.good(tb, authtest.With(expired(tb, f), "nbf", f.clock.Now().Add(time.Minute).Unix()))
 				}, ErrTokenInvalid, "token used before nbf"},
 				{"future iat", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "iat", f.clock.Now().Add(time.Minute).Unix()))
+					return f.good(tb, authtest.With(expired(tb, f), "iat", f.clock.Now().Add(time.Minute).Unix()))
 				}, ErrTokenInvalid, "token issued in the future"},
 				{"missing exp", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "exp", nil))
+					return f.good(tb, authtest.With(expired(tb, f), "exp", nil))
 				}, ErrTokenInvalid, "missing exp claim"},
 				{"unknown kid", func(tb testing.TB, f *fixture) string {
-					return craft(tb, with(f.header(), "kid", "nope"), expired(tb, f), signWith(f.key))
+					return authtest.Forge(tb, authtest.With(f.header(), "kid", "nope"), expired(tb, f), signWith(f.key))
 				}, ErrTokenInvalid, "unknown key id"},
 				{"missing sub", func(tb testing.TB, f *fixture) string {
-					return f.good(tb, with(expired(tb, f), "sub", nil))
+					return f.good(tb, authtest.With(expired(tb, f), "sub", nil))
 				}, ErrTokenInvalid, "missing sub claim"},
 			}
 			for _, tt := range tests {
@@ -598,12 +583,12 @@ func TestVerifyLeeway(t *testing.T) {
 		kind   error // nil: accepted
 		desc   string
 	}{
-		{"exp 29s ago", with(f.claims(), "exp", now.Add(-29*time.Second).Unix()), nil, ""},
-		{"exp 30s ago", with(f.claims(), "exp", now.Add(-30*time.Second).Unix()), ErrTokenExpired, "token expired"},
-		{"nbf in 30s", with(f.claims(), "nbf", now.Add(30*time.Second).Unix()), nil, ""},
-		{"nbf in 31s", with(f.claims(), "nbf", now.Add(31*time.Second).Unix()), ErrTokenInvalid, "token used before nbf"},
-		{"iat in 30s", with(f.claims(), "iat", now.Add(30*time.Second).Unix()), nil, ""},
-		{"iat in 31s", with(f.claims(), "iat", now.Add(31*time.Second).Unix()), ErrTokenInvalid, "token issued in the future"},
+		{"exp 29s ago", authtest.With(f.claims(), "exp", now.Add(-29*time.Second).Unix()), nil, ""},
+		{"exp 30s ago", authtest.With(f.claims(), "exp", now.Add(-30*time.Second).Unix()), ErrTokenExpired, "token expired"},
+		{"nbf in 30s", authtest.With(f.claims(), "nbf", now.Add(30*time.Second).Unix()), nil, ""},
+		{"nbf in 31s", authtest.With(f.claims(), "nbf", now.Add(31*time.Second).Unix()), ErrTokenInvalid, "token used before nbf"},
+		{"iat in 30s", authtest.With(f.claims(), "iat", now.Add(30*time.Second).Unix()), nil, ""},
+		{"iat in 31s", authtest.With(f.claims(), "iat", now.Add(31*time.Second).Unix()), ErrTokenInvalid, "token issued in the future"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -663,19 +648,19 @@ func TestVerifyNeverFetches(t *testing.T) {
 	tests := []struct {
 		name   string
 		header map[string]any
-		sign   signer
+		sign   authtest.Signer
 		desc   string // "" : accepted
 	}{
-		{"jku with the attacker's kid", with(f.header(), "jku", url, "kid", attacker.ID()), signWith(attacker), "unknown key id"},
-		{"jku without kid", with(f.header(), "jku", url, "kid", nil), signWith(attacker), "signature invalid"},
-		{"x5u without kid", with(f.header(), "x5u", url, "kid", nil), signWith(attacker), "signature invalid"},
-		{"x5u with our kid", with(f.header(), "x5u", url), signWith(attacker), "signature invalid"},
-		{"embedded jwk", with(f.header(), "jwk", attackerJWK, "kid", nil), signWith(attacker), "signature invalid"},
-		{"jku on a good token", with(f.header(), "jku", url, "x5u", url), signWith(f.key), ""},
+		{"jku with the attacker's kid", authtest.With(f.header(), "jku", url, "kid", attacker.ID()), signWith(attacker), "unknown key id"},
+		{"jku without kid", authtest.With(f.header(), "jku", url, "kid", nil), signWith(attacker), "signature invalid"},
+		{"x5u without kid", authtest.With(f.header(), "x5u", url, "kid", nil), signWith(attacker), "signature invalid"},
+		{"x5u with our kid", authtest.With(f.header(), "x5u", url), signWith(attacker), "signature invalid"},
+		{"embedded jwk", authtest.With(f.header(), "jwk", attackerJWK, "kid", nil), signWith(attacker), "signature invalid"},
+		{"jku on a good token", authtest.With(f.header(), "jku", url, "x5u", url), signWith(f.key), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := craft(t, tt.header, f.claims(), tt.sign)
+			raw := authtest.Forge(t, tt.header, f.claims(), tt.sign)
 			for _, verify := range []func(string) (*Token, error){f.verifier.Verify, f.verifier.VerifyExpired} {
 				tok, err := verify(raw)
 				if tt.desc == "" {

@@ -15,20 +15,6 @@ import (
 	"github.com/spa-gateway/gateway/metrics"
 )
 
-// ownEndpoints is the gateway's own surface on the main listener. It is
-// matched before the routes, on the checked path.
-func (g *Gateway) ownEndpoints() map[string]http.Handler {
-	m := map[string]http.Handler{
-		"/auth/refresh":          g.post(g.handleRefresh),
-		"/auth/logout":           g.post(g.handleLogout),
-		"/.well-known/jwks.json": g.handleJWKS(),
-	}
-	if g.deps.Login != nil {
-		m["/auth/login"] = g.post(g.handleLogin)
-	}
-	return m
-}
-
 // post answers 405 to anything but POST, and bounds the body.
 func (g *Gateway) post(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -8,14 +8,16 @@
 // becomes its answer in one place, problemFor (errors.go).
 //
 // Each file uses only the files after it in this list, besides the types of
-// gateway.go: gateway.go (Config, Deps, ServeHTTP, the proxied request's
-// checks), endpoints.go (/auth/login, /auth/refresh, /auth/logout, the
-// JWKS), tunnels.go (upgraded connections and their sessions),
-// credentials.go (the request's token, the CSRF and origin rules),
-// upstream.go (the ReverseProxy and its hooks), observe.go (the access log,
-// the events, the status writer), path.go (the path checks), routes.go,
-// headers.go (the request and response header rules), cookie.go (the token
-// cookie's names as backends read them), errors.go (the answers).
+// gateway.go and routes.go: gateway.go (Config, Deps, ServeHTTP, the proxied
+// request's checks), routes.go (the whole surface: the gateway's own
+// endpoints beside the route table, and how a path picks one), endpoints.go
+// (the handlers of /auth/login, /auth/refresh, /auth/logout and the JWKS),
+// tunnels.go (upgraded connections and their sessions), credentials.go (the
+// request's token, the CSRF and origin rules), upstream.go (the ReverseProxy
+// and its hooks), observe.go (the access log, the events, the status
+// writer), path.go (the path checks), headers.go (the request and response
+// header rules), cookie.go (the token cookie's names as backends read them),
+// errors.go (the answers).
 package proxy
 
 import (
@@ -107,9 +109,9 @@ type Gateway struct {
 	now     func() time.Time
 	log     *slog.Logger
 	m       *metrics.Metrics
-	routes  []*route
-	own     map[string]http.Handler
-	prefix  string // identity prefix, lower case, '-' for '_'
+	own     map[string]http.Handler // the gateway's own endpoints (routes)
+	table   []*route                // the routes, longest prefix first (routes)
+	prefix  string                  // identity prefix, lower case, '-' for '_'
 	claims  []claimHeader
 	origins map[string]bool
 	buffers *bufferPool
@@ -163,29 +165,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		}
 		g.claims = append(g.claims, claimHeader{header: http.CanonicalHeaderKey(h), claim: c})
 	}
-	for _, r := range cfg.Routes {
-		if r.Upstream == nil || r.Upstream.Host == "" {
-			return nil, fmt.Errorf("proxy: route %q has no upstream", r.Prefix)
-		}
-		rt := &route{Route: r}
-		if len(r.RequireRoles) > 0 {
-			rt.roleSet = make(map[string]struct{}, len(r.RequireRoles))
-			for _, x := range r.RequireRoles {
-				rt.roleSet[x] = struct{}{}
-			}
-		}
-		tr := deps.Transport
-		if tr == nil {
-			tr = NewTransport(r.Timeout)
-		}
-		rt.proxy = g.newReverseProxy(rt, tr)
-		if r.MaxInFlight > 0 {
-			rt.proxy = g.limitInFlight(rt, rt.proxy)
-		}
-		g.routes = append(g.routes, rt)
+	if err := g.routes(); err != nil {
+		return nil, err
 	}
-	sortRoutes(g.routes)
-	g.own = g.ownEndpoints()
 	return g, nil
 }
 
@@ -209,7 +191,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	path, reason := checkPath(r.URL.EscapedPath(), g.cfg.AllowEncodedSlash)
 	if reason == "" {
-		reason = checkRedecoded(g.routes, g.own, path)
+		reason = checkRedecoded(g.table, g.own, path)
 	}
 	if reason != "" {
 		writeError(sw, http.StatusBadRequest, errInvalidRequest, reason)
@@ -220,7 +202,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(sw, r)
 		return
 	}
-	rt := match(g.routes, path)
+	rt := match(g.table, path)
 	if rt == nil {
 		writeError(sw, http.StatusNotFound, errNotFound, "no route for this path")
 		return

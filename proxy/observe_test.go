@@ -1,88 +1,25 @@
 package proxy
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/logtest"
 )
 
-// logBuffer collects a JSON logger's lines; the gateway writes to it from
-// its handler goroutines while the test reads.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines decodes every line; a line that is not JSON fails the test.
-func (l *logBuffer) lines(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(l.String()) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// waitLines returns the lines with every attribute of match, once there are
-// want of them. The access line of a streamed answer may be written just
-// after the client has read it, so it polls, for at most 5 seconds.
-func (l *logBuffer) waitLines(t testing.TB, want int, match map[string]any) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var got []map[string]any
-		for _, m := range l.lines(t) {
-			ok := true
-			for k, v := range match {
-				if m[k] != v {
-					ok = false
-					break
-				}
-			}
-			if ok {
-				got = append(got, m)
-			}
-		}
-		if len(got) >= want || time.Now().After(deadline) {
-			if len(got) != want {
-				t.Fatalf("%d log lines with %v, want %d; log:\n%s", len(got), match, want, l.String())
-			}
-			return got
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func withLogger(buf *logBuffer, level slog.Level) func(*Config, *Deps) {
+// withLogger has the gateway log JSON lines to buf, from level up.
+func withLogger(buf *logtest.Buffer, level slog.Level) func(*Config, *Deps) {
 	return func(_ *Config, d *Deps) {
 		d.Logger = slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: level}))
 	}
 }
 
 func TestAccessLogOneLinePerRequest(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := newEnv(t, withLogger(&logs, slog.LevelInfo))
 	tok, _ := e.session("alice")
 	tests := []struct {
@@ -110,7 +47,7 @@ func TestAccessLogOneLinePerRequest(t *testing.T) {
 			h.Set("X-Request-Id", id)
 			res := e.do(tt.method, tt.target, h, "")
 			body := readBody(t, res)
-			line := logs.waitLines(t, 1, map[string]any{"msg": "request", "request_id": id})[0]
+			line := logs.WaitLines(t, 1, map[string]any{"msg": "request", "request_id": id})[0]
 			want := map[string]any{
 				"level": "INFO", "method": tt.method, "route": tt.route, "status": tt.status,
 				"bytes": float64(len(body)), "client": "127.0.0.1", "subject": tt.subject,
@@ -128,7 +65,7 @@ func TestAccessLogOneLinePerRequest(t *testing.T) {
 }
 
 func TestAccessLogOffAboveInfo(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := newEnv(t, withLogger(&logs, slog.LevelWarn))
 	res := e.do("GET", "/public/x", nil, "")
 	readBody(t, res)
@@ -265,10 +202,10 @@ func TestSecurityEventsAreLogged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs logtest.Buffer
 			e := newSessionEnv(t, withLogger(&logs, slog.LevelInfo))
 			tt.do(e)
-			line := logs.waitLines(t, 1, map[string]any{"event": tt.event})[0]
+			line := logs.WaitLines(t, 1, map[string]any{"event": tt.event})[0]
 			if line["level"] != tt.level {
 				t.Errorf("level = %v, want %s", line["level"], tt.level)
 			}

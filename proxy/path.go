@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/http"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -41,7 +40,7 @@ const maxDecodeDepth = 3
 // The routing path is the path decoded once, except that "%2F" stays encoded
 // (it can only be there with allowEncodedSlash), so "/%61pi/x" routes as
 // "/api/x", exactly as the upstream will read it. Whether decoding it further
-// would route it elsewhere is checkRedecoded's question.
+// would route it elsewhere is checkRedecoded's question (routes.go).
 func checkPath(escaped string, allowEncodedSlash bool) (routePath, reason string) {
 	if escaped == "" || escaped[0] != '/' {
 		return "", "path must start with /"
@@ -81,40 +80,6 @@ func checkPath(escaped string, allowEncodedSlash bool) (routePath, reason string
 		parts[i], _ = url.PathUnescape(p)
 	}
 	return strings.Join(parts, "%2F"), ""
-}
-
-// checkRedecoded refuses a routing path (from checkPath) that, decoded once
-// more or twice more, would select another route than it does, or one of the
-// gateway's own endpoints: "/%2561pi/x" routes as "/%61pi/x" (through a
-// public "/", say), but a backend that decodes twice serves "/api/x" without
-// the token /api/ requires. "%2F" decodes too: with allowEncodedSlash,
-// "/api%2Fx" routes through "/" and nginx, among others, serves it as
-// "/api/x". Decoding further leaves the route alone for every path the
-// gateway accepts, so that checkPath's single decoding is, as far as the
-// route goes, every backend's.
-//
-// Only a routing path holding '%' (the request held "%25", or "%2F" with
-// allowEncodedSlash) can decode further; the others cost one IndexByte.
-func checkRedecoded(routes []*route, own map[string]http.Handler, routePath string) string {
-	if strings.IndexByte(routePath, '%') < 0 {
-		return ""
-	}
-	rt := match(routes, routePath)
-	p := routePath
-	for range maxDecodeDepth {
-		d, err := url.PathUnescape(p)
-		if err != nil {
-			return "malformed percent-encoding in path"
-		}
-		if own[d] != nil || match(routes, d) != rt {
-			return "path decodes again to another route"
-		}
-		if strings.IndexByte(d, '%') < 0 {
-			break
-		}
-		p = d
-	}
-	return ""
 }
 
 // checkSegments refuses the ambiguous forms of one decoding level of a path.

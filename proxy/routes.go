@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -54,6 +55,60 @@ type route struct {
 	inFlight atomic.Int64
 }
 
+// routes builds the main listener's whole surface. ServeHTTP looks a
+// request's checked path (checkPath) up in this order:
+//
+//  1. the gateway's own endpoints, by exact path, before any route (a
+//     route "/auth/" never receives /auth/refresh);
+//  2. the configured routes: the longest prefix that the path starts with
+//     wins, whatever their order in the configuration;
+//  3. neither: 404.
+func (g *Gateway) routes() error {
+	g.own = make(map[string]http.Handler, 4)
+	if g.deps.Login != nil {
+		// Without a login source /auth/login is no endpoint of the
+		// gateway's: it is left to the routes, as any other path.
+		g.own["/auth/login"] = g.post(g.handleLogin)
+	}
+	g.own["/auth/refresh"] = g.post(g.handleRefresh)
+	g.own["/auth/logout"] = g.post(g.handleLogout)
+	g.own["/.well-known/jwks.json"] = g.handleJWKS()
+
+	for _, r := range g.cfg.Routes {
+		rt, err := g.newRoute(r)
+		if err != nil {
+			return err
+		}
+		g.table = append(g.table, rt)
+	}
+	sortRoutes(g.table) // so that match's first hit is the longest prefix
+	return nil
+}
+
+// newRoute prepares r: its role set, its ReverseProxy over deps.Transport
+// (or a transport of its own) and, with MaxInFlight, its limit.
+func (g *Gateway) newRoute(r Route) (*route, error) {
+	if r.Upstream == nil || r.Upstream.Host == "" {
+		return nil, fmt.Errorf("proxy: route %q has no upstream", r.Prefix)
+	}
+	rt := &route{Route: r}
+	if len(r.RequireRoles) > 0 {
+		rt.roleSet = make(map[string]struct{}, len(r.RequireRoles))
+		for _, x := range r.RequireRoles {
+			rt.roleSet[x] = struct{}{}
+		}
+	}
+	tr := g.deps.Transport
+	if tr == nil {
+		tr = NewTransport(r.Timeout)
+	}
+	rt.proxy = g.newReverseProxy(rt, tr)
+	if r.MaxInFlight > 0 {
+		rt.proxy = g.limitInFlight(rt, rt.proxy)
+	}
+	return rt, nil
+}
+
 // sortRoutes orders routes longest prefix first, so the first match is the
 // longest.
 func sortRoutes(rs []*route) {
@@ -68,6 +123,40 @@ func match(rs []*route, path string) *route {
 		}
 	}
 	return nil
+}
+
+// checkRedecoded refuses a routing path (from checkPath) that, decoded once
+// more or twice more, would select another route than it does, or one of the
+// gateway's own endpoints: "/%2561pi/x" routes as "/%61pi/x" (through a
+// public "/", say), but a backend that decodes twice serves "/api/x" without
+// the token /api/ requires. "%2F" decodes too: with allowEncodedSlash,
+// "/api%2Fx" routes through "/" and nginx, among others, serves it as
+// "/api/x". Decoding further leaves the route alone for every path the
+// gateway accepts, so that checkPath's single decoding is, as far as the
+// route goes, every backend's.
+//
+// Only a routing path holding '%' (the request held "%25", or "%2F" with
+// allowEncodedSlash) can decode further; the others cost one IndexByte.
+func checkRedecoded(routes []*route, own map[string]http.Handler, routePath string) string {
+	if strings.IndexByte(routePath, '%') < 0 {
+		return ""
+	}
+	rt := match(routes, routePath)
+	p := routePath
+	for range maxDecodeDepth {
+		d, err := url.PathUnescape(p)
+		if err != nil {
+			return "malformed percent-encoding in path"
+		}
+		if own[d] != nil || match(routes, d) != rt {
+			return "path decodes again to another route"
+		}
+		if strings.IndexByte(d, '%') < 0 {
+			break
+		}
+		p = d
+	}
+	return ""
 }
 
 // allowed reports whether roles satisfy the route's RequireRoles.

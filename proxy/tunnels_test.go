@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/logtest"
+	"github.com/spa-gateway/gateway/proxy/upstreamtest"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
 
 // tunnelEnv is a gateway with a WebSocket route /ws/ (edit applied last)
 // in front of an echo upstream, logging to logs.
-func tunnelEnv(t testing.TB, logs *logBuffer, edit func(*Config, *Deps), editSessions ...func(*auth.SessionsConfig, *sessionstore.Store)) *env {
+func tunnelEnv(t testing.TB, logs *logtest.Buffer, edit func(*Config, *Deps), editSessions ...func(*auth.SessionsConfig, *sessionstore.Store)) *env {
 	t.Helper()
 	e := newEnv(t, func(c *Config, d *Deps) {
 		c.Routes = append(c.Routes, Route{Prefix: "/ws/", Upstream: c.Routes[0].Upstream, Auth: AuthRequired, WebSocket: true})
@@ -23,7 +25,7 @@ func tunnelEnv(t testing.TB, logs *logBuffer, edit func(*Config, *Deps), editSes
 			edit(c, d)
 		}
 	}, editSessions...)
-	e.upstream.respond = wsEcho
+	e.upstream.respond = upstreamtest.WebSocketEcho
 	return e
 }
 
@@ -32,7 +34,7 @@ func (e *env) addr() string { return e.srv.Listener.Addr().String() }
 // waitLog fails the test unless the logs hold want within 5s: a tunnel's
 // line is written once the proxy has returned, just after the client sees
 // the connection close.
-func waitLog(t testing.TB, logs *logBuffer, want string) {
+func waitLog(t testing.TB, logs *logtest.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(logs.String(), want) {
@@ -154,7 +156,7 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs logtest.Buffer
 			e := tunnelEnv(t, &logs, func(c *Config, d *Deps) {
 				if tt.everyRequest {
 					c.Revocation = RevocationEveryRequest
@@ -201,7 +203,7 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 // token of a revoked or ended session may still make plain requests until
 // its exp, but never opens a tunnel, which would outlive the token.
 func TestTunnelUpgradeNeedsLiveSession(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, nil)
 	tok, s := e.session("alice")
 	if _, err := e.store.Revoke(t.Context(), s.ID, sessionstore.ReasonLogout, e.clock.Now()); err != nil {
@@ -232,7 +234,7 @@ func TestTunnelUpgradeNeedsLiveSession(t *testing.T) {
 // after its upgrade, by the gateway's clock (a check of the watcher), even
 // though its session is live; one opened later stays.
 func TestTunnelMaxLifetime(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, func(c *Config, _ *Deps) {
 		c.Routes[len(c.Routes)-1].UpgradeMaxLifetime = 30 * time.Minute
 	})
@@ -266,7 +268,7 @@ func TestTunnelMaxLifetime(t *testing.T) {
 // only a watcher check: a tunnel with a short upgrade_max_lifetime closes on
 // time with no watcher running.
 func TestTunnelDeadlineTimer(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, func(c *Config, d *Deps) {
 		c.Routes[len(c.Routes)-1].UpgradeMaxLifetime = 200 * time.Millisecond
 		d.Now = time.Now
@@ -287,7 +289,7 @@ func TestTunnelDeadlineTimer(t *testing.T) {
 // tunnel closed, and the loop returns when its context ends. Without any
 // tunnel the watcher reads nothing.
 func TestWatchTunnels(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})

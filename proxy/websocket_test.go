@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,25 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// wsEcho is a WebSocket upstream: it switches protocols (naming the
-// X-Auth-Subject it received in an X-Subject header) and echoes every byte
-// until either side closes. A plain request gets 200 "ok".
-func wsEcho(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "websocket" {
-		io.WriteString(w, "ok")
-		return
-	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Subject: %s\r\n\r\n", r.Header.Get("X-Auth-Subject"))
-	brw.Flush()
-	io.Copy(conn, brw) // echo until the client closes
-}
+	"github.com/spa-gateway/gateway/proxy/upstreamtest"
+)
 
 // wsConn is the client side of an upgrade through the gateway.
 type wsConn struct {
@@ -105,7 +88,7 @@ func TestWebSocketAfterAuth(t *testing.T) {
 	e := newEnv(t, func(c *Config, _ *Deps) {
 		c.Routes = append(c.Routes, Route{Prefix: "/ws/", Upstream: c.Routes[0].Upstream, Auth: AuthRequired, WebSocket: true})
 	})
-	e.upstream.respond = wsEcho
+	e.upstream.respond = upstreamtest.WebSocketEcho
 	addr := e.srv.Listener.Addr().String()
 
 	if c := upgrade(t, addr, "/ws/chat", ""); c.res.StatusCode != http.StatusUnauthorized {

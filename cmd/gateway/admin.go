@@ -4,22 +4,86 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
 	"github.com/spa-gateway/gateway/proxy"
+	"github.com/spa-gateway/gateway/sessionstore"
 )
 
-// The admin API (README, "Endpoints"), on the admin listener under /admin/, behind
-// the bearer token of admin.token_file:
-//
-//	GET    /admin/sessions?subject=S   200, the subject's live sessions (sessionView)
-//	DELETE /admin/sessions/ID          204; 404 if unknown
-//	DELETE /admin/sessions?subject=S   200 {"revoked":N}
-//
-// "gateway sessions list|revoke" (sessions.go) is its client.
+// adminRoutes is the admin listener's whole surface (README, "Admin
+// listener"). "gateway sessions list|revoke" (sessions.go) is the admin
+// API's client.
+func (m *Main) adminRoutes() (http.Handler, error) {
+	mux := http.NewServeMux()
+	// The probes and the metrics: open to whoever reaches the listener.
+	mux.Handle("GET /healthz", handleHealthz())
+	mux.Handle("GET /readyz", handleReadyz(&m.ready, m.store))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	if m.cfg.Admin.Pprof {
+		// Only here, never on the main listener. (Importing net/http/pprof
+		// also registers it on http.DefaultServeMux, which nothing serves.)
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+
+	// The admin API, behind the bearer token of admin.token_file; without
+	// one, /admin/ answers 404.
+	if m.cfg.Admin.TokenFile == "" {
+		return mux, nil
+	}
+	token, err := LoadAdminToken(m.cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, &ConfigError{Key: "admin.token_file", Err: err}
+	}
+	// GET    /admin/sessions?subject=S   200, the subject's live sessions
+	// DELETE /admin/sessions/ID          204; 404 if unknown
+	// DELETE /admin/sessions?subject=S   200 {"revoked":N}
+	api := http.NewServeMux()
+	api.Handle("GET /admin/sessions", handleListSessions(m.sessions))
+	api.Handle("DELETE /admin/sessions/{id}", handleRevokeSession(m.sessions, m.gw, m.met, m.log))
+	api.Handle("DELETE /admin/sessions", handleRevokeSubject(m.sessions, m.gw, m.met, m.log))
+	// The token is checked first, on every path under /admin/ and for every
+	// method: without it the answer is 401, never a 404 or 405 that would
+	// tell what exists.
+	mux.Handle("/admin/", requireAdmin(token, api))
+	return mux, nil
+}
+
+// handleHealthz answers 200 while the process runs.
+func handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+}
+
+// handleReadyz answers 200 while ready holds and the store answers (see
+// pingStore), 503 otherwise: while starting, while draining, or when Redis
+// is gone.
+func handleReadyz(ready *atomic.Bool, store sessionstore.Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if err := pingStore(r.Context(), store); err != nil {
+			http.Error(w, "session store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+}
 
 // requireAdmin checks the admin bearer token in constant time; anything
 // else gets 401.
@@ -48,16 +112,16 @@ type sessionView struct {
 	ExpiresAt     string   `json:"expires_at"`
 }
 
-// adminAPI serves /admin/sessions; requireAdmin guards it.
-func (m *Main) adminAPI() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
+// handleListSessions answers GET /admin/sessions?subject=S with the
+// subject's live sessions.
+func handleListSessions(sessions *auth.Sessions) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		subject := r.URL.Query().Get("subject")
 		if subject == "" {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
 			return
 		}
-		list, err := m.sessions.List(r.Context(), subject)
+		list, err := sessions.List(r.Context(), subject)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
@@ -72,10 +136,16 @@ func (m *Main) adminAPI() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("DELETE /admin/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		revoked, err := m.sessions.Revoke(r.Context(), r.PathValue("id"), auth.ReasonAdmin)
+}
+
+// handleRevokeSession answers DELETE /admin/sessions/{id}: it revokes the
+// session and closes its WebSockets on this replica.
+func handleRevokeSession(sessions *auth.Sessions, gw *proxy.Gateway, met *metrics.Metrics, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		revoked, err := sessions.Revoke(r.Context(), id, auth.ReasonAdmin)
 		if err == nil || errors.Is(err, auth.ErrSessionUnknown) {
-			m.gw.EndSession(r.PathValue("id"), auth.ReasonAdmin) // its WebSockets on this replica
+			gw.EndSession(id, auth.ReasonAdmin) // its WebSockets on this replica
 		}
 		switch {
 		case errors.Is(err, auth.ErrSessionUnknown):
@@ -84,31 +154,35 @@ func (m *Main) adminAPI() http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		default:
 			if revoked {
-				m.met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(1)
-				m.log.Info("session revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
-					"session", r.PathValue("id"), "client", r.RemoteAddr)
+				met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(1)
+				log.Info("session revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
+					"session", id, "client", r.RemoteAddr)
 			}
 			w.WriteHeader(http.StatusNoContent)
 		}
 	})
-	mux.HandleFunc("DELETE /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
+}
+
+// handleRevokeSubject answers DELETE /admin/sessions?subject=S: it revokes
+// every session of the subject and closes their WebSockets on this replica.
+func handleRevokeSubject(sessions *auth.Sessions, gw *proxy.Gateway, met *metrics.Metrics, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		subject := r.URL.Query().Get("subject")
 		if subject == "" {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "subject required"})
 			return
 		}
-		n, err := m.sessions.RevokeSubject(r.Context(), subject, auth.ReasonAdmin)
+		n, err := sessions.RevokeSubject(r.Context(), subject, auth.ReasonAdmin)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 			return
 		}
-		m.gw.EndSubject(subject, auth.ReasonAdmin)
-		m.met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(float64(n))
-		m.log.Info("sessions revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
+		gw.EndSubject(subject, auth.ReasonAdmin)
+		met.SessionsRevoked.WithLabelValues(auth.ReasonAdmin).Add(float64(n))
+		log.Info("sessions revoked", "event", proxy.EventSessionRevoked, "reason", auth.ReasonAdmin,
 			"subject", subject, "count", n, "client", r.RemoteAddr)
 		writeJSON(w, http.StatusOK, map[string]int{"revoked": n})
 	})
-	return mux
 }
 
 // rfc3339 formats t in UTC, to the second.

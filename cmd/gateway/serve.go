@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
@@ -110,7 +108,9 @@ type Main struct {
 	log               *slog.Logger
 	store             sessionstore.Store
 	keys              *auth.KeySet
+	verifier          *auth.Verifier
 	minter            *auth.Minter
+	login             auth.Authenticator // nil: /auth/login is left to the routes
 	sessions          *auth.Sessions
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
@@ -129,7 +129,10 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (*Main, error) {
 }
 
 // newMainClock is newMain with now as the clock of the token and session
-// rules (tests move it instead of sleeping).
+// rules (tests move it instead of sleeping). Its steps run in this order,
+// each from what the ones before it built; the first that fails ends it,
+// and Close then releases what was opened (the store, the --dev echo
+// upstream).
 func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) (_ *Main, err error) {
 	m := &Main{cfg: cfg, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
 	defer func() {
@@ -137,9 +140,54 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 			m.Close()
 		}
 	}()
-	t := cfg.Tokens
+	if err = m.buildAuth(dev, now); err != nil { // keys, verifier, minter, login source
+		return nil, err
+	}
+	if err = m.openStore(); err != nil {
+		return nil, err
+	}
+	if m.met, err = metrics.New(m.reg, m.activeSessions); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, m.met))
+	if err = m.buildProxy(dev, now); err != nil {
+		return nil, err
+	}
+	if err = m.buildServers(dev); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
 
-	var signing *auth.Key
+// buildAuth loads the signing and verification keys (with dev, generates
+// the signing key) and builds the verifier, the minter and the login
+// source. It opens nothing that Close would release.
+func (m *Main) buildAuth(dev bool, now func() time.Time) error {
+	t := m.cfg.Tokens
+	keys, err := loadKeys(t, dev)
+	if err != nil {
+		return err
+	}
+	m.keys = keys
+	m.verifier, err = auth.NewVerifier(auth.VerifierConfig{
+		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
+		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize, Now: now,
+	})
+	if err != nil {
+		return &ConfigError{Key: "tokens", Err: err}
+	}
+	m.minter = auth.NewMinter(m.keys, t.Issuer, t.Audience)
+	m.login, err = loginSource(m.cfg.Login, dev)
+	return err
+}
+
+// loadKeys is the key set of t: the signing key of tokens.key_file (with
+// dev, a new one) and the public keys of tokens.verify_key_files.
+func loadKeys(t TokensConfig, dev bool) (*auth.KeySet, error) {
+	var (
+		signing *auth.Key
+		err     error
+	)
 	if dev {
 		signing, err = auth.GenerateKey(t.Algorithm)
 	} else {
@@ -156,89 +204,97 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 		}
 		verify = append(verify, k)
 	}
-	if m.keys, err = auth.NewKeySet(signing, verify...); err != nil {
+	keys, err := auth.NewKeySet(signing, verify...)
+	if err != nil {
 		return nil, &ConfigError{Key: "tokens.verify_key_files", Err: err}
 	}
-	verifier, err := auth.NewVerifier(auth.VerifierConfig{
-		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
-		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize, Now: now,
-	})
-	if err != nil {
-		return nil, &ConfigError{Key: "tokens", Err: err}
-	}
-	m.minter = auth.NewMinter(m.keys, t.Issuer, t.Audience)
+	return keys, nil
+}
 
-	var login auth.Authenticator
+// loginSource is where /auth/login checks passwords: the --dev user, the
+// users file, or the legacy login upstream. Nil (neither configured) means
+// the gateway has no login endpoint.
+func loginSource(l LoginConfig, dev bool) (auth.Authenticator, error) {
 	switch {
 	case dev:
-		login, err = devUsers()
-	case cfg.Login.UsersFile != "":
-		var uf *auth.UsersFile
-		uf, err = auth.LoadUsersFile(cfg.Login.UsersFile, cfg.Login.Roles)
+		users, err := devUsers()
+		if err != nil {
+			return nil, err
+		}
+		return users, nil
+	case l.UsersFile != "":
+		users, err := auth.LoadUsersFile(l.UsersFile, l.Roles)
 		if err != nil {
 			return nil, &ConfigError{Key: "login.users_file", Err: err}
 		}
-		login = uf
-	case cfg.Login.Upstream != "":
-		login = &auth.UpstreamLogin{URL: cfg.Login.Upstream, SubjectHeader: cfg.Login.SubjectHeader, Roles: cfg.Login.Roles}
+		return users, nil
+	case l.Upstream != "":
+		return &auth.UpstreamLogin{URL: l.Upstream, SubjectHeader: l.SubjectHeader, Roles: l.Roles}, nil
 	}
-	if err != nil {
-		return nil, err
-	}
+	return nil, nil
+}
 
-	switch cfg.Store.Backend {
+// openStore opens the session store of store.backend; Close closes it.
+func (m *Main) openStore() error {
+	switch m.cfg.Store.Backend {
 	case BackendBbolt:
-		st, err := boltstore.Open(cfg.Store.Path, nil)
+		st, err := boltstore.Open(m.cfg.Store.Path, nil)
 		if err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
+			return fmt.Errorf("open store: %w", err)
 		}
 		m.store = st
 	case BackendRedis:
-		st, err := openRedis(context.Background(), cfg.Store, m.log)
+		st, err := openRedis(context.Background(), m.cfg.Store, m.log)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m.store = st
 	default:
-		return nil, &ConfigError{Key: "store.backend", Err: fmt.Errorf("%q is not available in this build", cfg.Store.Backend)}
+		return &ConfigError{Key: "store.backend", Err: fmt.Errorf("%q is not available in this build", m.cfg.Store.Backend)}
 	}
+	return nil
+}
 
-	met, err := metrics.New(m.reg, m.activeSessions)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	m.met = met
-
+// buildProxy builds the main listener's handler from the routes of the
+// configuration (with dev, the one route to a new echo upstream, which
+// Close stops) and the parts buildAuth and the sessions service made.
+func (m *Main) buildProxy(dev bool, now func() time.Time) error {
+	cfg := m.cfg
 	pcfg := proxyConfig(cfg)
+	var err error
 	if dev {
 		if pcfg.Routes, err = m.startEcho(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, met))
-	gw, err := proxy.New(pcfg, proxy.Deps{
-		Verifier: verifier,
+	m.gw, err = proxy.New(pcfg, proxy.Deps{
+		Verifier: m.verifier,
 		Keys:     m.keys,
 		Sessions: m.sessions,
-		Login:    login,
+		Login:    m.login,
 		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
-		Metrics:  met,
+		Metrics:  m.met,
 		Logger:   m.log,
 		Now:      now,
 	})
-	if err != nil {
-		return nil, err
-	}
-	m.gw = gw
+	return err
+}
 
-	var handler http.Handler = gw
+// buildServers makes the two servers: the main one serves the gateway
+// (with dev, behind the demo page at "/") under the server.* timeouts, the
+// admin one serves adminRoutes.
+func (m *Main) buildServers(dev bool) error {
+	var (
+		handler http.Handler = m.gw
+		err     error
+	)
 	if dev {
-		if handler, err = devHandler(gw); err != nil { // the demo page at "/"
-			return nil, err
+		if handler, err = devHandler(m.gw); err != nil {
+			return err
 		}
 	}
 	errLog := slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
-	s := cfg.Server
+	s := m.cfg.Server
 	m.mainSrv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: time.Duration(s.ReadHeaderTimeout),
@@ -248,17 +304,17 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 		MaxHeaderBytes:    s.MaxHeaderBytes,
 		ErrorLog:          errLog,
 	}
-	adminHandler, err := m.adminHandler()
+	admin, err := m.adminRoutes()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	m.adminSrv = &http.Server{
-		Handler:           adminHandler,
+		Handler:           admin,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          errLog,
 	}
-	return m, nil
+	return nil
 }
 
 // proxyConfig maps the validated configuration onto proxy.Config. The
@@ -324,167 +380,4 @@ func (m *Main) activeSessions() float64 {
 		return math.NaN()
 	}
 	return float64(n)
-}
-
-// Listen opens both listeners, so that a port in use fails before anything
-// is served and ":0" gets its real port (MainAddr, AdminAddr).
-func (m *Main) Listen() error {
-	var err error
-	if m.mainLn, err = net.Listen("tcp", m.cfg.Server.Listen); err != nil {
-		return fmt.Errorf("listen on server.listen: %w", err)
-	}
-	if m.adminLn, err = net.Listen("tcp", m.cfg.Admin.Listen); err != nil {
-		return fmt.Errorf("listen on admin.listen: %w", err)
-	}
-	return nil
-}
-
-// MainAddr and AdminAddr are the listeners' addresses, after Listen.
-func (m *Main) MainAddr() string  { return m.mainLn.Addr().String() }
-func (m *Main) AdminAddr() string { return m.adminLn.Addr().String() }
-
-// Run serves until ctx ends, then shuts down: readiness off first, then,
-// after server.drain_delay, the listeners stop accepting and requests in
-// flight finish, bounded by server.shutdown_timeout. A listener that fails
-// ends Run with its error.
-func (m *Main) Run(ctx context.Context) error {
-	errc := make(chan error, 2)
-	go func() {
-		var err error
-		if m.cfg.Server.TLS() {
-			err = m.mainSrv.ServeTLS(m.mainLn, m.cfg.Server.TLSCertFile, m.cfg.Server.TLSKeyFile)
-		} else {
-			err = m.mainSrv.Serve(m.mainLn)
-		}
-		errc <- err
-	}()
-	go func() { errc <- m.adminSrv.Serve(m.adminLn) }()
-
-	sweepCtx, stopSweep := context.WithCancel(ctx)
-	defer stopSweep()
-	go m.sweep(sweepCtx)
-	go m.gw.WatchTunnels(sweepCtx, time.Duration(m.cfg.Server.UpgradeCheckInterval))
-
-	m.ready.Store(true)
-	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS())
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-		runErr = fmt.Errorf("serve: %w", runErr)
-	}
-	m.ready.Store(false)
-	if d := time.Duration(m.cfg.Server.DrainDelay); runErr == nil && d > 0 {
-		// /readyz answers 503 from now on, while requests are still served:
-		// time for load balancers and Kubernetes endpoints to notice before
-		// the listeners close.
-		m.log.Info("draining", "delay", d.String())
-		time.Sleep(d)
-	}
-	m.log.Info("shutting down", "timeout", m.cfg.Server.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(m.cfg.Server.ShutdownTimeout))
-	defer cancel()
-	if err := m.mainSrv.Shutdown(sctx); err != nil {
-		m.mainSrv.Close()
-		m.log.Warn("requests still in flight at the shutdown timeout were cut", "err", err)
-	}
-	m.adminSrv.Shutdown(sctx)
-	stopSweep()
-	if err := m.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
-	if runErr == nil {
-		m.log.Info("stopped")
-	}
-	return runErr
-}
-
-// ignoreHangups logs each SIGHUP received on hup, and does nothing else,
-// until ctx ends.
-func (m *Main) ignoreHangups(ctx context.Context, hup <-chan os.Signal) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			m.log.Warn("signal ignored: configuration reload is not supported yet", "signal", "SIGHUP")
-		}
-	}
-}
-
-// sweep removes ended sessions every store.sweep_interval.
-func (m *Main) sweep(ctx context.Context) {
-	every := time.Duration(m.cfg.Store.SweepInterval)
-	if every <= 0 {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := m.store.Sweep(ctx, time.Now())
-			switch {
-			case err != nil && ctx.Err() == nil:
-				m.log.Error("sweep sessions", "err", err)
-			case n > 0:
-				m.log.Info("swept ended sessions", "count", n)
-			}
-		}
-	}
-}
-
-// Close releases the store and the dev echo server. It is safe to call more
-// than once.
-func (m *Main) Close() error {
-	var err error
-	m.closeOnce.Do(func() {
-		if m.echo != nil {
-			m.echo.Close()
-		}
-		if m.store != nil {
-			err = m.store.Close()
-		}
-	})
-	return err
-}
-
-// adminHandler serves the admin listener.
-func (m *Main) adminHandler() (http.Handler, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !m.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := pingStore(r.Context(), m.store); err != nil {
-			http.Error(w, "session store unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
-	if m.cfg.Admin.Pprof {
-		// Only here, never on the main listener. (Importing net/http/pprof
-		// also registers it on http.DefaultServeMux, which nothing serves.)
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	}
-	if m.cfg.Admin.TokenFile == "" {
-		return mux, nil
-	}
-	token, err := LoadAdminToken(m.cfg.Admin.TokenFile)
-	if err != nil {
-		return nil, &ConfigError{Key: "admin.token_file", Err: err}
-	}
-	mux.Handle("/admin/", requireAdmin(token, m.adminAPI()))
-	return mux, nil
 }

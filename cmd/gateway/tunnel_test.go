@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,34 +16,13 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/spa-gateway/gateway/proxy/upstreamtest"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
 )
 
 // The tests in this file open WebSockets through a Main in process, on
 // 127.0.0.1, to a real echo upstream, and end their sessions in every way a
 // session ends.
-
-// wsUpstream is a WebSocket echo server: it switches protocols and echoes
-// every byte until either side closes.
-func wsUpstream(t testing.TB) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "websocket" {
-			io.WriteString(w, "ok")
-			return
-		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(conn, brw)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
 // tunnelConfig is testConfig with bob (same password as alice) in the users
 // file, a WebSocket route /ws/ to an echo upstream, and the watcher every
@@ -58,7 +36,7 @@ func tunnelConfig(t testing.TB, dir string, interval time.Duration) Config {
 	}
 	c.Login.UsersFile = writeFile(t, dir, "users", "alice:"+string(h)+"\nbob:"+string(h)+"\n")
 	r := DefaultRoute()
-	r.Prefix, r.Upstream, r.Websocket = "/ws/", wsUpstream(t), true
+	r.Prefix, r.Upstream, r.Websocket = "/ws/", upstreamtest.StartWebSocketEcho(t).String(), true
 	c.Route = append(c.Route, r)
 	c.Server.UpgradeCheckInterval = Duration(interval)
 	return c

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/logtest"
 )
 
 // startTimeout bounds how long StartNginx waits for nginx to accept
@@ -54,7 +56,7 @@ type Nginx struct {
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *logBuffer
+	log  *logtest.Buffer
 	once sync.Once
 }
 
@@ -175,7 +177,7 @@ func (n *Nginx) start(bin, dir string) error {
 	// -e: the error log before the configuration is read, which otherwise
 	// goes to the compiled-in path.
 	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-	n.log = &logBuffer{}
+	n.log = &logtest.Buffer{Limit: 64 << 10}
 	cmd.Stdout, cmd.Stderr = n.log, n.log
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -220,25 +222,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// logBuffer collects a process's output, for error messages.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 64<<10 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

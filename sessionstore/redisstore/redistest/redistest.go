@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spa-gateway/gateway/logtest"
 )
 
 // startTimeout bounds how long Start and Restart wait for the server to
@@ -42,7 +44,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *logBuffer
+	log  *logtest.Buffer
 }
 
 // Persistent are extra arguments for Start that make every acknowledged write
@@ -163,7 +165,7 @@ func (s *Server) start() error {
 		"--logfile", "",
 	}, s.args...)
 	cmd := exec.Command(s.bin, args...)
-	log := &logBuffer{}
+	log := &logtest.Buffer{Limit: 64 << 10}
 	cmd.Stdout, cmd.Stderr = log, log
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -283,25 +285,4 @@ func do(addr string, args ...string) (string, error) {
 		return "", err
 	}
 	return string(body[:n]), nil
-}
-
-// logBuffer collects the server's output, for error messages.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 64<<10 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
