@@ -7,53 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 )
-
-// Route sends every request whose path starts with Prefix to Upstream.
-type Route struct {
-	// Prefix is matched against the request path as the upstream will read it
-	// (see checkPath); the longest matching prefix wins.
-	Prefix string
-	// Upstream is the backend's base URL. Its path, if any, is prepended to
-	// the request path.
-	Upstream *url.URL
-	Auth     AuthMode
-	// RequireRoles, when not empty, answers 403 unless the token's roles
-	// claim holds at least one of them.
-	RequireRoles []string
-	// WebSocket allows Upgrade: websocket on this route, after auth and,
-	// for a request with a token, only for a session the store holds live
-	// (in every revocation mode); the connection is then closed when the
-	// session ends (see EndSession and WatchTunnels). Other upgrades (h2c,
-	// ...) are never forwarded.
-	WebSocket bool
-	// UpgradeMaxLifetime closes an upgraded connection this long after its
-	// upgrade. Zero means no cap but the session's own end: a connection
-	// upgraded with a token is closed when its session ends, whatever this
-	// says, and an anonymous one (AuthOptional, AuthNone) then lives until
-	// either side closes it.
-	UpgradeMaxLifetime time.Duration
-	// Timeout bounds the wait for the upstream's response headers; past it
-	// the gateway answers 504. Zero means 30s.
-	Timeout time.Duration
-	// MaxInFlight bounds the requests forwarded to Upstream at once; one
-	// more is answered 503 at once (never queued), so that a slow or
-	// flooded backend cannot pile up the gateway's goroutines and
-	// connections. Requests refused before forwarding (401, 403, 400) do
-	// not count. Zero means no limit.
-	MaxInFlight int
-}
-
-// route is a Route with what ServeHTTP needs prepared once.
-type route struct {
-	Route
-	proxy   http.Handler
-	roleSet map[string]struct{}
-	// inFlight counts the requests being forwarded, for MaxInFlight.
-	inFlight atomic.Int64
-}
 
 // routes builds the main listener's whole surface. ServeHTTP looks a
 // request's checked path (checkPath) up in this order:
@@ -157,19 +111,6 @@ func checkRedecoded(routes []*route, own map[string]http.Handler, routePath stri
 		p = d
 	}
 	return ""
-}
-
-// allowed reports whether roles satisfy the route's RequireRoles.
-func (r *route) allowed(roles []string) bool {
-	if len(r.roleSet) == 0 {
-		return true
-	}
-	for _, x := range roles {
-		if _, ok := r.roleSet[x]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 // limitInFlight answers 503 with Retry-After instead of forwarding more than

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/spa-gateway/gateway/auth"
@@ -48,108 +47,6 @@ const (
 	// TunnelMaxLifetime: the route's UpgradeMaxLifetime passed.
 	TunnelMaxLifetime = "max_lifetime"
 )
-
-// tunnel is one upgrade request, registered from before it is forwarded
-// until ReverseProxy returns (both directions closed).
-type tunnel struct {
-	session string // "" for an anonymous upgrade
-	subject string
-	route   string
-	// deadline closes the tunnel with deadlineReason; zero means none.
-	deadline       time.Time
-	deadlineReason string
-	cancel         context.CancelCauseFunc
-	timer          *time.Timer // nil without a deadline
-}
-
-// tunnelEnd is the cause a tunnel's context is cancelled with.
-type tunnelEnd struct{ reason string }
-
-func (e *tunnelEnd) Error() string { return "tunnel closed: " + e.reason }
-
-// end cancels the tunnel's request with reason; a tunnel already ended keeps
-// its first reason.
-func (t *tunnel) end(reason string) { t.cancel(&tunnelEnd{reason: reason}) }
-
-// tunnels is the registry of open tunnels by session ID ("" holds the
-// anonymous ones). Its zero value is empty and ready.
-type tunnels struct {
-	mu        sync.Mutex
-	bySession map[string]map[*tunnel]struct{}
-}
-
-func (ts *tunnels) add(t *tunnel) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.bySession == nil {
-		ts.bySession = make(map[string]map[*tunnel]struct{})
-	}
-	set := ts.bySession[t.session]
-	if set == nil {
-		set = make(map[*tunnel]struct{})
-		ts.bySession[t.session] = set
-	}
-	set[t] = struct{}{}
-}
-
-func (ts *tunnels) remove(t *tunnel) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	set := ts.bySession[t.session]
-	delete(set, t)
-	if len(set) == 0 {
-		delete(ts.bySession, t.session)
-	}
-}
-
-// endSession ends every tunnel of session id and returns how many.
-func (ts *tunnels) endSession(id, reason string) int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	set := ts.bySession[id]
-	for t := range set {
-		t.end(reason)
-	}
-	return len(set)
-}
-
-// endSubject ends every tunnel of an authenticated session of subject.
-func (ts *tunnels) endSubject(subject, reason string) int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	n := 0
-	for id, set := range ts.bySession {
-		if id == "" {
-			continue
-		}
-		for t := range set {
-			if t.subject == subject {
-				t.end(reason)
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// due ends the tunnels whose deadline is not after now, and returns the IDs
-// of the sessions that have tunnels.
-func (ts *tunnels) due(now time.Time) []string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	ids := make([]string, 0, len(ts.bySession))
-	for id, set := range ts.bySession {
-		for t := range set {
-			if !t.deadline.IsZero() && !now.Before(t.deadline) {
-				t.end(t.deadlineReason)
-			}
-		}
-		if id != "" {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
 
 // EndSession closes at once every upgraded connection (WebSocket) of the
 // session id open on this gateway, and returns how many it closed. reason
@@ -215,7 +112,7 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 // cannot say), and the request is registered under it until it ends.
 func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 	now := g.now()
-	t := &tunnel{route: fw.route.Prefix}
+	t := &tunnel{routePrefix: fw.route.Prefix}
 	if fw.token != nil {
 		l, err := g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID)
 		if err != nil {
@@ -248,7 +145,7 @@ func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 	fw.route.proxy.ServeHTTP(w, r.WithContext(ctx))
 	var end *tunnelEnd
 	if errors.As(context.Cause(ctx), &end) {
-		g.log.Info("tunnel closed", "event", EventTunnelClosed, "reason", end.reason, "route", t.route,
+		g.log.Info("tunnel closed", "event", EventTunnelClosed, "reason", end.reason, "route", t.routePrefix,
 			"subject", t.subject, "session", t.session, "request_id", r.Header.Get(HeaderRequestID))
 	}
 }

@@ -1,0 +1,214 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spa-gateway/gateway/auth"
+	"github.com/spa-gateway/gateway/metrics"
+)
+
+// New builds the gateway's handler. It returns an error for a Config that
+// Validate would have refused (a route without upstream, a claim header
+// outside the identity prefix).
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if deps.Verifier == nil || deps.Keys == nil || deps.Sessions == nil || deps.Metrics == nil {
+		return nil, errors.New("proxy: Verifier, Keys, Sessions and Metrics are required")
+	}
+	if cfg.IdentityPrefix == "" {
+		cfg.IdentityPrefix = "X-Auth-"
+	}
+	if cfg.Delivery == "" {
+		cfg.Delivery = DeliveryBearer // the handlers compare with it
+	}
+	if cfg.CookieName == "" {
+		cfg.CookieName = "__Host-gateway"
+	}
+	if cfg.MaxAuthBodyBytes == 0 {
+		cfg.MaxAuthBodyBytes = 64 << 10
+	}
+	if cfg.AuthBodyTimeout == 0 {
+		cfg.AuthBodyTimeout = 10 * time.Second
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		deps:    deps,
+		now:     deps.Now,
+		log:     deps.Logger,
+		m:       deps.Metrics,
+		prefix:  strings.ToLower(strings.ReplaceAll(cfg.IdentityPrefix, "_", "-")),
+		origins: make(map[string]bool),
+		buffers: &bufferPool{},
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		g.origins[strings.ToLower(o)] = true
+	}
+	for h, c := range cfg.Claims {
+		if !isIdentityHeader(h, g.prefix) {
+			return nil, fmt.Errorf("proxy: claim header %q is not under the identity prefix %q", h, cfg.IdentityPrefix)
+		}
+		g.claims = append(g.claims, claimHeader{header: http.CanonicalHeaderKey(h), claim: c})
+	}
+	if err := g.routes(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// ServeHTTP checks the path, then serves the gateway's own endpoint or the
+// matching route.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := requestID(r.Header)
+	w.Header().Set(HeaderRequestID, id)
+	sw := &statusWriter{ResponseWriter: w, g: g, id: id}
+	label := metrics.RouteUnmatched
+	defer func() {
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		d := time.Since(start)
+		g.m.HTTPRequests.WithLabelValues(label, statusText(sw.status)).Inc()
+		g.m.HTTPRequestDuration.WithLabelValues(label).Observe(d.Seconds())
+		g.accessLog(r, sw, label, id, d)
+	}()
+
+	path, reason := checkPath(r.URL.EscapedPath(), g.cfg.AllowEncodedSlash)
+	if reason == "" {
+		reason = checkRedecoded(g.table, g.own, path)
+	}
+	if reason != "" {
+		writeError(sw, http.StatusBadRequest, errInvalidRequest, reason)
+		return
+	}
+	if h := g.own[path]; h != nil {
+		label = metrics.RouteAuth
+		h.ServeHTTP(sw, r)
+		return
+	}
+	rt := match(g.table, path)
+	if rt == nil {
+		writeError(sw, http.StatusNotFound, errNotFound, "no route for this path")
+		return
+	}
+	label = rt.Prefix
+	g.serveRoute(sw, r, rt)
+}
+
+func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
+	if hasIdentityHeader(r.Header, g.prefix) {
+		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
+		action := "strip"
+		if g.cfg.OnSpoof == SpoofReject {
+			action = "reject"
+		}
+		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
+			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", action)
+		if g.cfg.OnSpoof == SpoofReject {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
+			return
+		}
+	}
+	upgrade := false
+	if up := r.Header.Get("Upgrade"); up != "" {
+		upgrade = rt.WebSocket && strings.EqualFold(up, "websocket")
+		if !upgrade {
+			// Never forwarded: without an Upgrade header ReverseProxy treats
+			// the request as a plain one (h2c smuggling, RFC 7230 upgrades).
+			r.Header.Del("Upgrade")
+		}
+	}
+
+	fw := &forward{route: rt}
+	if rt.Auth == AuthNone {
+		// Not verified here, but a bearer token is still never handed to an
+		// upstream unless forward_token says so: a public route's backend
+		// has no business holding the user's credential.
+		for _, a := range r.Header["Authorization"] {
+			if _, ok := bearerToken(a); ok {
+				fw.bearer = true
+			}
+		}
+	} else {
+		raw, fromCookie, bearer, bad := g.extractToken(r)
+		fw.bearer = bearer
+		if bad != "" {
+			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
+			return
+		}
+		switch {
+		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
+			// anonymous
+		case raw == "":
+			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
+			return
+		default:
+			tok, ok := g.authorize(w, r, raw, fromCookie)
+			if !ok {
+				return
+			}
+			w.subject = tok.Subject
+			if !rt.allowed(tok.Roles) {
+				writeChallenge(w, http.StatusForbidden, errInsufficientScope, "role required")
+				return
+			}
+			fw.token = tok
+		}
+	}
+	if upgrade {
+		g.serveTunnel(w, r, fw)
+		return
+	}
+	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+}
+
+// authorize verifies a token for a proxied request: signature and claims,
+// the cookie's CSRF rule, and under every_request the session.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
+	tok, err := g.deps.Verifier.Verify(raw)
+	if err != nil {
+		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
+		return nil, false
+	}
+	if fromCookie && !safeMethod(r.Method) {
+		if reason := g.csrfCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return nil, false
+		}
+	} else if fromCookie && r.Header.Get("Upgrade") != "" {
+		// A WebSocket handshake is a GET, and the browser's WebSocket API
+		// cannot set X-Requested-With; but browsers always send Origin on
+		// it. A cookie-authenticated upgrade from another origin is
+		// cross-site WebSocket hijacking: refused as any other CSRF
+		// (adversarial TestAttacks/headers, "cookie WebSocket upgrade from a
+		// foreign Origin").
+		if reason := g.originCheck(r); reason != "" {
+			writeError(w, http.StatusForbidden, errForbidden, reason)
+			return nil, false
+		}
+	}
+	if g.cfg.Revocation == RevocationEveryRequest {
+		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
+			if reason := auth.EndReason(err); reason != "" {
+				g.EndSession(tok.SessionID, reason)
+			}
+			if p := g.fail(w, err); p.validation != "" {
+				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
+			}
+			return nil, false
+		}
+	}
+	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
+	return tok, true
+}
