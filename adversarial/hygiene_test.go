@@ -163,31 +163,11 @@ func TestTrailersNeverLeak(t *testing.T) {
 		h.Set(http.TrailerPrefix+"X-Auth-Email", marker)
 		h.Set(http.TrailerPrefix+"Set-Cookie", "__HOST-gateway="+upstreamCookie)
 	}))
-	t.Cleanup(up.Close)
-	e := newEnv(t, envOptions{config: func(c *proxy.Config) {
-		u := *c.Routes[0].Upstream
-		u.Host = up.Listener.Addr().String()
-		c.Routes = append(c.Routes, proxy.Route{Prefix: "/t/", Upstream: &u, Auth: proxy.AuthNone})
-	}})
+	e := envWithUpstream(t, up)
 
 	// On the wire, byte for byte.
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(conn, "GET /t/x HTTP/1.1\r\nHost: "+e.addr+"\r\nTE: trailers\r\nConnection: close\r\n\r\n")
-	wire, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := strings.ToLower(string(wire))
-	for _, w := range []string{strings.ToLower(marker), strings.ToLower(upstreamCookie), "x-auth", "x_auth"} {
-		if strings.Contains(low, w) {
-			t.Errorf("the client received %q:\n%s", w, wire)
-		}
-	}
+	wire := wireGet(t, e, "TE: trailers")
+	noIdentityOnTheWire(t, wire)
 	if !strings.Contains(string(wire), "X-Digest: kept") || !strings.Contains(string(wire), "Transfer-Encoding: chunked") {
 		t.Errorf("want a chunked answer with its X-Digest trailer:\n%s", wire)
 	}
@@ -225,33 +205,61 @@ func TestEarlyHintsNeverLeak(t *testing.T) {
 		clear(h)
 		io.WriteString(w, "done")
 	}))
-	t.Cleanup(up.Close)
-	e := newEnv(t, envOptions{config: func(c *proxy.Config) {
-		u := *c.Routes[0].Upstream
-		u.Host = up.Listener.Addr().String()
-		c.Routes = append(c.Routes, proxy.Route{Prefix: "/t/", Upstream: &u, Auth: proxy.AuthNone})
-	}})
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(conn, "GET /t/x HTTP/1.1\r\nHost: "+e.addr+"\r\nConnection: close\r\n\r\n")
-	wire, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := strings.ToLower(string(wire))
-	for _, w := range []string{strings.ToLower(marker), strings.ToLower(upstreamCookie), "x-auth", "x_auth"} {
-		if strings.Contains(low, w) {
-			t.Errorf("the client received %q:\n%s", w, wire)
-		}
-	}
+	e := envWithUpstream(t, up)
+	wire := wireGet(t, e)
+	low := noIdentityOnTheWire(t, wire)
 	if !strings.Contains(string(wire), "103 Early Hints") || !strings.Contains(string(wire), "Link: </a.css>") {
 		t.Errorf("want the 103 with its Link header:\n%s", wire)
 	}
 	if n := strings.Count(low, "x-request-id:"); n != 2 {
 		t.Errorf("X-Request-Id lines = %d, want 2 (the 103's and the answer's):\n%s", n, wire)
 	}
+}
+
+// envWithUpstream is a gateway with the public route /t/ to up (closed with
+// the test).
+func envWithUpstream(t *testing.T, up *httptest.Server) *env {
+	t.Helper()
+	t.Cleanup(up.Close)
+	return newEnv(t, envOptions{config: func(c *proxy.Config) {
+		u := *c.Routes[0].Upstream
+		u.Host = up.Listener.Addr().String()
+		c.Routes = append(c.Routes, proxy.Route{Prefix: "/t/", Upstream: &u, Auth: proxy.AuthNone})
+	}})
+}
+
+// wireGet sends GET /t/x with the extra header lines on a connection of its
+// own and returns every byte of the answer.
+func wireGet(t *testing.T, e *env, lines ...string) []byte {
+	t.Helper()
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	head := "GET /t/x HTTP/1.1\r\nHost: " + e.addr + "\r\n"
+	for _, l := range lines {
+		head += l + "\r\n"
+	}
+	io.WriteString(conn, head+"Connection: close\r\n\r\n")
+	wire, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire
+}
+
+// noIdentityOnTheWire fails the test if the upstream's identity headers or
+// its token cookie reached the client anywhere in wire, and returns wire in
+// lower case.
+func noIdentityOnTheWire(t *testing.T, wire []byte) string {
+	t.Helper()
+	low := strings.ToLower(string(wire))
+	for _, w := range []string{strings.ToLower(marker), strings.ToLower(upstreamCookie), "x-auth", "x_auth"} {
+		if strings.Contains(low, w) {
+			t.Errorf("the client received %q:\n%s", w, wire)
+		}
+	}
+	return low
 }
