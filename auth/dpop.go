@@ -1,0 +1,418 @@
+package auth
+
+// DPoP proof validation (RFC 9449). This file is the verifier and its
+// errors; dpop_key.go reads the proof's jwk, dpop_htu.go compares htu,
+// dpop_replay.go is the jti replay cache and dpop_nonce.go the server
+// nonces.
+//
+// What DPoPVerifier.Verify checks, in this order (RFC 9449 section 4.3):
+//
+//  1. exactly one proof was presented, at most MaxDPoPProofBytes long,
+//     holding only base64url characters and dots;
+//  2. it is a well-formed JWS compact serialisation (golang-jwt, strict
+//     base64url) without a crit header;
+//  3. typ is "dpop+jwt" (RFC 7515 section 4.1.9: media types compare
+//     case-insensitively, and "application/" may be omitted, so
+//     "application/dpop+jwt" is the same type);
+//  4. alg is one of the configured asymmetric algorithms (ES256, EdDSA);
+//     none and HMAC cannot be configured at all;
+//  5. jwk is a public key of the type alg needs (EC P-256 for ES256, OKP
+//     Ed25519 for EdDSA) without any private member;
+//  6. the signature verifies with that jwk;
+//  7. htm equals the request's method and htu its URI (dpop_htu.go);
+//  8. iat is within [now-MaxAge, now+MaxFutureSkew];
+//  9. jti is present;
+//  10. ath is base64url(SHA-256(access token)) when an access token is
+//     presented;
+//  11. the key's thumbprint is DPoPRequest.JKT when that is set;
+//  12. nonce is a current server nonce when DPoPRequest.RequireNonce
+//     (use_dpop_nonce otherwise);
+//  13. last, only for a proof that passed everything else: (key, jti) was
+//     not seen within the window, so a captured proof sent first to
+//     another URL or method cannot burn the victim's jti.
+//
+// What it leaves to the caller:
+//   - building DPoPRequest.URL as the client saw it (scheme and host from
+//     trusted proxies' headers only, never from an untrusted client);
+//   - comparing the returned DPoPProof.JKT with the session's binding (the
+//     token's cnf.jkt) — or passing it as DPoPRequest.JKT, which is
+//     better: it is checked before the replay cache is written, so proofs
+//     of strangers' keys never fill the cache;
+//   - handing out DPoPNonces.Nonce in a DPoP-Nonce header, and mapping the
+//     errors to HTTP (RFC 9449 section 7.1: 401 with
+//     WWW-Authenticate: DPoP error="invalid_dpop_proof" or
+//     "use_dpop_nonce" and algs from DPoPVerifier.Algorithms; 400 at a
+//     token endpoint such as the login).
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// MaxDPoPProofBytes is the longest DPoP proof Verify will parse; longer
+// ones are refused before any decoding. A proof with a P-256 jwk, a
+// 43-character jti and ath, a nonce and a long htu is under 1 KiB.
+const MaxDPoPProofBytes = 4 << 10
+
+// maxJTIBytes bounds the jti claim; RFC 9449 asks for 96 bits of
+// randomness, which any sane encoding fits in far less.
+const maxJTIBytes = 256
+
+// Defaults of DPoPConfig.
+const (
+	// DefaultDPoPMaxAge is how old a proof's iat may be.
+	DefaultDPoPMaxAge = time.Minute
+	// DefaultDPoPMaxFutureSkew is how far in the future a proof's iat may
+	// be, for clients whose clock runs ahead.
+	DefaultDPoPMaxFutureSkew = 5 * time.Second
+)
+
+// DPoP errors. Each is the parent of the errors Verify returns for it, with
+// the RFC 9449 section 7.1 error code in its comment; match them with
+// errors.Is, and give the client DescribeDPoP's description.
+var (
+	// ErrDPoPProofInvalid is error code "invalid_dpop_proof": the proof is
+	// missing, malformed, replayed or does not match the request, the
+	// token or the key.
+	ErrDPoPProofInvalid = errors.New("invalid DPoP proof")
+	// ErrDPoPNonceRequired is error code "use_dpop_nonce": a nonce is
+	// required and the proof has none, or one that is not current. The
+	// answer must carry a fresh DPoP-Nonce.
+	ErrDPoPNonceRequired = errors.New("DPoP nonce required")
+)
+
+// RFC 9449 error codes, for the error parameter of WWW-Authenticate and
+// the JSON body.
+const (
+	DPoPErrorInvalidProof = "invalid_dpop_proof"
+	DPoPErrorUseNonce     = "use_dpop_nonce"
+)
+
+// dpopError is a proof refusal: its kind (ErrDPoPProofInvalid or
+// ErrDPoPNonceRequired) and a fixed description, never built from the
+// proof's contents, safe to send to the client.
+type dpopError struct {
+	kind error
+	desc string
+}
+
+func dpopInvalid(desc string) *dpopError { return &dpopError{kind: ErrDPoPProofInvalid, desc: desc} }
+
+func (e *dpopError) Error() string { return e.kind.Error() + ": " + e.desc }
+
+func (e *dpopError) Unwrap() error { return e.kind }
+
+// DPoPErrorCode returns the RFC 9449 error code of an error of Verify:
+// DPoPErrorUseNonce, DPoPErrorInvalidProof, or "" for nil and for errors
+// that are not the proof's fault (the replay cache's).
+func DPoPErrorCode(err error) string {
+	switch {
+	case errors.Is(err, ErrDPoPNonceRequired):
+		return DPoPErrorUseNonce
+	case errors.Is(err, ErrDPoPProofInvalid):
+		return DPoPErrorInvalidProof
+	default:
+		return ""
+	}
+}
+
+// DescribeDPoP returns the error_description for an error of Verify ("htu
+// mismatch", "DPoP proof replayed", ...). It never contains the proof's
+// contents, and only characters RFC 6750 section 3 allows. For nil it
+// returns "", for any other error "invalid DPoP proof".
+func DescribeDPoP(err error) string {
+	var de *dpopError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &de):
+		return sanitizeDescription(de.desc)
+	default:
+		return "invalid DPoP proof"
+	}
+}
+
+// DPoPConfig configures a DPoPVerifier. The zero DPoPConfig is usable: it
+// accepts ES256 and EdDSA proofs up to a minute old, remembers their jti in
+// memory, and issues no nonces.
+type DPoPConfig struct {
+	// Algorithms are the proof algorithms accepted: ES256 and EdDSA. Nil
+	// means both. RS256 and HS256 are refused: RSA keys make proofs and
+	// thumbprints large for no gain to a browser client, and an HMAC
+	// "proof" would prove nothing.
+	Algorithms []string
+	// MaxAge is how old a proof's iat may be; zero means
+	// DefaultDPoPMaxAge. It is also how long a jti is remembered.
+	MaxAge time.Duration
+	// MaxFutureSkew is how far ahead of Now a proof's iat may be; zero
+	// means DefaultDPoPMaxFutureSkew, negative means none.
+	MaxFutureSkew time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Replay remembers the (key, jti) pairs of accepted proofs. Nil means
+	// a MemoryDPoPReplay of DefaultDPoPReplayEntries on Now: enough for
+	// one replica, not for several behind one load balancer, where a
+	// shared cache is needed for a replay at another replica to be
+	// refused.
+	Replay DPoPReplayCache
+	// Nonces checks the nonce of requests with DPoPRequest.RequireNonce;
+	// nil means such requests are always refused with
+	// ErrDPoPNonceRequired, as no nonce can be current.
+	Nonces *DPoPNonces
+}
+
+// DPoPRequest is what a proof must match: the request it came with.
+type DPoPRequest struct {
+	// Method is the request's method, which htm must equal exactly.
+	Method string
+	// URL is the request's target URI as the client saw it:
+	// scheme://host[:port]/path. The caller builds it, taking scheme and
+	// host from forwarding headers only when they come from a trusted
+	// proxy. A query or fragment is ignored.
+	URL string
+	// AccessToken is the access token presented with the proof, if any;
+	// when not empty, the proof's ath must be its hash.
+	AccessToken string
+	// JKT, when not empty, is the thumbprint the proof's key must have:
+	// the session's binding (cnf.jkt).
+	JKT string
+	// RequireNonce requires the proof to carry a current nonce of
+	// DPoPConfig.Nonces.
+	RequireNonce bool
+}
+
+// DPoPProof is an accepted proof.
+type DPoPProof struct {
+	// JKT is the RFC 7638 thumbprint (base64url SHA-256) of the proof's
+	// public key, the value of cnf.jkt (RFC 9449 section 6.1).
+	JKT string
+	// Algorithm is the proof's alg.
+	Algorithm string
+	// ID is the proof's jti.
+	ID string
+	// IssuedAt is the proof's iat.
+	IssuedAt time.Time
+}
+
+// DPoPVerifier checks DPoP proofs. It is safe for concurrent use.
+type DPoPVerifier struct {
+	algs       []string
+	maxAge     time.Duration
+	futureSkew time.Duration
+	now        func() time.Time
+	replay     DPoPReplayCache
+	nonces     *DPoPNonces
+	parser     *jwt.Parser
+}
+
+// NewDPoPVerifier returns a verifier for cfg, or an error listing every
+// problem of cfg.
+func NewDPoPVerifier(cfg DPoPConfig) (*DPoPVerifier, error) {
+	var errs []error
+	algs := cfg.Algorithms
+	if algs == nil {
+		algs = []string{ES256, EdDSA}
+	}
+	if len(algs) == 0 {
+		errs = append(errs, errors.New("no algorithms"))
+	}
+	for _, alg := range algs {
+		if alg != ES256 && alg != EdDSA {
+			errs = append(errs, fmt.Errorf("unsupported proof algorithm %q (want %s or %s)", alg, ES256, EdDSA))
+		}
+	}
+	if cfg.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("negative max age %v", cfg.MaxAge))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("dpop verifier: %w", errors.Join(errs...))
+	}
+	v := &DPoPVerifier{
+		algs:       slices.Clone(algs),
+		maxAge:     cmpOr(cfg.MaxAge, DefaultDPoPMaxAge),
+		futureSkew: max(cmpOr(cfg.MaxFutureSkew, DefaultDPoPMaxFutureSkew), 0),
+		now:        cfg.Now,
+		replay:     cfg.Replay,
+		nonces:     cfg.Nonces,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods(slices.Clone(algs)),
+			jwt.WithStrictDecoding(),
+			jwt.WithoutClaimsValidation(),
+		),
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if v.replay == nil {
+		v.replay = NewMemoryDPoPReplay(DefaultDPoPReplayEntries, v.now)
+	}
+	return v, nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Algorithms returns the accepted proof algorithms, for the algs parameter
+// of WWW-Authenticate (RFC 9449 section 7.1). The slice is a copy.
+func (v *DPoPVerifier) Algorithms() []string { return slices.Clone(v.algs) }
+
+// Verify checks the DPoP proofs presented with req — proofs holds the
+// values of every DPoP header field of the request, and exactly one is
+// required — and returns the proof. Errors match ErrDPoPNonceRequired or
+// ErrDPoPProofInvalid when the proof is at fault; an error of the replay
+// cache (unreachable, or full: ErrDPoPReplayFull) is returned wrapped and
+// matches neither, and means the proof could not be checked: the caller
+// refuses the request as a server-side failure (fail closed).
+func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequest) (DPoPProof, error) {
+	switch {
+	case len(proofs) == 0:
+		return DPoPProof{}, dpopInvalid("missing DPoP proof")
+	case len(proofs) > 1:
+		return DPoPProof{}, dpopInvalid("more than one DPoP proof")
+	}
+	raw := proofs[0]
+	if len(raw) > MaxDPoPProofBytes {
+		return DPoPProof{}, dpopInvalid("DPoP proof too large")
+	}
+	// base64url and dots only: this also refuses several proofs folded
+	// into one field with commas, and Go's base64 decoder skipping CR LF.
+	if raw == "" || !isCompactJWS(raw) {
+		return DPoPProof{}, dpopInvalid("malformed DPoP proof")
+	}
+	now := v.now()
+	var key proofKey
+	claims := &claimSet{}
+	if parsed, err := v.parser.ParseWithClaims(raw, claims, key.fromHeader); err != nil {
+		return DPoPProof{}, v.classify(parsed, err)
+	}
+	if claims.m == nil {
+		return DPoPProof{}, dpopInvalid("malformed DPoP proof")
+	}
+	proof := DPoPProof{JKT: key.jkt, Algorithm: key.alg}
+	var err error
+	if proof.ID, proof.IssuedAt, err = v.checkClaims(claims.m, req, now); err != nil {
+		return DPoPProof{}, err
+	}
+	if req.JKT != "" && req.JKT != proof.JKT {
+		return DPoPProof{}, dpopInvalid("DPoP key mismatch")
+	}
+	if req.RequireNonce {
+		if err := v.checkNonce(claims.m, now); err != nil {
+			return DPoPProof{}, err
+		}
+	}
+	seen, err := v.replay.Seen(ctx, replayID(proof.JKT, proof.ID), proof.IssuedAt.Add(v.maxAge))
+	if err != nil {
+		return DPoPProof{}, fmt.Errorf("dpop replay cache: %w", err)
+	}
+	if seen {
+		return DPoPProof{}, dpopInvalid("DPoP proof replayed")
+	}
+	return proof, nil
+}
+
+// checkClaims checks htm, htu, iat, jti and ath, and returns jti and iat.
+func (v *DPoPVerifier) checkClaims(m map[string]any, req DPoPRequest, now time.Time) (string, time.Time, error) {
+	if htm, ok := m["htm"].(string); !ok || htm != req.Method {
+		return "", time.Time{}, dpopInvalid("htm mismatch")
+	}
+	htu, ok := m["htu"].(string)
+	if !ok || !htuMatches(htu, req.URL) {
+		return "", time.Time{}, dpopInvalid("htu mismatch")
+	}
+	iat, present, err := numericDate(m, "iat")
+	switch {
+	case err != nil:
+		return "", time.Time{}, dpopInvalid("invalid iat claim")
+	case !present:
+		return "", time.Time{}, dpopInvalid("missing iat claim")
+	case iat.Before(now.Add(-v.maxAge)):
+		return "", time.Time{}, dpopInvalid("DPoP proof too old")
+	case iat.After(now.Add(v.futureSkew)):
+		return "", time.Time{}, dpopInvalid("DPoP proof issued in the future")
+	}
+	jti, ok := m["jti"].(string)
+	if !ok || jti == "" || len(jti) > maxJTIBytes {
+		return "", time.Time{}, dpopInvalid("missing or invalid jti claim")
+	}
+	if req.AccessToken != "" {
+		if ath, ok := m["ath"].(string); !ok || ath != AccessTokenHash(req.AccessToken) {
+			return "", time.Time{}, dpopInvalid("ath mismatch")
+		}
+	}
+	return jti, iat, nil
+}
+
+// checkNonce checks the proof's nonce claim against v.nonces.
+func (v *DPoPVerifier) checkNonce(m map[string]any, now time.Time) error {
+	raw, present := m["nonce"]
+	nonce, ok := raw.(string)
+	if !present || !ok || nonce == "" {
+		return &dpopError{kind: ErrDPoPNonceRequired, desc: "DPoP nonce required"}
+	}
+	if v.nonces == nil || !v.nonces.valid(nonce, now) {
+		return &dpopError{kind: ErrDPoPNonceRequired, desc: "DPoP nonce stale"}
+	}
+	return nil
+}
+
+// AccessTokenHash is the ath of a proof presented with token (RFC 9449
+// section 4.2): base64url of the SHA-256 of its ASCII text.
+func AccessTokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// replayID is the replay cache's key of a proof: a hash of its key's
+// thumbprint and its jti, so that two clients choosing the same jti do not
+// collide, nobody without the key can make a proof of theirs look
+// replayed, and every entry has the same small size whatever the jti.
+func replayID(jkt, jti string) string {
+	h := sha256.New()
+	h.Write([]byte(jkt))
+	h.Write([]byte{0})
+	h.Write([]byte(jti))
+	return string(h.Sum(nil))
+}
+
+// classify maps a golang-jwt parse error to ours. golang-jwt reports an
+// alg outside WithValidMethods as an invalid signature, and an unknown one
+// (none among them, which it knows but never verifies without a special
+// key) as unverifiable: both are an unsupported algorithm here.
+func (v *DPoPVerifier) classify(parsed *jwt.Token, err error) error {
+	var de *dpopError
+	if errors.As(err, &de) {
+		return de
+	}
+	if errors.Is(err, jwt.ErrTokenMalformed) {
+		return dpopInvalid("malformed DPoP proof")
+	}
+	if parsed != nil {
+		if alg, _ := parsed.Header["alg"].(string); !slices.Contains(v.algs, alg) {
+			return dpopInvalid("unsupported DPoP proof algorithm")
+		}
+	}
+	if errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+		return dpopInvalid("DPoP proof signature invalid")
+	}
+	return dpopInvalid("malformed DPoP proof")
+}
+
+// isDPoPType reports whether typ names the media type
+// application/dpop+jwt (RFC 7515 section 4.1.9).
+func isDPoPType(typ string) bool {
+	typ = strings.ToLower(typ)
+	return typ == "dpop+jwt" || typ == "application/dpop+jwt"
+}
