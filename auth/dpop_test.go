@@ -602,3 +602,30 @@ func TestHTUMatches(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDPoPVerify is one proof's verification, replay cache included:
+// proofs are made beforehand, each with its own jti.
+func BenchmarkDPoPVerify(b *testing.B) {
+	for _, alg := range []string{ES256, EdDSA} {
+		b.Run(alg, func(b *testing.B) {
+			f := newDPoPFixture(b, 1<<20)
+			key := crypto.Signer(f.ec)
+			if alg == EdDSA {
+				key = f.ed
+			}
+			req := DPoPRequest{Method: "GET", URL: testHTU, AccessToken: "the.access.token", JKT: jktOf(b, key.Public())}
+			proofs := make([][]string, b.N)
+			for i := range proofs {
+				proofs[i] = oneProof(f.proof(b, key, "ath", AccessTokenHash(req.AccessToken)))
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := f.verifier.Verify(ctx, proofs[i], req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
