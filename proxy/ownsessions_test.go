@@ -320,3 +320,40 @@ func TestOwnSessionPaths(t *testing.T) {
 		t.Errorf("alice has %d sessions after the other paths, want 1", len(list))
 	}
 }
+
+// TestOwnEndingsCloseTunnels: every session a user ends (one by ID, the
+// others, all) has its WebSockets closed; those of sessions that stay, and
+// of another user, keep echoing.
+func TestOwnEndingsCloseTunnels(t *testing.T) {
+	var logs logtest.Buffer
+	e := tunnelEnv(t, &logs, nil)
+	tokA, _ := e.session("alice")
+	e.clock.Advance(time.Millisecond)
+	tokA2, a2 := e.session("alice")
+	e.clock.Advance(time.Millisecond)
+	tokA3, _ := e.session("alice")
+	tokB, _ := e.session("bob")
+	ta := openTunnel(t, e.addr(), "/ws/a", tokA)
+	ta2 := openTunnel(t, e.addr(), "/ws/a2", tokA2)
+	ta3 := openTunnel(t, e.addr(), "/ws/a3", tokA3)
+	tb := openTunnel(t, e.addr(), "/ws/b", tokB)
+
+	if res := e.do("DELETE", "/auth/sessions/"+a2.ID, bearer(tokA), ""); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE alice's second session: status = %d, want 204", res.StatusCode)
+	}
+	ta2.closed("the tunnel of the session ended by ID")
+	ta.echoes()
+	ta3.echoes()
+	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"others"}`); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout others: status = %d, want 204", res.StatusCode)
+	}
+	ta3.closed("the tunnel of another session ended by logout others")
+	ta.echoes()
+	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"all"}`); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout all: status = %d, want 204", res.StatusCode)
+	}
+	ta.closed("the caller's own tunnel, after logout all")
+	tb.echoes()
+	tb.conn.Close()
+	waitNoTunnels(t, e.gw)
+}
