@@ -127,7 +127,7 @@ type SessionsConfig struct {
 	// Now is the clock of every rule; nil means time.Now.
 	Now func() time.Time
 	// ObserveStore, if not nil, is told the duration of every store call by
-	// its operation: "create", "rotate", "revoke", "get". It runs on the
+	// its operation: "create", "rotate", "revoke", "get", "list". It runs on the
 	// request's goroutine, on every_request's hot path too, so it must be
 	// cheap.
 	ObserveStore func(op string, d time.Duration)
@@ -181,32 +181,45 @@ type Grant struct {
 	// Grace (Refresh only) reports a re-issue within RefreshGrace: nothing
 	// rotated, and Token is the successor handed out before.
 	Grace bool
+	// Bound reports a session bound to a DPoP key (its tokens carry
+	// cnf.jkt); false for an unbound one.
+	Bound bool
+	// Client (Login only) is what the session recorded of its client:
+	// Login's argument, bounded.
+	Client Client
 	// Revoked (Login only) holds the IDs of the subject's sessions the
 	// login revoked past MaxSessionsPerUser (ReasonSessionLimit), least
 	// recently refreshed first; nil when none.
 	Revoked []string
 }
 
-// Login starts a session for id, with random session ID and jti, idle and
-// absolute deadlines from now, and, past MaxSessionsPerUser, the subject's
-// least recently refreshed sessions revoked in the same store step. It
-// returns the session's first token.
+// Login starts a session for id, from the client c, with random session ID
+// and jti, idle and absolute deadlines from now, and, past
+// MaxSessionsPerUser, the subject's least recently refreshed sessions
+// revoked in the same store step. The session records c, bounded (see
+// Client), as its login's and its last refresh's. It returns the session's
+// first token.
 //
 // The error wraps ErrStoreUnavailable when nothing was stored, or ErrMint
 // when the session was stored (and sessions revoked: see Grant.Revoked)
 // but its token could not be minted.
-func (s *Sessions) Login(ctx context.Context, id Identity) (Grant, error) {
+func (s *Sessions) Login(ctx context.Context, id Identity, c Client) (Grant, error) {
 	now := s.now()
+	c = c.bounded()
 	sess := sessionstore.Session{
-		ID:            rand.Text(),
-		Subject:       id.Subject,
-		Roles:         id.Roles,
-		JTI:           rand.Text(),
-		IssuedAt:      now,
-		CreatedAt:     now,
-		RefreshedAt:   now,
-		IdleExpiresAt: now.Add(s.cfg.IdleTimeout),
-		ExpiresAt:     now.Add(s.cfg.AbsoluteTimeout),
+		ID:               rand.Text(),
+		Subject:          id.Subject,
+		Roles:            id.Roles,
+		JTI:              rand.Text(),
+		IssuedAt:         now,
+		CreatedAt:        now,
+		RefreshedAt:      now,
+		IdleExpiresAt:    now.Add(s.cfg.IdleTimeout),
+		ExpiresAt:        now.Add(s.cfg.AbsoluteTimeout),
+		LoginUserAgent:   c.UserAgent,
+		LoginClient:      c.Address,
+		RefreshUserAgent: c.UserAgent,
+		RefreshClient:    c.Address,
 	}
 	var limited []string
 	err := s.write(ctx, "create", func(ctx context.Context) (err error) {
@@ -218,15 +231,18 @@ func (s *Sessions) Login(ctx context.Context, id Identity) (Grant, error) {
 	}
 	g, err := s.grant(&sess, now)
 	g.Revoked = limited
+	g.Client = c
 	return g, err
 }
 
 // Refresh exchanges tok, a token whose signature, issuer and audience are
 // verified but whose exp may have passed (Verifier.VerifyExpired), for its
-// successor. The rules, in the order they are applied, are the ones below;
-// the first that fails is the error. On success, or with ErrMint, Grant.Grace
-// says whether the successor was re-issued within the grace.
-func (s *Sessions) Refresh(ctx context.Context, tok *Token) (Grant, error) {
+// successor, for the client c: a rotation records c, bounded (see Client),
+// as the session's last refresh's. The rules, in the order they are
+// applied, are the ones below; the first that fails is the error. On
+// success, or with ErrMint, Grant.Grace says whether the successor was
+// re-issued within the grace.
+func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, error) {
 	now := s.now()
 	// 1. The token names a session: one minted without "sid" (by another
 	// issuer sharing the key, say) has nothing to refresh.
@@ -252,6 +268,7 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token) (Grant, error) {
 	//   - any other token of the session is reuse: the store revokes the
 	//     whole session (ReasonReuseDetected), ErrTokenReused.
 	var res sessionstore.RotateResult
+	c = c.bounded()
 	err := s.write(ctx, "rotate", func(ctx context.Context) (err error) {
 		res, err = s.store.Rotate(ctx, sessionstore.RotateRequest{
 			SessionID:   tok.SessionID,
@@ -260,6 +277,8 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token) (Grant, error) {
 			Now:         now,
 			IdleTimeout: s.cfg.IdleTimeout,
 			Grace:       s.cfg.RefreshGrace,
+			UserAgent:   c.UserAgent,
+			Client:      c.Address,
 		})
 		return err
 	})
@@ -379,6 +398,7 @@ func (s *Sessions) grant(sess *sessionstore.Session, now time.Time) (Grant, erro
 		SessionID:       sess.ID,
 		Subject:         sess.Subject,
 		Now:             now,
+		Bound:           sess.Bound(),
 	}
 	raw, err := s.minter.Mint(MintClaims{
 		Subject:   sess.Subject,

@@ -74,7 +74,7 @@ func (f *sessionsFixture) token(tb testing.TB, g Grant) *Token {
 
 func (f *sessionsFixture) login(tb testing.TB, subject string) (Grant, *Token) {
 	tb.Helper()
-	g, err := f.sessions.Login(tb.Context(), Identity{Subject: subject, Roles: []string{"reader"}})
+	g, err := f.sessions.Login(tb.Context(), Identity{Subject: subject, Roles: []string{"reader"}}, Client{})
 	if err != nil {
 		tb.Fatalf("Login(%s) = %v", subject, err)
 	}
@@ -212,7 +212,7 @@ func TestSessionsRefreshRules(t *testing.T) {
 			prepare: func(t *testing.T, f *sessionsFixture) *Token {
 				_, tok := f.login(t, "alice")
 				f.clock.Advance(16 * time.Minute)
-				if _, err := f.sessions.Refresh(t.Context(), tok); err != nil {
+				if _, err := f.sessions.Refresh(t.Context(), tok, Client{}); err != nil {
 					t.Fatal(err)
 				}
 				f.clock.Advance(5 * time.Second)
@@ -225,7 +225,7 @@ func TestSessionsRefreshRules(t *testing.T) {
 			prepare: func(t *testing.T, f *sessionsFixture) *Token {
 				_, tok := f.login(t, "alice")
 				f.clock.Advance(16 * time.Minute)
-				if _, err := f.sessions.Refresh(t.Context(), tok); err != nil {
+				if _, err := f.sessions.Refresh(t.Context(), tok, Client{}); err != nil {
 					t.Fatal(err)
 				}
 				f.clock.Advance(11 * time.Second)
@@ -238,7 +238,7 @@ func TestSessionsRefreshRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newSessionsFixture(t, nil)
 			tok := tt.prepare(t, f)
-			g, err := f.sessions.Refresh(t.Context(), tok)
+			g, err := f.sessions.Refresh(t.Context(), tok, Client{})
 			if tt.want == nil && err != nil || !errors.Is(err, tt.want) {
 				t.Fatalf("Refresh = %v, want %v", err, tt.want)
 			}
@@ -268,11 +268,11 @@ func TestSessionsRefreshBeforeExpiry(t *testing.T) {
 	f := newSessionsFixture(t, func(c *SessionsConfig) { c.RefreshBeforeExpiry = 2 * time.Minute })
 	_, tok := f.login(t, "alice")
 	f.clock.Advance(12 * time.Minute)
-	if _, err := f.sessions.Refresh(t.Context(), tok); !errors.Is(err, ErrTokenNotExpired) {
+	if _, err := f.sessions.Refresh(t.Context(), tok, Client{}); !errors.Is(err, ErrTokenNotExpired) {
 		t.Errorf("Refresh 3 min before exp = %v, want ErrTokenNotExpired", err)
 	}
 	f.clock.Advance(time.Minute + time.Second)
-	if _, err := f.sessions.Refresh(t.Context(), tok); err != nil {
+	if _, err := f.sessions.Refresh(t.Context(), tok, Client{}); err != nil {
 		t.Errorf("Refresh 2 min before exp = %v, want nil", err)
 	}
 }
@@ -390,8 +390,8 @@ func TestSessionsStoreUnavailable(t *testing.T) {
 		f := newSessionsFixture(t, nil)
 		s := NewSessions(failing{f.store, cause}, f.sessions.minter, f.sessions.cfg)
 		expired := &Token{SessionID: "s", ID: "j", ExpiresAt: f.clock.Now().Add(-time.Minute)}
-		_, login := s.Login(t.Context(), Identity{Subject: "alice"})
-		_, refresh := s.Refresh(t.Context(), expired)
+		_, login := s.Login(t.Context(), Identity{Subject: "alice"}, Client{})
+		_, refresh := s.Refresh(t.Context(), expired, Client{})
 		_, logout := s.Logout(t.Context(), expired)
 		_, check := s.Check(t.Context(), "s")
 		for name, err := range map[string]error{"Login": login, "Refresh": refresh, "Logout": logout, "Check": check} {
@@ -406,7 +406,7 @@ func TestSessionsStoreUnavailable(t *testing.T) {
 func TestSessionsStoreTimeout(t *testing.T) {
 	f := newSessionsFixture(t, func(c *SessionsConfig) { c.StoreTimeout = time.Millisecond })
 	s := NewSessions(blocking{f.store}, f.sessions.minter, f.sessions.cfg)
-	if _, err := s.Login(t.Context(), Identity{Subject: "alice"}); !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.Login(t.Context(), Identity{Subject: "alice"}, Client{}); !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Login past the timeout = %v, want ErrStoreUnavailable wrapping the deadline", err)
 	}
 }
@@ -428,7 +428,7 @@ func TestSessionsMintFailure(t *testing.T) {
 	for i := range roles {
 		roles[i] = fmt.Sprintf("role-%d", i)
 	}
-	g, err := f.sessions.Login(t.Context(), Identity{Subject: "alice", Roles: roles})
+	g, err := f.sessions.Login(t.Context(), Identity{Subject: "alice", Roles: roles}, Client{})
 	if !errors.Is(err, ErrMint) || g.Token != "" || g.SessionID == "" {
 		t.Errorf("Login with too many roles = %+v, %v; want ErrMint, a session and no token", g.SessionID, err)
 	}

@@ -37,6 +37,13 @@ const (
 	LoginRateLimited = "rate_limited"
 )
 
+// Label values of gateway_sessions_created_total's "bound": whether the
+// login's session is bound to a DPoP key.
+const (
+	BoundTrue  = "true"
+	BoundFalse = "false"
+)
+
 // RouteAuth is the "route" label of the gateway's own endpoints (/auth/...,
 // /.well-known/jwks.json); RouteUnmatched that of requests no route matched.
 const (
@@ -50,6 +57,7 @@ type Metrics struct {
 	Logins               *prometheus.CounterVec
 	Refreshes            *prometheus.CounterVec
 	Logouts              prometheus.Counter
+	SessionsCreated      *prometheus.CounterVec
 	SessionsRevoked      *prometheus.CounterVec
 	TokenValidations     *prometheus.CounterVec
 	HTTPRequests         *prometheus.CounterVec
@@ -93,6 +101,10 @@ func newMetrics() *Metrics {
 			Name: "gateway_logouts_total",
 			Help: "Logouts answered 204.",
 		}),
+		SessionsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_sessions_created_total",
+			Help: "Sessions created by a login, by whether they are bound to a DPoP key.",
+		}, []string{"bound"}),
 		SessionsRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_sessions_revoked_total",
 			Help: "Sessions revoked, by reason.",
@@ -132,7 +144,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Logins, m.Refreshes, m.Logouts, m.SessionsRevoked,
+		m.Logins, m.Refreshes, m.Logouts, m.SessionsCreated, m.SessionsRevoked,
 		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
 	} {
@@ -158,6 +170,9 @@ func (m *Metrics) knownLabels() {
 	for _, r := range []string{RefreshSuccess, RefreshGrace, RefreshNotExpired, RefreshInvalidToken,
 		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected, RefreshMissing} {
 		m.Refreshes.WithLabelValues(r)
+	}
+	for _, b := range []string{BoundTrue, BoundFalse} {
+		m.SessionsCreated.WithLabelValues(b)
 	}
 	for _, r := range []string{"logout", "reuse_detected", "admin"} {
 		m.SessionsRevoked.WithLabelValues(r)

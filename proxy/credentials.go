@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strings"
+
+	"github.com/spa-gateway/gateway/auth"
 )
 
 // A request's credential is its access token, from Authorization: Bearer or,
@@ -41,6 +43,12 @@ func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer 
 		return raw, false, true, ""
 	}
 	return c, true, false, ""
+}
+
+// client is what a session records of the request's client: its
+// User-Agent and clientIP. auth.Sessions bounds their length.
+func (g *Gateway) client(r *http.Request) auth.Client {
+	return auth.Client{UserAgent: r.Header.Get("User-Agent"), Address: clientIP(g.cfg.TrustedProxies, r)}
 }
 
 // bearerToken parses "Bearer TOKEN" (scheme without case, RFC 7235).

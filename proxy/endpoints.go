@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,15 +17,19 @@ import (
 )
 
 // post answers 405 to anything but POST, and bounds the body.
-func (g *Gateway) post(h http.HandlerFunc) http.Handler {
+func (g *Gateway) post(h http.HandlerFunc) http.Handler { return g.only(http.MethodPost, h) }
+
+// only answers 405 to anything but method, and bounds the body.
+func (g *Gateway) only(method string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, "use POST")
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, errMethodNotAllowed, "use "+method)
 			return
 		}
 		// A declared body over the limit is refused before anything is
-		// read: /auth/refresh and /auth/logout never read theirs, and
+		// read: /auth/refresh never reads its body, /auth/logout reads
+		// its scope only once the token is verified, and
 		// login would wait for a body it must refuse anyway, holding the
 		// connection of a client that declares 1 GiB and sends nothing
 		// (found by the adversarial suite).
@@ -120,7 +125,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	attempt.Release()
 
-	grant, err := g.deps.Sessions.Login(r.Context(), id)
+	grant, err := g.deps.Sessions.Login(r.Context(), id, g.client(r))
 	if err != nil && !errors.Is(err, auth.ErrMint) {
 		g.fail(w, err)
 		return
@@ -137,12 +142,28 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
 	noteSubject(w, grant.Subject)
-	g.log.Info("login", "subject", grant.Subject, "session", grant.SessionID, "client", addr, "request_id", r.Header.Get(HeaderRequestID))
+	g.sessionCreated(r, &grant)
 	if err != nil {
 		g.fail(w, err)
 		return
 	}
 	g.answerToken(w, &grant)
+}
+
+// sessionCreated reports a login's new session: counted by binding, and
+// the security event a "new sign-in" notice is made from. The user agent
+// is the one the session records (bounded by auth); the token is never
+// logged.
+func (g *Gateway) sessionCreated(r *http.Request, grant *auth.Grant) {
+	bound := metrics.BoundFalse
+	if grant.Bound {
+		bound = metrics.BoundTrue
+	}
+	g.m.SessionsCreated.WithLabelValues(bound).Inc()
+	// The message stays "login", as before the event existed.
+	g.log.Info("login", "event", EventSessionCreated, "subject", grant.Subject, "session", grant.SessionID,
+		"user_agent", grant.Client.UserAgent, "client", grant.Client.Address, "bound", grant.Bound,
+		"request_id", r.Header.Get(HeaderRequestID))
 }
 
 // loginRefused counts a login whose credentials were not accepted, and
@@ -278,7 +299,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		g.m.Refreshes.WithLabelValues(failed).Inc()
 		return
 	}
-	grant, err := g.deps.Sessions.Refresh(r.Context(), tok)
+	grant, err := g.deps.Sessions.Refresh(r.Context(), tok, g.client(r))
 	noteSessionSubject(w, tok, err)
 	if errors.Is(err, auth.ErrTokenReused) {
 		g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
@@ -305,9 +326,32 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// logoutRequest is the optional body of /auth/logout: no body, {} or no
+// scope ends the token's own session; auth.ScopeOthers or auth.ScopeAll
+// the caller's other sessions, or all of them.
+type logoutRequest struct {
+	Scope *string `json:"scope"`
+}
+
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 	tok, _ := g.sessionToken(w, r)
 	if tok == nil {
+		return
+	}
+	// The body is read only once the token is verified: a request that
+	// would be refused anyway costs no read.
+	body, err := g.readBody(w, r)
+	if err != nil {
+		g.fail(w, err)
+		return
+	}
+	var req logoutRequest
+	if len(bytes.TrimSpace(body)) > 0 && json.Unmarshal(body, &req) != nil {
+		writeError(w, http.StatusBadRequest, errInvalidRequest, `body must be JSON {"scope":"others"} or {"scope":"all"}, or none`)
+		return
+	}
+	if req.Scope != nil {
+		g.logoutScope(w, r, tok, *req.Scope)
 		return
 	}
 	revoked, err := g.deps.Sessions.Logout(r.Context(), tok)
@@ -324,6 +368,35 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 			"session", tok.SessionID, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.clearCookie(w)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// logoutScope ends the caller's other sessions, or all of them, closes
+// their tunnels, and answers 204; the cookie is cleared only where the
+// caller's own session ended. Sessions ended before a store failure stay
+// ended, and are closed and counted before the 503.
+func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.Token, scope string) {
+	ended, err := g.deps.Sessions.LogoutScope(r.Context(), tok, scope)
+	noteSessionSubject(w, tok, err)
+	own := false
+	for _, id := range ended {
+		g.EndSession(id, auth.ReasonLogout)
+		own = own || id == tok.SessionID
+	}
+	if len(ended) > 0 {
+		g.m.SessionsRevoked.WithLabelValues(auth.ReasonLogout).Add(float64(len(ended)))
+		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", auth.ReasonLogout, "scope", scope,
+			"subject", tok.Subject, "session", tok.SessionID, "sessions", ended, "request_id", r.Header.Get(HeaderRequestID))
+	}
+	if err != nil {
+		g.fail(w, err)
+		return
+	}
+	g.m.Logouts.Inc()
+	if own {
+		g.clearCookie(w)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }

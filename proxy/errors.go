@@ -106,7 +106,7 @@ type problem struct {
 }
 
 // problemFor is the one mapping of an error a handler meets to its answer:
-// auth's verification and session errors, the body's limit and read
+// auth's verification and session errors (an own session's included), the body's limit and read
 // deadline, the login source, the session store and minting. The wrappers
 // the handlers add (errLoginSource, errReadBody) are matched first: what
 // they wrap could match a later case (a login source's timeout is a
@@ -139,6 +139,13 @@ func problemFor(err error) problem {
 	case errors.Is(err, auth.ErrTokenNotExpired):
 		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token not expired", challenge: true,
 			refresh: metrics.RefreshNotExpired}
+	case errors.Is(err, auth.ErrOtherSession):
+		// Before ErrSessionUnknown, which it wraps: the session asked
+		// for, not the caller's, is unknown. Another user's answers the
+		// same, so that no one learns which session IDs exist.
+		return problem{status: http.StatusNotFound, code: errNotFound, description: "no such session"}
+	case errors.Is(err, auth.ErrUnknownScope):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: `scope must be "others" or "all"`}
 	case errors.Is(err, auth.ErrSessionUnknown):
 		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "session revoked", challenge: true,
 			validation: metrics.ValidationRevoked, refresh: metrics.RefreshUnknownSession}

@@ -1,7 +1,8 @@
 // Package proxy is the gateway's main listener: it checks the path, matches a
 // route, verifies the token, cleans the headers and forwards the request
 // through an httputil.ReverseProxy; and it serves the gateway's own
-// endpoints (/auth/login, /auth/refresh, /auth/logout, the JWKS).
+// endpoints (/auth/login, /auth/refresh, /auth/logout, the caller's own
+// sessions at /auth/sessions, the JWKS).
 //
 // proxy speaks HTTP only: the tokens, the login sources and the session
 // rules are package auth's (auth.Sessions), and every error a handler meets
@@ -10,17 +11,19 @@
 // Each file uses only the files after it in this list, top to bottom:
 // serve.go (New, ServeHTTP, the proxied request's checks), routes.go (the
 // whole surface: the gateway's own endpoints beside the route table, and
-// how a path picks one), endpoints.go (the handlers of /auth/login,
-// /auth/refresh, /auth/logout and the JWKS), tunnels.go (upgraded
-// connections and their sessions), credentials.go (the request's token,
-// the CSRF and origin rules), upstream.go (the ReverseProxy and its hooks),
-// observe.go (the access log, the events, the status writer), errors.go
-// (the answers), gateway.go (the types every file names: Config, Deps,
-// Gateway, Route and its prepared route), headers.go (the request and
-// response header rules), cookie.go (the token cookie's names as backends
-// read them), path.go (the path checks), tunnelregistry.go (the open
-// tunnels by session), bufferpool.go (ReverseProxy's copy buffers),
-// modes.go (the enumerated settings).
+// how a path picks one), ownsessions.go (the handlers of GET
+// /auth/sessions and DELETE /auth/sessions/{id}: the caller's own
+// sessions), endpoints.go (the handlers of /auth/login, /auth/refresh,
+// /auth/logout and the JWKS), tunnels.go (upgraded connections and their
+// sessions), credentials.go (the request's token, the CSRF and origin
+// rules, what a session records of the client), upstream.go (the
+// ReverseProxy and its hooks), observe.go (the access log, the events, the
+// status writer), errors.go (the answers), gateway.go (the types every
+// file names: Config, Deps, Gateway, Route and its prepared route),
+// headers.go (the request and response header rules), cookie.go (the
+// token cookie's names as backends read them), path.go (the path checks),
+// tunnelregistry.go (the open tunnels by session), bufferpool.go
+// (ReverseProxy's copy buffers), modes.go (the enumerated settings).
 package proxy
 
 import (

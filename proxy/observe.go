@@ -8,12 +8,14 @@ import (
 )
 
 // Values of the "event" attribute of the security log lines, one line per
-// event: a failed login (with the username, never the password), a login
+// event: a login's new session (subject, session, user agent, client and
+// whether it is bound: what a "new sign-in" notice needs), a failed login (with the username, never the password), a login
 // refused by the rate limit, a token reuse that revoked its session, a
 // session revoked by logout or by an administrator, a request carrying
 // a header under the identity prefix, and an upgraded connection (WebSocket)
 // closed because its session ended or its lifetime passed.
 const (
+	EventSessionCreated = "session_created"
 	EventLoginFailed    = "login_failed"
 	EventRateLimited    = "rate_limited"
 	EventReuseDetected  = "reuse_detected"

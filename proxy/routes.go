@@ -12,13 +12,15 @@ import (
 // routes builds the main listener's whole surface. ServeHTTP looks a
 // request's checked path (checkPath) up in this order:
 //
-//  1. the gateway's own endpoints, by exact path, before any route (a
-//     route "/auth/" never receives /auth/refresh);
+//  1. the gateway's own endpoints, before any route (a route "/auth/"
+//     never receives /auth/refresh): by exact path, or, for a key ending
+//     in "/" (sessionsPrefix), by that key and one more path segment
+//     (ownHandler);
 //  2. the configured routes: the longest prefix that the path starts with
 //     wins, whatever their order in the configuration;
 //  3. neither: 404.
 func (g *Gateway) routes() error {
-	g.own = make(map[string]http.Handler, 4)
+	g.own = make(map[string]http.Handler, 6)
 	if g.deps.Login != nil {
 		// Without a login source /auth/login is no endpoint of the
 		// gateway's: it is left to the routes, as any other path.
@@ -26,6 +28,8 @@ func (g *Gateway) routes() error {
 	}
 	g.own["/auth/refresh"] = g.post(g.handleRefresh)
 	g.own["/auth/logout"] = g.post(g.handleLogout)
+	g.own["/auth/sessions"] = g.only(http.MethodGet, g.handleOwnSessions)
+	g.own[sessionsPrefix] = g.only(http.MethodDelete, g.handleEndOwnSession) // DELETE /auth/sessions/{id}
 	g.own["/.well-known/jwks.json"] = g.handleJWKS()
 
 	for _, r := range g.cfg.Routes {
@@ -36,6 +40,22 @@ func (g *Gateway) routes() error {
 		g.table = append(g.table, rt)
 	}
 	sortRoutes(g.table) // so that match's first hit is the longest prefix
+	return nil
+}
+
+// ownHandler is the gateway's own endpoint for the routing path, or nil:
+// own[path], or, where path is a key ending in "/" followed by one path
+// segment, that key's ("/auth/sessions/ID" is own["/auth/sessions/"], and
+// "/auth/sessions/ID/x" is no endpoint of the gateway's). Exact keys never
+// end in "/", so the second lookup only ever finds such a key. It costs two
+// map lookups and allocates nothing: it is on every proxied request's path.
+func ownHandler(own map[string]http.Handler, path string) http.Handler {
+	if h := own[path]; h != nil {
+		return h
+	}
+	if i := strings.LastIndexByte(path, '/'); i > 0 && i < len(path)-1 {
+		return own[path[:i+1]]
+	}
 	return nil
 }
 
@@ -102,7 +122,7 @@ func checkRedecoded(routes []*route, own map[string]http.Handler, routePath stri
 		if err != nil {
 			return "malformed percent-encoding in path"
 		}
-		if own[d] != nil || match(routes, d) != rt {
+		if ownHandler(own, d) != nil || match(routes, d) != rt {
 			return "path decodes again to another route"
 		}
 		if strings.IndexByte(d, '%') < 0 {

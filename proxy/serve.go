@@ -92,7 +92,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, http.StatusBadRequest, errInvalidRequest, reason)
 		return
 	}
-	if h := g.own[path]; h != nil {
+	if h := ownHandler(g.own, path); h != nil {
 		label = metrics.RouteAuth
 		h.ServeHTTP(sw, r)
 		return

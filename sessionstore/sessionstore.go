@@ -119,7 +119,27 @@ type Session struct {
 	// it at its deadline.
 	RevokedAt    time.Time `json:"revoked_at,omitzero"`
 	RevokeReason string    `json:"revoke_reason,omitempty"`
+
+	// LoginUserAgent and LoginClient are the User-Agent and the client
+	// address of the login; RefreshUserAgent and RefreshClient those of the
+	// last rotation (the login's until the first). They are what a user
+	// recognises a session by in a list of their own, not proof of
+	// anything: the client chose them. Empty means not known (a session
+	// stored before they were recorded decodes so). A store keeps what it is
+	// given: the caller bounds their length (auth truncates them).
+	LoginUserAgent   string `json:"login_ua,omitempty"`
+	LoginClient      string `json:"login_client,omitempty"`
+	RefreshUserAgent string `json:"refresh_ua,omitempty"`
+	RefreshClient    string `json:"refresh_client,omitempty"`
+
+	// JKT is the RFC 7638 thumbprint of the DPoP key (RFC 9449) the session
+	// is bound to, minted into its tokens as cnf.jkt; empty means unbound.
+	// It is set at login and never changes.
+	JKT string `json:"jkt,omitempty"`
 }
+
+// Bound reports whether the session is bound to a DPoP key (JKT is set).
+func (s *Session) Bound() bool { return s.JKT != "" }
 
 // Deadline is the moment the session ends: the nearer of its idle and
 // absolute deadlines.
@@ -170,6 +190,11 @@ type RotateRequest struct {
 	// Grace is how long after a rotation PrevJTI still gets the current
 	// token instead of being treated as reuse. Zero means no grace.
 	Grace time.Duration
+	// UserAgent and Client become the session's RefreshUserAgent and
+	// RefreshClient on rotation (not on a Grace result, which changes
+	// nothing). Empty records them as not known.
+	UserAgent string
+	Client    string
 }
 
 // RotateResult is a successful Rotate.
@@ -233,7 +258,8 @@ type Store interface {
 	//   - revoked: ErrRevoked;
 	//   - req.Now at or past Deadline(): ErrExpired;
 	//   - req.JTI == JTI: rotate (PrevJTI=JTI, JTI=NewJTI, IssuedAt=
-	//     RefreshedAt=RotatedAt=Now, IdleExpiresAt=Now+IdleTimeout);
+	//     RefreshedAt=RotatedAt=Now, IdleExpiresAt=Now+IdleTimeout,
+	//     RefreshUserAgent=UserAgent, RefreshClient=Client);
 	//   - req.JTI == PrevJTI and Now < RotatedAt+Grace: Grace result, no
 	//     change;
 	//   - any other jti (PrevJTI after the grace, or an older one): the

@@ -456,3 +456,24 @@ func TestNoWriteWithoutChange(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodesOldSessions: a session record written before the client
+// context and the DPoP binding were recorded decodes, with them empty.
+func TestDecodesOldSessions(t *testing.T) {
+	s, _ := openTemp(t, &Options{NoSync: true})
+	old := `{"id":"old","sub":"alice","roles":["user"],"jti":"j0","iat":"2031-01-02T03:04:05.678Z",` +
+		`"created_at":"2031-01-02T03:04:05.678Z","refreshed_at":"2031-01-02T03:04:05.678Z",` +
+		`"idle_expires_at":"2031-01-02T04:04:05.678Z","expires_at":"2031-01-03T03:04:05.678Z"}`
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSessions).Put([]byte("old"), []byte(old))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(t.Context(), "old")
+	if err != nil {
+		t.Fatalf("Get(old) = %v, want nil", err)
+	}
+	if got.Subject != "alice" || got.JTI != "j0" || got.LoginUserAgent != "" || got.RefreshClient != "" || got.Bound() {
+		t.Fatalf("Get(old) = %+v, want alice's session, no client context, unbound", got)
+	}
+}

@@ -125,6 +125,8 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 			sess.RefreshedAt = req.Now
 			sess.RotatedAt = req.Now
 			sess.IdleExpiresAt = req.Now.Add(req.IdleTimeout)
+			sess.RefreshUserAgent = req.UserAgent
+			sess.RefreshClient = req.Client
 			if err := b.replace(&old, &sess); err != nil {
 				return false, err
 			}

@@ -25,6 +25,14 @@ const (
 	fieldExpiresAt     = "exp"
 	fieldRevokedAt     = "rva"
 	fieldRevokeReason  = "rvr"
+	// The client context (sessionstore.Session.LoginUserAgent, ...) and
+	// the DPoP binding: absent from sessions stored before they were
+	// recorded, and from sessions where they are empty.
+	fieldLoginUserAgent   = "lua"
+	fieldLoginClient      = "lcl"
+	fieldRefreshUserAgent = "rua"
+	fieldRefreshClient    = "rcl"
+	fieldJKT              = "jkt"
 )
 
 // millis is t in decimal unix milliseconds, the precision the store keeps.
@@ -64,6 +72,17 @@ func encodeSession(sess *sessionstore.Session) ([]any, error) {
 	if !sess.RotatedAt.IsZero() {
 		v = append(v, fieldRotatedAt, millis(sess.RotatedAt))
 	}
+	for _, f := range [...]struct{ name, value string }{
+		{fieldLoginUserAgent, sess.LoginUserAgent},
+		{fieldLoginClient, sess.LoginClient},
+		{fieldRefreshUserAgent, sess.RefreshUserAgent},
+		{fieldRefreshClient, sess.RefreshClient},
+		{fieldJKT, sess.JKT},
+	} {
+		if f.value != "" {
+			v = append(v, f.name, f.value)
+		}
+	}
 	if sess.Revoked() {
 		v = append(v, fieldRevokedAt, millis(sess.RevokedAt))
 		if sess.RevokeReason != "" {
@@ -90,6 +109,12 @@ func decodeSession(id string, h map[string]string) (sessionstore.Session, error)
 		JTI:          h[fieldJTI],
 		PrevJTI:      h[fieldPrevJTI],
 		RevokeReason: h[fieldRevokeReason],
+
+		LoginUserAgent:   h[fieldLoginUserAgent],
+		LoginClient:      h[fieldLoginClient],
+		RefreshUserAgent: h[fieldRefreshUserAgent],
+		RefreshClient:    h[fieldRefreshClient],
+		JKT:              h[fieldJKT],
 	}
 	if _, ok := h[fieldSubject]; !ok {
 		return sessionstore.Session{}, fmt.Errorf("%w: no %s field", errDamaged, fieldSubject)

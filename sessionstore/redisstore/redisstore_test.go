@@ -421,3 +421,31 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodesOldSessions: a session hash written before the client context
+// and the DPoP binding were recorded decodes, with them empty, and a
+// rotation adds the refresh's.
+func TestDecodesOldSessions(t *testing.T) {
+	srv := redistest.Start(t)
+	st := openOn(t, srv.URL(0), nil)
+	ctx := t.Context()
+	now := time.Now().AddDate(1, 0, 0)
+	ms := func(t time.Time) string { return millis(t) }
+	key := st.sessionKey(st.bucketOf("old"), "old")
+	if err := st.client.HSet(ctx, key, "sub", "alice", "jti", "j0", "iat", ms(now), "cre", ms(now), "ref", ms(now),
+		"idle", ms(now.Add(time.Hour)), "exp", ms(now.Add(24*time.Hour))).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Get(ctx, "old")
+	if err != nil {
+		t.Fatalf("Get(old) = %v, want nil", err)
+	}
+	if got.Subject != "alice" || got.LoginUserAgent != "" || got.RefreshClient != "" || got.Bound() {
+		t.Fatalf("Get(old) = %+v, want alice's session, no client context, unbound", got)
+	}
+	res, err := st.Rotate(ctx, sessionstore.RotateRequest{SessionID: "old", JTI: "j0", NewJTI: "j1", Now: now.Add(time.Minute),
+		IdleTimeout: time.Hour, UserAgent: "curl/8", Client: "192.0.2.1"})
+	if err != nil || res.Session.RefreshUserAgent != "curl/8" || res.Session.RefreshClient != "192.0.2.1" || res.Session.LoginUserAgent != "" {
+		t.Fatalf("Rotate(old) = %+v, %v; want the refresh's client context, the login's empty", res.Session, err)
+	}
+}

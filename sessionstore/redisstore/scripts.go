@@ -13,6 +13,10 @@ import "github.com/redis/go-redis/v9"
 //
 //	sub, jti, iat, cre, ref, idle, exp   always
 //	roles (JSON), pjti, rot, rva, rvr    only when not empty or zero
+//	lua, lcl, rua, rcl, jkt              only when not empty (a session
+//	                                     stored before they existed has
+//	                                     none); rua and rcl are set, maybe
+//	                                     empty, by every rotation
 //
 // and is revoked exactly when it has an rva field.
 //
@@ -179,8 +183,8 @@ return r
 //
 //	KEYS: session, deadlines, unrevoked
 //	ARGV: id, jti, new jti, now, now+idle timeout, grace (ms, may be
-//	      fractional), expiry margin (ms), reuse reason, write ID, write
-//	      deadline
+//	      fractional), expiry margin (ms), reuse reason, the refresh's
+//	      user agent, its client, write ID, write deadline
 //
 // It answers {"notfound"}, {"revoked"}, {"expired"}, {"reuse"} (having
 // revoked the session), {"late"}, or {"ok" | "grace", field, value, ...}
@@ -205,7 +209,7 @@ if not f[5] then
 	return {'notfound'}
 end
 if f[6] then
-	if f[7] == ARGV[9] then
+	if f[7] == ARGV[11] then
 		return {'reuse'}
 	end
 	return {'revoked'}
@@ -213,7 +217,7 @@ end
 if f[2] and ARGV[2] == f[2] and ARGV[3] == f[1] and ARGV[4] == f[3] then
 	return answer('ok')
 end
-if late(ARGV[10]) then
+if late(ARGV[12]) then
 	return {'late'}
 end
 local now = tonumber(ARGV[4])
@@ -222,7 +226,8 @@ if now >= math.min(tonumber(f[4]), exp) then
 	return {'expired'}
 end
 if ARGV[2] == f[1] then
-	redis.call('HSET', KEYS[1], 'pjti', f[1], 'jti', ARGV[3], 'iat', ARGV[4], 'ref', ARGV[4], 'rot', ARGV[4], 'idle', ARGV[5])
+	redis.call('HSET', KEYS[1], 'pjti', f[1], 'jti', ARGV[3], 'iat', ARGV[4], 'ref', ARGV[4], 'rot', ARGV[4], 'idle', ARGV[5],
+		'rua', ARGV[9], 'rcl', ARGV[10])
 	local deadline = ARGV[5]
 	if exp < tonumber(ARGV[5]) then
 		deadline = f[5]
@@ -236,7 +241,7 @@ if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
 		return answer('grace')
 	end
 end
-redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[9])
+redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[11])
 redis.call('SREM', KEYS[3], ARGV[1])
 return {'reuse'}
 `)

@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 		{"SessionLimit", testSessionLimit},
 		{"ConcurrentSessionLimit", testConcurrentSessionLimit},
 		{"WriteDeadline", testWriteDeadline},
+		{"ClientContext", testClientContext},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -176,6 +177,11 @@ func diffSession(got, want sessionstore.Session) string {
 	tm("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	tm("RevokedAt", got.RevokedAt, want.RevokedAt)
 	str("RevokeReason", got.RevokeReason, want.RevokeReason)
+	str("LoginUserAgent", got.LoginUserAgent, want.LoginUserAgent)
+	str("LoginClient", got.LoginClient, want.LoginClient)
+	str("RefreshUserAgent", got.RefreshUserAgent, want.RefreshUserAgent)
+	str("RefreshClient", got.RefreshClient, want.RefreshClient)
+	str("JKT", got.JKT, want.JKT)
 	if diffs == nil {
 		return ""
 	}
