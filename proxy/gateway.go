@@ -74,6 +74,13 @@ type Config struct {
 	// RevocationEveryRequest checks it on each proxied request, not only at
 	// refresh (the zero value, RevocationRefresh).
 	Revocation Revocation
+	// DPoP is whether a login with a DPoP proof binds its session
+	// (DPoPAllowed, the zero value), must (DPoPRequired) or never does
+	// (DPoPOff). Bound tokens need their proof in every mode.
+	DPoP DPoPMode
+	// DPoPNonce requires proofs to carry a server nonce of Deps.DPoPNonces,
+	// handed out in DPoP-Nonce (RFC 9449 section 8).
+	DPoPNonce bool
 
 	// MaxAuthBodyBytes bounds the body of /auth/ requests; zero means 64 KiB.
 	// A larger body, declared or sent, is answered 413.

@@ -99,6 +99,38 @@ func (r Revocation) MarshalText() ([]byte, error) {
 // leaves r as it was.
 func (r *Revocation) UnmarshalText(text []byte) error { return unmarshalMode(r, text, revocationWords) }
 
+// DPoPMode says whether tokens may or must be bound to a client's key with
+// DPoP (RFC 9449). The zero value means DPoPAllowed.
+type DPoPMode string
+
+const (
+	// DPoPAllowed binds the session of a login that carries a valid DPoP
+	// proof, and keeps serving unbound sessions as bearer tokens.
+	DPoPAllowed DPoPMode = "allowed"
+	// DPoPRequired refuses a login without a valid DPoP proof: every
+	// session is bound.
+	DPoPRequired DPoPMode = "required"
+	// DPoPOff ignores DPoP headers at login: no session is bound. Tokens
+	// that are bound all the same (minted before the change) still need
+	// their proof.
+	DPoPOff DPoPMode = "off"
+)
+
+var dpopModeWords = []DPoPMode{DPoPOff, DPoPAllowed, DPoPRequired}
+
+// String returns the configuration word of m ("allowed" for the zero
+// value).
+func (m DPoPMode) String() string { return modeString(m, DPoPAllowed) }
+
+// MarshalText returns the configuration word of m, or an error naming the
+// allowed words if m is none of them.
+func (m DPoPMode) MarshalText() ([]byte, error) { return marshalMode(m, DPoPAllowed, dpopModeWords) }
+
+// UnmarshalText sets m from its configuration word: off, allowed or
+// required. Any other text is an error naming the allowed words, and leaves
+// m as it was.
+func (m *DPoPMode) UnmarshalText(text []byte) error { return unmarshalMode(m, text, dpopModeWords) }
+
 // SpoofAction says what happens to a request that carries a header under
 // the identity prefix. The zero value means SpoofStrip.
 type SpoofAction string

@@ -137,6 +137,19 @@ type TokensConfig struct {
 	// disables the cache. The every_request revocation check is made on
 	// every request all the same.
 	VerifyCacheSize int `toml:"verify_cache_size"`
+
+	// DPoP is proxy.DPoPOff, DPoPAllowed or DPoPRequired: whether a login
+	// with a DPoP proof (RFC 9449) binds its session to the client's key.
+	DPoP proxy.DPoPMode `toml:"dpop"`
+	// DPoPNonce makes the gateway hand out DPoP-Nonce values and require
+	// them in proofs (RFC 9449 section 8).
+	DPoPNonce bool `toml:"dpop_nonce"`
+	// DPoPAlgorithms are the proof algorithms accepted: auth.ES256 and
+	// auth.EdDSA. Empty means both.
+	DPoPAlgorithms []string `toml:"dpop_algorithms"`
+	// DPoPProofMaxAge is how old a proof's iat may be, and how long its
+	// jti is remembered against replay.
+	DPoPProofMaxAge Duration `toml:"dpop_proof_max_age"`
 }
 
 // StoreConfig is the [store] table: where sessions live.
@@ -309,6 +322,9 @@ func Default() Config {
 			AllowedOrigins:  []string{},
 			Revocation:      proxy.RevocationRefresh,
 			VerifyCacheSize: 10_000,
+			DPoP:            proxy.DPoPAllowed,
+			DPoPAlgorithms:  []string{auth.ES256, auth.EdDSA},
+			DPoPProofMaxAge: Duration(auth.DefaultDPoPMaxAge),
 		},
 		Store: StoreConfig{
 			Backend:             BackendBbolt,

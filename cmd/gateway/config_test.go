@@ -147,6 +147,10 @@ func TestValidateNamesKey(t *testing.T) {
 		{"origin default port", func(c *Config) { c.Tokens.AllowedOrigins = []string{"https://app.example.com:443"} }, `write "https://app.example.com"`},
 		{"revocation", func(c *Config) { c.Tokens.Revocation = "never" }, `tokens.revocation: "never"`},
 		{"verify cache size negative", func(c *Config) { c.Tokens.VerifyCacheSize = -1 }, "tokens.verify_cache_size: -1 must not be negative"},
+		{"dpop", func(c *Config) { c.Tokens.DPoP = "sometimes" }, `tokens.dpop: "sometimes" is not one of off, allowed, required`},
+		{"dpop algorithm", func(c *Config) { c.Tokens.DPoPAlgorithms = []string{"ES256", "HS256"} }, `tokens.dpop_algorithms[1]: "HS256" is not one of ES256, EdDSA`},
+		{"dpop proof max age zero", func(c *Config) { c.Tokens.DPoPProofMaxAge = 0 }, "tokens.dpop_proof_max_age: 0s must be positive"},
+		{"dpop proof max age long", func(c *Config) { c.Tokens.DPoPProofMaxAge = Duration(time.Hour) }, "tokens.dpop_proof_max_age: 1h0m0s must be positive and at most 10m"},
 
 		{"backend", func(c *Config) { c.Store.Backend = "sqlite" }, `store.backend: "sqlite" is not one of bbolt, redis`},
 		{"bbolt path", func(c *Config) { c.Store.Path = "" }, "store.path: must be set"},

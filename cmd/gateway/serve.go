@@ -332,6 +332,8 @@ func proxyConfig(cfg Config) proxy.Config {
 		CookieName:        t.CookieName,
 		AllowedOrigins:    t.AllowedOrigins,
 		Revocation:        t.Revocation,
+		DPoP:              t.DPoP,
+		DPoPNonce:         t.DPoPNonce,
 		MaxAuthBodyBytes:  int64(cfg.Login.MaxBodyBytes),
 		AuthBodyTimeout:   time.Duration(cfg.Login.BodyTimeout),
 	}

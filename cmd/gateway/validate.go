@@ -148,6 +148,19 @@ func (c *Config) validateTokens(p *problems) {
 	if t.VerifyCacheSize < 0 {
 		p.add("tokens.verify_cache_size", "%d must not be negative (0 disables the cache)", t.VerifyCacheSize)
 	}
+	t.validateDPoP(p)
+}
+
+func (t *TokensConfig) validateDPoP(p *problems) {
+	checkWord(p, "tokens.dpop", t.DPoP)
+	for i, alg := range t.DPoPAlgorithms {
+		if alg != auth.ES256 && alg != auth.EdDSA {
+			p.add(fmt.Sprintf("tokens.dpop_algorithms[%d]", i), "%q is not one of %s, %s (none, HMAC and RSA are never accepted)", alg, auth.ES256, auth.EdDSA)
+		}
+	}
+	if t.DPoPProofMaxAge <= 0 || time.Duration(t.DPoPProofMaxAge) > 10*time.Minute {
+		p.add("tokens.dpop_proof_max_age", "%v must be positive and at most 10m: a proof is meant for one request, now", t.DPoPProofMaxAge)
+	}
 }
 
 func (c *Config) validateStore(p *problems) {
