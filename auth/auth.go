@@ -52,6 +52,10 @@ type Token struct {
 	Roles     []string
 	IssuedAt  time.Time // zero if absent
 	ExpiresAt time.Time
+	// JKT is the "cnf" claim's "jkt" (RFC 9449 section 6.1): the RFC 7638
+	// thumbprint of the DPoP key the token is bound to, which every request
+	// presenting it must prove. Empty for an unbound (bearer) token.
+	JKT string
 	// Claims holds every claim of the payload as decoded JSON (string,
 	// json.Number, bool, nil, []any, map[string]any; numbers are always
 	// json.Number, so 1700000000 prints as such and not as 1.7e+09), for
@@ -68,4 +72,7 @@ type MintClaims struct {
 	Roles     []string
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// JKT, when not empty, binds the token to a DPoP key: it becomes
+	// cnf.jkt. Empty mints an unbound token, without cnf.
+	JKT string
 }

@@ -38,6 +38,12 @@ type mintPayload struct {
 	Jti   string   `json:"jti"`
 	Sid   string   `json:"sid,omitempty"`
 	Roles []string `json:"roles,omitempty"`
+	Cnf   *mintCnf `json:"cnf,omitempty"`
+}
+
+// mintCnf is the confirmation claim of a bound token (RFC 9449 section 6.1).
+type mintCnf struct {
+	JKT string `json:"jkt"`
 }
 
 // NewMinter returns a Minter that signs with keys' signing key and puts
@@ -57,7 +63,8 @@ func NewMinter(keys *KeySet, issuer, audience string) *Minter {
 
 // Mint returns the JWS compact serialisation of a token with header alg,
 // typ "JWT" and the signing key's kid, and claims iss, aud, sub, iat, exp,
-// jti, sid (omitted when empty) and roles (omitted when empty); iat and exp
+// jti, sid (omitted when empty), roles (omitted when empty) and cnf.jkt
+// (omitted when c.JKT is empty); iat and exp
 // are truncated to whole seconds. A token longer than MaxTokenBytes (too
 // many roles) is an error, since Verify would refuse it. c.Subject, c.ID, c.IssuedAt and
 // c.ExpiresAt are required, and ExpiresAt must be after IssuedAt.
@@ -82,6 +89,10 @@ func (m *Minter) Mint(c MintClaims) (string, error) {
 	if len(missing) > 0 {
 		return "", fmt.Errorf("mint: %w", errors.Join(missing...))
 	}
+	var cnf *mintCnf
+	if c.JKT != "" {
+		cnf = &mintCnf{JKT: c.JKT}
+	}
 	payload, err := json.Marshal(mintPayload{
 		Iss:   m.issuer,
 		Aud:   m.audience,
@@ -91,6 +102,7 @@ func (m *Minter) Mint(c MintClaims) (string, error) {
 		Jti:   c.ID,
 		Sid:   c.SessionID,
 		Roles: c.Roles,
+		Cnf:   cnf,
 	})
 	if err != nil {
 		return "", fmt.Errorf("mint: encode claims: %w", err)

@@ -38,11 +38,16 @@ type Client struct {
 	UserAgent string
 	// Address is the client's IP address; cut at MaxAddressBytes.
 	Address string
+	// JKT (Login only) is the RFC 7638 thumbprint of the DPoP key the
+	// client proved at login: the new session is bound to it, and its
+	// tokens carry it as cnf.jkt. Empty makes an unbound session. Refresh
+	// ignores it: nothing re-binds a session.
+	JKT string
 }
 
 // bounded is c cut to the recorded lengths.
 func (c Client) bounded() Client {
-	return Client{UserAgent: truncate(c.UserAgent, MaxUserAgentBytes), Address: truncate(c.Address, MaxAddressBytes)}
+	return Client{UserAgent: truncate(c.UserAgent, MaxUserAgentBytes), Address: truncate(c.Address, MaxAddressBytes), JKT: c.JKT}
 }
 
 // truncate cuts s to at most n bytes, never inside a UTF-8 sequence.

@@ -32,6 +32,10 @@ var (
 	// rotated was presented after the refresh grace: the store has revoked
 	// the whole session (ReasonReuseDetected) before this was returned.
 	ErrTokenReused = errors.New("token reuse detected")
+	// ErrBindingMismatch means a refreshed token's cnf.jkt is not its
+	// session's DPoP binding (one bound, the other not, or two keys): the
+	// token was not minted for that session as it is, and gets nothing.
+	ErrBindingMismatch = errors.New("token binding does not match its session")
 	// ErrMint means the session's token could not be minted (a signing
 	// failure, or more roles than fit in MaxTokenBytes); what the store did
 	// stays done.
@@ -220,6 +224,7 @@ func (s *Sessions) Login(ctx context.Context, id Identity, c Client) (Grant, err
 		LoginClient:      c.Address,
 		RefreshUserAgent: c.UserAgent,
 		RefreshClient:    c.Address,
+		JKT:              c.JKT,
 	}
 	var limited []string
 	err := s.write(ctx, "create", func(ctx context.Context) (err error) {
@@ -285,7 +290,13 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, er
 	if err != nil {
 		return Grant{}, storeError(err)
 	}
-	// 4. Mint the session's current token, its exp capped at the session's
+	// 4. The token's binding is the session's: the caller checked the
+	// proof against the token's cnf.jkt, and only the store says which key
+	// the session was bound to at login. Refresh never changes it.
+	if res.Session.JKT != tok.JKT {
+		return Grant{}, ErrBindingMismatch
+	}
+	// 5. Mint the session's current token, its exp capped at the session's
 	// absolute end (grant).
 	g, err := s.grant(&res.Session, now)
 	g.Grace = res.Grace
@@ -407,6 +418,7 @@ func (s *Sessions) grant(sess *sessionstore.Session, now time.Time) (Grant, erro
 		Roles:     sess.Roles,
 		IssuedAt:  sess.IssuedAt,
 		ExpiresAt: exp,
+		JKT:       sess.JKT,
 	})
 	if err != nil {
 		return g, fmt.Errorf("%w: %w", ErrMint, err)

@@ -186,6 +186,9 @@ func (v *Verifier) verify(raw string, enforceExp bool) (*Token, error) {
 	if tok.Roles, err = roles(m); err != nil {
 		return nil, err
 	}
+	if tok.JKT, err = confirmation(m); err != nil {
+		return nil, err
+	}
 
 	exp, present, err := numericDate(m, "exp")
 	if err != nil {
@@ -440,4 +443,24 @@ func sanitizeDescription(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// confirmation returns cnf.jkt, or "" for a token without cnf. A cnf that
+// is not an object holding a non-empty string jkt is refused: a token bound
+// in a way the gateway cannot check (mTLS's x5t#S256, say) must not pass as
+// a bearer token.
+func confirmation(m map[string]any) (string, error) {
+	c, present := m["cnf"]
+	if !present {
+		return "", nil
+	}
+	obj, ok := c.(map[string]any)
+	if !ok {
+		return "", invalid("invalid cnf claim")
+	}
+	jkt, ok := obj["jkt"].(string)
+	if !ok || jkt == "" {
+		return "", invalid("invalid cnf claim")
+	}
+	return jkt, nil
 }

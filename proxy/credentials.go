@@ -121,7 +121,18 @@ func (g *Gateway) originCheck(r *http.Request) string {
 // gateway grants no preflight), so whatever a client wrote there is not a
 // CSRF vector. From anyone else both headers are ignored: r.TLS and Host.
 func (g *Gateway) ownOrigin(r *http.Request, origin string) bool {
-	scheme, host := "http", r.Host
+	scheme, host := g.requestOrigin(r)
+	oScheme, oHost, ok := strings.Cut(origin, "://")
+	return ok && strings.EqualFold(oScheme, scheme) &&
+		strings.EqualFold(withoutDefaultPort(oHost, scheme), withoutDefaultPort(host, scheme))
+}
+
+// requestOrigin is the scheme ("http" or "https") and host the client used
+// for r, as ownOrigin explains: from a peer in TrustedProxies, the first
+// X-Forwarded-Proto and X-Forwarded-Host where present; otherwise r.TLS and
+// Host. A DPoP proof's htu is compared with the URL they make.
+func (g *Gateway) requestOrigin(r *http.Request) (scheme, host string) {
+	scheme, host = "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
 	}
@@ -133,9 +144,7 @@ func (g *Gateway) ownOrigin(r *http.Request, origin string) bool {
 			host = h
 		}
 	}
-	oScheme, oHost, ok := strings.Cut(origin, "://")
-	return ok && strings.EqualFold(oScheme, scheme) &&
-		strings.EqualFold(withoutDefaultPort(oHost, scheme), withoutDefaultPort(host, scheme))
+	return scheme, host
 }
 
 // firstValue is the first comma-separated element of a header's first

@@ -84,6 +84,12 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Before the password: a login that cannot be bound costs no bcrypt.
+	jkt, err := g.loginBinding(r)
+	if err != nil {
+		g.fail(w, err)
+		return
+	}
 	body, err := g.readBody(w, r)
 	if err != nil {
 		g.fail(w, err)
@@ -125,21 +131,14 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	attempt.Release()
 
-	grant, err := g.deps.Sessions.Login(r.Context(), id, g.client(r))
+	client := g.client(r)
+	client.JKT = jkt
+	grant, err := g.deps.Sessions.Login(r.Context(), id, client)
 	if err != nil && !errors.Is(err, auth.ErrMint) {
 		g.fail(w, err)
 		return
 	}
-	// A token that could not be minted leaves the session stored, and the
-	// sessions it displaced revoked: their WebSockets close all the same.
-	for _, id := range grant.Revoked {
-		g.EndSession(id, auth.ReasonSessionLimit) // its WebSockets on this replica
-	}
-	if len(grant.Revoked) > 0 {
-		g.m.SessionsRevoked.WithLabelValues(auth.ReasonSessionLimit).Add(float64(len(grant.Revoked)))
-		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", auth.ReasonSessionLimit, "subject", grant.Subject,
-			"sessions", grant.Revoked, "request_id", r.Header.Get(HeaderRequestID))
-	}
+	g.endDisplaced(r, &grant)
 	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
 	noteSubject(w, grant.Subject)
 	g.sessionCreated(r, &grant)
@@ -148,6 +147,20 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.answerToken(w, &grant)
+}
+
+// endDisplaced ends the sessions a login revoked past the per-user limit.
+// A token that could not be minted leaves the session stored, and the
+// sessions it displaced revoked: their WebSockets close all the same.
+func (g *Gateway) endDisplaced(r *http.Request, grant *auth.Grant) {
+	for _, id := range grant.Revoked {
+		g.EndSession(id, auth.ReasonSessionLimit) // its WebSockets on this replica
+	}
+	if len(grant.Revoked) > 0 {
+		g.m.SessionsRevoked.WithLabelValues(auth.ReasonSessionLimit).Add(float64(len(grant.Revoked)))
+		g.log.Info("sessions revoked", "event", EventSessionRevoked, "reason", auth.ReasonSessionLimit, "subject", grant.Subject,
+			"sessions", grant.Revoked, "request_id", r.Header.Get(HeaderRequestID))
+	}
 }
 
 // sessionCreated reports a login's new session: counted by binding, and
@@ -408,6 +421,11 @@ func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 		TokenType:        "Bearer",
 		ExpiresIn:        seconds(grant.ExpiresAt.Sub(grant.Now)),
 		RefreshExpiresIn: seconds(grant.RefreshDeadline.Sub(grant.Now)),
+	}
+	if grant.Bound {
+		// RFC 9449 section 5: the token is to be sent as DPoP, with a proof.
+		resp.TokenType = "DPoP"
+		g.offerNonce(w)
 	}
 	if g.cfg.Delivery != DeliveryCookie {
 		resp.AccessToken = grant.Token

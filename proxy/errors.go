@@ -103,6 +103,11 @@ type problem struct {
 	logged string
 	// close asks the client to close its connection (Connection: close).
 	close bool
+	// dpop makes the challenge a DPoP one, with the accepted algs (RFC
+	// 9449 section 7.1), not Bearer.
+	dpop bool
+	// nonce sets a fresh DPoP-Nonce on the answer (use_dpop_nonce).
+	nonce bool
 }
 
 // problemFor is the one mapping of an error a handler meets to its answer:
@@ -124,6 +129,20 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusRequestTimeout, code: errRequestTimeout, description: "body not received in time", close: true}
 	case errors.Is(err, errReadBody):
 		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "unreadable body"}
+	case errors.Is(err, errLoginProof):
+		// Before the DPoP errors it wraps: at the login, a token
+		// endpoint, a refused proof is 400 (RFC 9449 section 5).
+		return problem{status: http.StatusBadRequest, code: auth.DPoPErrorCode(err), description: auth.DescribeDPoP(err),
+			nonce: errors.Is(err, auth.ErrDPoPNonceRequired)}
+	case errors.Is(err, errProofUnchecked):
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "DPoP proof could not be checked",
+			logged: "dpop replay cache"}
+	case errors.Is(err, auth.ErrDPoPNonceRequired):
+		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorUseNonce, description: auth.DescribeDPoP(err),
+			challenge: true, dpop: true, nonce: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
+	case errors.Is(err, auth.ErrDPoPProofInvalid):
+		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
 	case errors.Is(err, errTokenMissing):
 		return problem{status: http.StatusUnauthorized, description: "token missing", challenge: true,
 			validation: metrics.ValidationMissing, refresh: metrics.RefreshMissing}
@@ -180,7 +199,14 @@ func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
 	if p.close {
 		w.Header().Set("Connection", "close")
 	}
-	if p.challenge {
+	if p.nonce {
+		g.offerNonce(w)
+	}
+	if p.dpop {
+		// description is DescribeDPoP's: only RFC 6750's characters.
+		w.Header().Set("WWW-Authenticate", `DPoP error="`+p.code+`", error_description="`+p.description+`", algs="`+g.dpopAlgs+`"`)
+		writeError(w, p.status, p.code, p.description)
+	} else if p.challenge {
 		writeChallenge(w, p.status, p.code, p.description)
 	} else {
 		writeError(w, p.status, p.code, p.description)

@@ -15,7 +15,8 @@
 // /auth/sessions and DELETE /auth/sessions/{id}: the caller's own
 // sessions), endpoints.go (the handlers of /auth/login, /auth/refresh,
 // /auth/logout and the JWKS), tunnels.go (upgraded connections and their
-// sessions), credentials.go (the request's token, the CSRF and origin
+// sessions), dpop.go (DPoP proofs: the login's binding, the bound token's
+// proof, the nonces), credentials.go (the request's token, the CSRF and origin
 // rules, what a session records of the client), upstream.go (the
 // ReverseProxy and its hooks), observe.go (the access log, the events, the
 // status writer), errors.go (the answers), gateway.go (the types every
@@ -138,8 +139,16 @@ type Deps struct {
 	// Limiter limits login attempts, each counted before its password is
 	// checked; nil means no limit.
 	Limiter *auth.FailureLimiter
-	Metrics *metrics.Metrics
-	Logger  *slog.Logger
+	// DPoP checks DPoP proofs; nil means a verifier of auth's defaults
+	// (ES256 and EdDSA, a minute, a replay cache in memory) on Now, with
+	// DPoPNonces.
+	DPoP *auth.DPoPVerifier
+	// DPoPNonces hands out the nonces Config.DPoPNonce requires (it must
+	// be the one DPoP checks them with); nil is allowed only without
+	// Config.DPoPNonce.
+	DPoPNonces *auth.DPoPNonces
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger
 	// Now is the clock of the tunnels' deadlines; nil means time.Now. The
 	// session rules take theirs from Sessions.
 	Now func() time.Time
@@ -162,6 +171,9 @@ type Gateway struct {
 	origins map[string]bool
 	buffers *bufferPool
 	tunnels tunnels // the open upgraded connections (tunnels.go)
+	dpop    *auth.DPoPVerifier
+	// dpopAlgs is the algs parameter of a DPoP challenge: "ES256 EdDSA".
+	dpopAlgs string
 }
 
 // route is a Route with what ServeHTTP needs prepared once.

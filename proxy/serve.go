@@ -51,6 +51,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
+	if err := g.prepareDPoP(); err != nil {
+		return nil, err
+	}
 	for _, o := range cfg.AllowedOrigins {
 		g.origins[strings.ToLower(o)] = true
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -267,17 +268,51 @@ func (m *Main) buildProxy(dev bool, now func() time.Time) error {
 			return err
 		}
 	}
+	dpop, nonces, err := dpopVerifier(cfg.Tokens, now)
+	if err != nil {
+		return err
+	}
 	m.gw, err = proxy.New(pcfg, proxy.Deps{
-		Verifier: m.verifier,
-		Keys:     m.keys,
-		Sessions: m.sessions,
-		Login:    m.login,
-		Limiter:  auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
-		Metrics:  m.met,
-		Logger:   m.log,
-		Now:      now,
+		Verifier:   m.verifier,
+		Keys:       m.keys,
+		Sessions:   m.sessions,
+		Login:      m.login,
+		Limiter:    auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
+		DPoP:       dpop,
+		DPoPNonces: nonces,
+		Metrics:    m.met,
+		Logger:     m.log,
+		Now:        now,
 	})
 	return err
+}
+
+// dpopVerifier makes the DPoP proof verifier of the [tokens] settings, and
+// with dpop_nonce its nonces. The nonce key is random per process: a
+// replica accepts only its own nonces, and a client refused one elsewhere
+// is handed a fresh one (use_dpop_nonce) and retries.
+func dpopVerifier(t TokensConfig, now func() time.Time) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
+	var nonces *auth.DPoPNonces
+	if t.DPoPNonce {
+		var err error
+		if nonces, err = auth.NewDPoPNonces(auth.DPoPNonceConfig{Key: []byte(rand.Text() + rand.Text()), Now: now}); err != nil {
+			return nil, nil, err
+		}
+	}
+	var algs []string
+	if len(t.DPoPAlgorithms) > 0 {
+		algs = t.DPoPAlgorithms
+	}
+	v, err := auth.NewDPoPVerifier(auth.DPoPConfig{
+		Algorithms: algs,
+		MaxAge:     time.Duration(t.DPoPProofMaxAge),
+		Now:        now,
+		Nonces:     nonces,
+	})
+	if err != nil {
+		return nil, nil, &ConfigError{Key: "tokens.dpop_algorithms", Err: err}
+	}
+	return v, nonces, nil
 }
 
 // buildServers makes the two servers: the main one serves the gateway
