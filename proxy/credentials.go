@@ -45,6 +45,49 @@ func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer 
 	return c, true, false, ""
 }
 
+// credential is extractToken that also takes Authorization: DPoP TOKEN
+// (RFC 9449 section 7.1), as the header's token (inHeader): the scheme
+// says the token is bound, which checkBinding holds it to. The bearer path
+// returns at once, as extractToken left it.
+func (g *Gateway) credential(r *http.Request) (raw string, fromCookie, inHeader bool, bad string) {
+	raw, fromCookie, inHeader, bad = g.extractToken(r)
+	if bad != "" || inHeader {
+		return raw, fromCookie, inHeader, bad
+	}
+	authz := r.Header["Authorization"]
+	if len(authz) != 1 {
+		return raw, fromCookie, inHeader, bad
+	}
+	t, ok := dpopToken(authz[0])
+	switch {
+	case !ok:
+		return raw, fromCookie, false, ""
+	case fromCookie && t != raw:
+		return "", false, false, "DPoP token and cookie token differ"
+	}
+	return t, false, true, ""
+}
+
+// dpopToken parses "DPoP TOKEN" (scheme without case, RFC 7235).
+func dpopToken(v string) (string, bool) {
+	const scheme = "dpop "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(scheme):]), true
+}
+
+// dpopScheme reports whether r's one Authorization header uses the DPoP
+// scheme. It reads the header without allocating.
+func dpopScheme(r *http.Request) bool {
+	authz := r.Header["Authorization"]
+	if len(authz) != 1 {
+		return false
+	}
+	_, ok := dpopToken(authz[0])
+	return ok
+}
+
 // client is what a session records of the request's client: its
 // User-Agent and clientIP. auth.Sessions bounds their length.
 func (g *Gateway) client(r *http.Request) auth.Client {

@@ -36,7 +36,43 @@ var (
 	// proof's fault (the replay cache full or unreachable): the request
 	// is refused as the gateway's failure, 503, never let through.
 	errProofUnchecked = errors.New("DPoP proof not checked")
+	// errUnboundDPoP: a token without cnf.jkt sent with the DPoP scheme,
+	// refused as RFC 9449 section 7.1 asks.
+	errUnboundDPoP = errors.New("DPoP scheme with an unbound token")
+	// errBoundBearer: a bound token sent with the Bearer scheme, which
+	// would tell an upstream copying the header that it is a bearer token.
+	errBoundBearer = errors.New("bound token with the Bearer scheme")
 )
+
+// checkBinding holds tok to its binding on r, on every request that
+// presents it (proxied, refresh, logout, the own sessions), after its
+// signature and claims are verified: a bound token needs a proof of its
+// key (cnf.jkt) for this method and URL, which a thief holding only the
+// token or the cookie cannot make; a token sent with the DPoP scheme must
+// be bound. The proof's ath is checked against a token from the
+// Authorization header; one from the cookie is HttpOnly, which the
+// client's script cannot read nor hash, and is held to the key alone. An
+// unbound token outside the DPoP scheme costs a header lookup.
+func (g *Gateway) checkBinding(w http.ResponseWriter, r *http.Request, tok *auth.Token, fromCookie bool) error {
+	dpop := !fromCookie && dpopScheme(r)
+	switch {
+	case tok.JKT == "" && dpop:
+		return errUnboundDPoP
+	case tok.JKT == "":
+		return nil
+	case !fromCookie && !dpop:
+		return errBoundBearer
+	}
+	ath := tok.Raw
+	if fromCookie {
+		ath = ""
+	}
+	if _, err := g.verifyProof(r, ath, tok.JKT); err != nil {
+		return err
+	}
+	g.offerNonce(w)
+	return nil
+}
 
 // prepareDPoP sets the gateway's proof verifier and the algs of its
 // challenges.

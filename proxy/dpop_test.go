@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/auth/authtest"
@@ -131,5 +132,124 @@ func TestDPoPOff(t *testing.T) {
 	}
 	if _, ok := authtest.Claims(t, tr.AccessToken)["cnf"]; ok {
 		t.Fatal("token carries cnf under off")
+	}
+}
+
+func dpopAuth(tok string) http.Header { return http.Header{"Authorization": {"DPoP " + tok}} }
+
+// wantDPoPRefusal checks a 401 with a DPoP challenge of code, the algs,
+// and the JSON body.
+func wantDPoPRefusal(t *testing.T, name string, res *http.Response, code string) {
+	t.Helper()
+	chal := res.Header.Get("WWW-Authenticate")
+	eb := errorOf(t, res)
+	if res.StatusCode != http.StatusUnauthorized || eb.Error != code ||
+		!strings.HasPrefix(chal, `DPoP error="`+code+`"`) || !strings.Contains(chal, `algs="ES256 EdDSA"`) {
+		t.Errorf("%s: %d %q %+v, want 401 DPoP %s", name, res.StatusCode, chal, eb, code)
+	}
+}
+
+// TestDPoPProxied: a bound token passes with a fresh proof of its key for
+// the request, and only so; an unbound token keeps working as a bearer
+// token.
+func TestDPoPProxied(t *testing.T) {
+	e := newSessionEnv(t, func(c *Config, d *Deps) {
+		// The verifier's cache on: a bound token seen before must still
+		// prove its key on every request.
+		v, err := auth.NewVerifier(auth.VerifierConfig{Keys: d.Keys, Algorithm: auth.EdDSA, Issuer: "gateway",
+			Audience: "api", Now: d.Now, CacheSize: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Verifier = v
+	})
+	k, other := authtest.NewDPoPKey(t), authtest.NewDPoPKey(t)
+	tok := e.boundLogin(k)
+	good := func() http.Header { return e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok) }
+	if res := e.do("GET", "/api/x", good(), ""); res.StatusCode != http.StatusOK {
+		t.Fatalf("bound token with its proof: %d %s", res.StatusCode, readBody(t, res))
+	}
+	replayed := good()
+	e.do("GET", "/api/x", replayed, "")
+	for name, h := range map[string]http.Header{
+		"no proof (cached token)": dpopAuth(tok),
+		"another key's proof":     e.proofHeader(dpopAuth(tok), other, "GET", "/api/x", tok),
+		"replayed proof":          replayed,
+		"wrong htu":               e.proofHeader(dpopAuth(tok), k, "GET", "/api/y", tok),
+		"wrong htm":               e.proofHeader(dpopAuth(tok), k, "POST", "/api/x", tok),
+		"proof for another token": e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", "other"),
+		"two proofs":              with(good(), "DPoP", k.Proof(t, "GET", e.url("/api/x"), tok, e.clock.Now())),
+	} {
+		wantDPoPRefusal(t, name, e.do("GET", "/api/x", h, ""), auth.DPoPErrorInvalidProof)
+	}
+	// The stolen token as a bearer token: refused, with the DPoP scheme.
+	wantDPoPRefusal(t, "bound token as Bearer", e.do("GET", "/api/x", bearer(tok), ""), "invalid_token")
+	wantDPoPRefusal(t, "bound token as Bearer with proof",
+		e.do("GET", "/api/x", e.proofHeader(bearer(tok), k, "GET", "/api/x", tok), ""), "invalid_token")
+
+	// Unbound: a bearer token works as before; under the DPoP scheme it
+	// is refused (RFC 9449 section 7.1).
+	plain := e.mustLogin("bob", "builder")
+	if res := e.do("GET", "/api/x", bearer(plain), ""); res.StatusCode != http.StatusOK {
+		t.Fatalf("unbound bearer: %d", res.StatusCode)
+	}
+	wantDPoPRefusal(t, "unbound token as DPoP", e.do("GET", "/api/x", e.proofHeader(dpopAuth(plain), k, "GET", "/api/x", plain), ""),
+		"invalid_token")
+}
+
+// TestDPoPRefreshLogout: refresh and logout of a bound session need its
+// proof; the refreshed token stays bound to the same key.
+func TestDPoPRefreshLogout(t *testing.T) {
+	e := newSessionEnv(t, nil)
+	k, other := authtest.NewDPoPKey(t), authtest.NewDPoPKey(t)
+	tok := e.boundLogin(k)
+	e.clock.Advance(16 * time.Minute)
+	for name, h := range map[string]http.Header{
+		"no proof":        dpopAuth(tok),
+		"another key":     e.proofHeader(dpopAuth(tok), other, "POST", "/auth/refresh", tok),
+		"wrong htu":       e.proofHeader(dpopAuth(tok), k, "POST", "/auth/logout", tok),
+		"login's own htu": e.proofHeader(dpopAuth(tok), k, "POST", "/auth/login", ""),
+	} {
+		wantDPoPRefusal(t, "refresh, "+name, e.do("POST", "/auth/refresh", h, ""), auth.DPoPErrorInvalidProof)
+	}
+	wantDPoPRefusal(t, "refresh as Bearer", e.do("POST", "/auth/refresh", bearer(tok), ""), "invalid_token")
+
+	res := e.do("POST", "/auth/refresh", e.proofHeader(dpopAuth(tok), k, "POST", "/auth/refresh", tok), "")
+	var tr tokenResponse
+	if res.StatusCode != http.StatusOK || json.Unmarshal([]byte(readBody(t, res)), &tr) != nil || tr.TokenType != "DPoP" {
+		t.Fatalf("refresh with proof: %d %+v", res.StatusCode, tr)
+	}
+	if got := e.claims(tr.AccessToken).JKT; got != k.JKT() {
+		t.Fatalf("refreshed token bound to %q, want %q", got, k.JKT())
+	}
+	next := tr.AccessToken
+
+	wantDPoPRefusal(t, "logout without proof", e.do("POST", "/auth/logout", dpopAuth(next), ""), auth.DPoPErrorInvalidProof)
+	wantDPoPRefusal(t, "logout with another key", e.do("POST", "/auth/logout", e.proofHeader(dpopAuth(next), other, "POST", "/auth/logout", next), ""),
+		auth.DPoPErrorInvalidProof)
+	if res := e.do("POST", "/auth/logout", e.proofHeader(dpopAuth(next), k, "POST", "/auth/logout", next), ""); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout with proof: %d", res.StatusCode)
+	}
+}
+
+// TestDPoPStolenCookie: with cookie delivery, the token and the cookie
+// copied out of the browser get nothing without the key, proxied, at
+// refresh or at logout; the key's holder keeps working.
+func TestDPoPStolenCookie(t *testing.T) {
+	e := newSessionEnv(t, func(c *Config, _ *Deps) { c.Delivery = DeliveryBoth })
+	k := authtest.NewDPoPKey(t)
+	tok := e.boundLogin(k)
+	cookie := http.Header{"Cookie": {"__Host-gateway=" + tok}, "X-Requested-With": {"x"}}
+	stolen := with(cookie, "Authorization", "DPoP "+tok)
+	for _, target := range []struct{ method, path string }{{"GET", "/api/x"}, {"POST", "/auth/refresh"}, {"POST", "/auth/logout"}} {
+		for name, h := range map[string]http.Header{"cookie": cookie, "token and cookie": stolen} {
+			res := e.do(target.method, target.path, h, "")
+			wantDPoPRefusal(t, target.path+", stolen "+name, res, auth.DPoPErrorInvalidProof)
+		}
+	}
+	// The cookie with a proof of the key (no ath: the page cannot read
+	// the HttpOnly cookie) passes.
+	if res := e.do("GET", "/api/x", e.proofHeader(cookie, k, "GET", "/api/x", ""), ""); res.StatusCode != http.StatusOK {
+		t.Fatalf("cookie with proof: %d", res.StatusCode)
 	}
 }

@@ -275,7 +275,7 @@ func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) 
 // the answer is written and failed is the gateway_refreshes_total result
 // it counts as.
 func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, failed string) {
-	raw, fromCookie, _, bad := g.extractToken(r)
+	raw, fromCookie, _, bad := g.credential(r)
 	if bad != "" {
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
 		return nil, metrics.RefreshInvalidToken
@@ -292,6 +292,9 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 		}
 	}
 	tok, err := g.deps.Verifier.VerifyExpired(raw)
+	if err == nil {
+		err = g.checkBinding(w, r, tok, fromCookie)
+	}
 	if err != nil {
 		return nil, g.fail(w, err).refresh
 	}

@@ -143,6 +143,13 @@ func problemFor(err error) problem {
 	case errors.Is(err, auth.ErrDPoPProofInvalid):
 		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
 			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
+	case errors.Is(err, errUnboundDPoP), errors.Is(err, errBoundBearer):
+		description := "DPoP scheme needs a bound token"
+		if errors.Is(err, errBoundBearer) {
+			description = "bound token needs the DPoP scheme"
+		}
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: description,
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
 	case errors.Is(err, errTokenMissing):
 		return problem{status: http.StatusUnauthorized, description: "token missing", challenge: true,
 			validation: metrics.ValidationMissing, refresh: metrics.RefreshMissing}

@@ -95,7 +95,7 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 // under the CSRF rule. When it is refused, the answer is written and tok is
 // nil.
 func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token {
-	raw, fromCookie, _, bad := g.extractToken(r)
+	raw, fromCookie, _, bad := g.credential(r)
 	switch {
 	case bad != "":
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
@@ -111,6 +111,9 @@ func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token 
 		}
 	}
 	tok, err := g.deps.Verifier.Verify(raw)
+	if err == nil {
+		err = g.checkBinding(w, r, tok, fromCookie)
+	}
 	if err != nil {
 		g.fail(w, err)
 		return nil

@@ -139,12 +139,14 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		// upstream unless forward_token says so: a public route's backend
 		// has no business holding the user's credential.
 		for _, a := range r.Header["Authorization"] {
-			if _, ok := bearerToken(a); ok {
+			_, isBearer := bearerToken(a)
+			_, isDPoP := dpopToken(a)
+			if isBearer || isDPoP {
 				fw.bearer = true
 			}
 		}
 	} else {
-		raw, fromCookie, bearer, bad := g.extractToken(r)
+		raw, fromCookie, bearer, bad := g.credential(r)
 		fw.bearer = bearer
 		if bad != "" {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
@@ -200,6 +202,12 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			writeError(w, http.StatusForbidden, errForbidden, reason)
 			return nil, false
 		}
+	}
+	// Per request, after Verify whatever its cache said: a cache hit
+	// skips the token's signature, never its proof.
+	if err := g.checkBinding(w, r, tok, fromCookie); err != nil {
+		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
+		return nil, false
 	}
 	if g.cfg.Revocation == RevocationEveryRequest {
 		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
