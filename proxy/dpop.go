@@ -42,7 +42,19 @@ var (
 	// errBoundBearer: a bound token sent with the Bearer scheme, which
 	// would tell an upstream copying the header that it is a bearer token.
 	errBoundBearer = errors.New("bound token with the Bearer scheme")
+	// errDPoPScheme wraps a token's refusal on a request with the DPoP
+	// scheme, so that its challenge is a DPoP one (RFC 9449 section 7.1).
+	errDPoPScheme = errors.New("DPoP scheme")
 )
+
+// tokenError is err, a refusal of r's token, marked for a DPoP challenge
+// when r used the DPoP scheme.
+func tokenError(r *http.Request, err error) error {
+	if dpopScheme(r) {
+		return fmt.Errorf("%w: %w", errDPoPScheme, err)
+	}
+	return err
+}
 
 // checkBinding holds tok to its binding on r, on every request that
 // presents it (proxied, refresh, logout, the own sessions), after its

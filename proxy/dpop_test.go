@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -252,4 +254,83 @@ func TestDPoPStolenCookie(t *testing.T) {
 	if res := e.do("GET", "/api/x", e.proofHeader(cookie, k, "GET", "/api/x", ""), ""); res.StatusCode != http.StatusOK {
 		t.Fatalf("cookie with proof: %d", res.StatusCode)
 	}
+}
+
+// TestDPoPNonce: with dpop_nonce, a proof without the server's nonce is
+// answered use_dpop_nonce with a fresh DPoP-Nonce (400 at the login, 401
+// elsewhere); a proof carrying it passes, and successful answers hand out
+// the next one.
+func TestDPoPNonce(t *testing.T) {
+	e := newSessionEnv(t, func(c *Config, d *Deps) {
+		n, err := auth.NewDPoPNonces(auth.DPoPNonceConfig{Key: []byte(strings.Repeat("k", 32)), Now: d.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.DPoPNonce, d.DPoPNonces = true, n
+	})
+	k := authtest.NewDPoPKey(t)
+	res, _ := e.dpopLogin(e.proofHeader(nil, k, "POST", "/auth/login", ""))
+	nonce := res.Header.Get("DPoP-Nonce")
+	if eb := errorOf(t, res); res.StatusCode != http.StatusBadRequest || eb.Error != auth.DPoPErrorUseNonce || nonce == "" {
+		t.Fatalf("login without nonce: %d %+v, nonce %q", res.StatusCode, eb, nonce)
+	}
+	res, tr := e.dpopLogin(e.proofHeader(nil, k, "POST", "/auth/login", "", "nonce", nonce))
+	if res.StatusCode != http.StatusOK || tr.TokenType != "DPoP" || res.Header.Get("DPoP-Nonce") == "" {
+		t.Fatalf("login with nonce: %d %q, DPoP-Nonce %q", res.StatusCode, tr.TokenType, res.Header.Get("DPoP-Nonce"))
+	}
+	tok := tr.AccessToken
+
+	res = e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok), "")
+	wantDPoPRefusal(t, "proxied without nonce", res, auth.DPoPErrorUseNonce)
+	if res.Header.Get("DPoP-Nonce") == "" {
+		t.Fatal("use_dpop_nonce without a DPoP-Nonce")
+	}
+	res = e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok, "nonce", "stale"), "")
+	wantDPoPRefusal(t, "proxied with a wrong nonce", res, auth.DPoPErrorUseNonce)
+	res = e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok, "nonce", nonce), "")
+	if res.StatusCode != http.StatusOK || res.Header.Get("DPoP-Nonce") == "" {
+		t.Fatalf("proxied with nonce: %d, DPoP-Nonce %q", res.StatusCode, res.Header.Get("DPoP-Nonce"))
+	}
+}
+
+// failingReplay is a replay cache that cannot answer.
+type failingReplay struct{ err error }
+
+func (f failingReplay) Seen(context.Context, string, time.Time) (bool, error) { return false, f.err }
+
+// TestDPoPReplayCacheFailure: a proof that cannot be checked against the
+// replay cache (full, or unreachable) is refused with 503, never let
+// through.
+func TestDPoPReplayCacheFailure(t *testing.T) {
+	var replay failingReplay
+	e := newSessionEnv(t, func(c *Config, d *Deps) {
+		v, err := auth.NewDPoPVerifier(auth.DPoPConfig{Now: d.Now, Replay: &replay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.DPoP = v
+	})
+	k := authtest.NewDPoPKey(t)
+	tok := e.boundLogin(k)
+	for _, err := range []error{auth.ErrDPoPReplayFull, errors.New("redis down")} {
+		replay.err = err
+		res := e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok), "")
+		if eb := errorOf(t, res); res.StatusCode != http.StatusServiceUnavailable || eb.Error != "temporarily_unavailable" {
+			t.Errorf("%v: %d %+v, want 503", err, res.StatusCode, eb)
+		}
+		if res, _ := e.dpopLogin(e.proofHeader(nil, k, "POST", "/auth/login", "")); res.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%v: login %d, want 503", err, res.StatusCode)
+		}
+	}
+}
+
+// TestDPoPSchemeTokenErrors: a token refused on a DPoP-scheme request
+// gets a DPoP challenge, invalid_token.
+func TestDPoPSchemeTokenErrors(t *testing.T) {
+	e := newSessionEnv(t, nil)
+	k := authtest.NewDPoPKey(t)
+	tok := e.boundLogin(k)
+	e.clock.Advance(16 * time.Minute)
+	wantDPoPRefusal(t, "expired", e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok), k, "GET", "/api/x", tok), ""), "invalid_token")
+	wantDPoPRefusal(t, "forged", e.do("GET", "/api/x", e.proofHeader(dpopAuth(tok+"x"), k, "GET", "/api/x", tok+"x"), ""), "invalid_token")
 }

@@ -296,7 +296,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 		err = g.checkBinding(w, r, tok, fromCookie)
 	}
 	if err != nil {
-		return nil, g.fail(w, err).refresh
+		return nil, g.fail(w, tokenError(r, err)).refresh
 	}
 	return tok, ""
 }
@@ -337,7 +337,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, err); p.refresh != "" {
+	if p := g.fail(w, tokenError(r, err)); p.refresh != "" {
 		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
 	}
 }

@@ -117,6 +117,9 @@ type problem struct {
 // they wrap could match a later case (a login source's timeout is a
 // net.Error, as the body's read deadline is).
 func problemFor(err error) problem {
+	if p, ok := dpopProblem(err); ok {
+		return p
+	}
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {
@@ -129,27 +132,6 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusRequestTimeout, code: errRequestTimeout, description: "body not received in time", close: true}
 	case errors.Is(err, errReadBody):
 		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "unreadable body"}
-	case errors.Is(err, errLoginProof):
-		// Before the DPoP errors it wraps: at the login, a token
-		// endpoint, a refused proof is 400 (RFC 9449 section 5).
-		return problem{status: http.StatusBadRequest, code: auth.DPoPErrorCode(err), description: auth.DescribeDPoP(err),
-			nonce: errors.Is(err, auth.ErrDPoPNonceRequired)}
-	case errors.Is(err, errProofUnchecked):
-		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "DPoP proof could not be checked",
-			logged: "dpop replay cache"}
-	case errors.Is(err, auth.ErrDPoPNonceRequired):
-		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorUseNonce, description: auth.DescribeDPoP(err),
-			challenge: true, dpop: true, nonce: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
-	case errors.Is(err, auth.ErrDPoPProofInvalid):
-		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
-			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
-	case errors.Is(err, errUnboundDPoP), errors.Is(err, errBoundBearer):
-		description := "DPoP scheme needs a bound token"
-		if errors.Is(err, errBoundBearer) {
-			description = "bound token needs the DPoP scheme"
-		}
-		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: description,
-			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}
 	case errors.Is(err, errTokenMissing):
 		return problem{status: http.StatusUnauthorized, description: "token missing", challenge: true,
 			validation: metrics.ValidationMissing, refresh: metrics.RefreshMissing}
@@ -196,10 +178,48 @@ func problemFor(err error) problem {
 	return problem{status: http.StatusInternalServerError, code: errServer, description: "internal error", logged: "unexpected error"}
 }
 
+// dpopProblem is problemFor's part for DPoP: the proof's errors, the
+// scheme's, and a binding the session does not have. A login's proof
+// (errLoginProof) comes before the DPoP errors it wraps: at a token
+// endpoint a refused proof is 400 (RFC 9449 section 5), elsewhere 401 with
+// a DPoP challenge (section 7.1).
+func dpopProblem(err error) (problem, bool) {
+	switch {
+	case errors.Is(err, errLoginProof):
+		// Before the DPoP errors it wraps: at the login, a token
+		// endpoint, a refused proof is 400 (RFC 9449 section 5).
+		return problem{status: http.StatusBadRequest, code: auth.DPoPErrorCode(err), description: auth.DescribeDPoP(err),
+			nonce: errors.Is(err, auth.ErrDPoPNonceRequired)}, true
+	case errors.Is(err, errProofUnchecked):
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "DPoP proof could not be checked",
+			logged: "dpop replay cache"}, true
+	case errors.Is(err, auth.ErrDPoPNonceRequired):
+		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorUseNonce, description: auth.DescribeDPoP(err),
+			challenge: true, dpop: true, nonce: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
+	case errors.Is(err, auth.ErrDPoPProofInvalid):
+		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
+	case errors.Is(err, errUnboundDPoP), errors.Is(err, errBoundBearer):
+		description := "DPoP scheme needs a bound token"
+		if errors.Is(err, errBoundBearer) {
+			description = "bound token needs the DPoP scheme"
+		}
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: description,
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
+	case errors.Is(err, auth.ErrBindingMismatch):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token binding does not match its session",
+			challenge: true, dpop: true, refresh: metrics.RefreshInvalidToken}, true
+	}
+	return problem{}, false
+}
+
 // fail answers with err's problem, logs it if it is the gateway's own, and
 // returns it for the caller to count.
 func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
 	p := problemFor(err)
+	if p.challenge && p.code != "" && errors.Is(err, errDPoPScheme) {
+		p.dpop = true
+	}
 	if p.logged != "" {
 		g.log.Error(p.logged, "err", err)
 	}

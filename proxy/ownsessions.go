@@ -115,7 +115,7 @@ func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token 
 		err = g.checkBinding(w, r, tok, fromCookie)
 	}
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, tokenError(r, err))
 		return nil
 	}
 	return tok

@@ -183,7 +183,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
+		g.m.TokenValidations.WithLabelValues(g.fail(w, tokenError(r, err)).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
