@@ -55,3 +55,9 @@ func (k *DPoPKey) Proof(tb testing.TB, method, url, token string, now time.Time,
 	header := map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": k.jwk}
 	return Forge(tb, header, With(claims, kv...), SignAs("ES256", k.priv))
 }
+
+// JWK is a copy of the key's public JWK, for forging proof headers.
+func (k *DPoPKey) JWK() map[string]any { return With(k.jwk) }
+
+// Signer signs ES256 with the key, for Forge.
+func (k *DPoPKey) Signer() Signer { return SignAs("ES256", k.priv) }
