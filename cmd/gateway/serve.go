@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -268,7 +267,7 @@ func (m *Main) buildProxy(dev bool, now func() time.Time) error {
 			return err
 		}
 	}
-	dpop, nonces, err := dpopVerifier(cfg.Tokens, now)
+	dpop, nonces, err := dpopVerifier(cfg.Tokens, m.keys.SigningKey(), now)
 	if err != nil {
 		return err
 	}
@@ -288,14 +287,19 @@ func (m *Main) buildProxy(dev bool, now func() time.Time) error {
 }
 
 // dpopVerifier makes the DPoP proof verifier of the [tokens] settings, and
-// with dpop_nonce its nonces. The nonce key is random per process: a
-// replica accepts only its own nonces, and a client refused one elsewhere
-// is handed a fresh one (use_dpop_nonce) and retries.
-func dpopVerifier(t TokensConfig, now func() time.Time) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
+// with dpop_nonce its nonces. The nonce key is derived from the signing key,
+// so that replicas sharing the key file accept each other's nonces (behind a
+// round-robin balancer a client would otherwise be refused at every other
+// replica); a key rotation changes it, and a client refused an old nonce is
+// handed a fresh one (use_dpop_nonce) and retries.
+func dpopVerifier(t TokensConfig, signing *auth.Key, now func() time.Time) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
 	var nonces *auth.DPoPNonces
 	if t.DPoPNonce {
-		var err error
-		if nonces, err = auth.NewDPoPNonces(auth.DPoPNonceConfig{Key: []byte(rand.Text() + rand.Text()), Now: now}); err != nil {
+		key, err := signing.DeriveSecret("dpop nonce")
+		if err != nil {
+			return nil, nil, &ConfigError{Key: "tokens.dpop_nonce", Err: err}
+		}
+		if nonces, err = auth.NewDPoPNonces(auth.DPoPNonceConfig{Key: key, Now: now}); err != nil {
 			return nil, nil, err
 		}
 	}
