@@ -171,6 +171,12 @@ func TestDPoPProxied(t *testing.T) {
 	if res := e.do("GET", "/api/x", good(), ""); res.StatusCode != http.StatusOK {
 		t.Fatalf("bound token with its proof: %d %s", res.StatusCode, readBody(t, res))
 	}
+	// Like the token, its proof is the client's credential, not the
+	// upstream's (forward_token = false).
+	reqs := e.upstream.requests()
+	if got := reqs[len(reqs)-1].Header; got.Get("Dpop") != "" || got.Get("Authorization") != "" {
+		t.Errorf("the upstream received the credential: DPoP %q, Authorization %q", got.Get("Dpop"), got.Get("Authorization"))
+	}
 	replayed := good()
 	e.do("GET", "/api/x", replayed, "")
 	for name, h := range map[string]http.Header{

@@ -103,6 +103,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			h.Del("Authorization")
 		}
 		removeCookie(h, g.cfg.CookieName)
+		// A DPoP proof is bound to the token and this request; it is the
+		// client's credential, as the token is, and no upstream's business.
+		delete(h, "Dpop")
 	}
 	if fw.token != nil {
 		injectClaims(h, g.claims, fw.token)
