@@ -108,15 +108,11 @@ type OwnSession struct {
 // Check (ErrSessionRevoked, ...), or ErrNoSession for a token without
 // one, or wraps ErrStoreUnavailable.
 func (s *Sessions) Own(ctx context.Context, tok *Token) ([]OwnSession, error) {
-	if tok.SessionID == "" {
-		return nil, ErrNoSession
-	}
-	list, err := s.live(ctx, tok.Subject)
+	list, err := s.callerSessions(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]OwnSession, 0, len(list))
-	current := false
 	for i := range list {
 		sess := &list[i]
 		out = append(out, OwnSession{
@@ -125,12 +121,6 @@ func (s *Sessions) Own(ctx context.Context, tok *Token) ([]OwnSession, error) {
 			LoginUserAgent: sess.LoginUserAgent, LoginClient: sess.LoginClient,
 			Bound: sess.Bound(), Current: sess.ID == tok.SessionID,
 		})
-		current = current || sess.ID == tok.SessionID
-	}
-	if !current {
-		// The caller's own session is over: say why, as a proxied request
-		// under every_request would hear.
-		return nil, s.ended(ctx, tok.SessionID)
 	}
 	return out, nil
 }
@@ -142,18 +132,11 @@ func (s *Sessions) Own(ctx context.Context, tok *Token) ([]OwnSession, error) {
 // ErrOtherSession. Otherwise the error wraps ErrStoreUnavailable (nothing
 // changed).
 func (s *Sessions) EndOwn(ctx context.Context, tok *Token, id string) error {
-	if err := s.callerLive(ctx, tok); err != nil {
+	list, err := s.callerSessions(ctx, tok)
+	if err != nil {
 		return err
 	}
-	start := time.Now()
-	target, err := s.store.Get(ctx, id)
-	s.observe("get", start)
-	switch {
-	case errors.Is(err, sessionstore.ErrNotFound):
-		return ErrOtherSession
-	case err != nil:
-		return storeError(err)
-	case target.Subject != tok.Subject || !target.Live(s.now()):
+	if !holds(list, id) {
 		return ErrOtherSession
 	}
 	// Revoked in between (another tab, an administrator) is ended all the
@@ -182,10 +165,7 @@ func (s *Sessions) LogoutScope(ctx context.Context, tok *Token, scope string) (e
 	if scope != ScopeOthers && scope != ScopeAll {
 		return nil, ErrUnknownScope
 	}
-	if err := s.callerLive(ctx, tok); err != nil {
-		return nil, err
-	}
-	list, err := s.live(ctx, tok.Subject)
+	list, err := s.callerSessions(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -207,20 +187,34 @@ func (s *Sessions) LogoutScope(ctx context.Context, tok *Token, scope string) (e
 	return ended, nil
 }
 
-// callerLive checks that tok names a session, live and of tok's subject.
-func (s *Sessions) callerLive(ctx context.Context, tok *Token) error {
+// callerSessions lists the live sessions of tok's subject, tok's own among
+// them, in one read of the store. If tok's is not among them, the error
+// says why its session is over, as ended does; it is ErrNoSession for a
+// token without one.
+func (s *Sessions) callerSessions(ctx context.Context, tok *Token) ([]sessionstore.Session, error) {
 	if tok.SessionID == "" {
-		return ErrNoSession
+		return nil, ErrNoSession
 	}
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	l, err := s.Check(ctx, tok.SessionID)
-	if err == nil && l.Subject != tok.Subject {
-		// A token whose sid names another subject's session was minted by
-		// no login of ours: treat its session as unknown.
-		return errUnknown
+	list, err := s.live(ctx, tok.Subject)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	if !holds(list, tok.SessionID) {
+		// The caller's own session is over: say why, as a proxied request
+		// under every_request would hear.
+		return nil, s.ended(ctx, tok.SessionID)
+	}
+	return list, nil
+}
+
+// holds reports whether list holds session id.
+func holds(list []sessionstore.Session, id string) bool {
+	for i := range list {
+		if list[i].ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // live lists subject's live sessions, bounded by StoreTimeout.
@@ -234,11 +228,11 @@ func (s *Sessions) live(ctx context.Context, subject string) ([]sessionstore.Ses
 }
 
 // ended is why session id, absent from its subject's live sessions, is
-// over: Check's error, or ErrSessionUnknown if it has come back live since.
+// over: Check's error, or ErrSessionUnknown if Check finds it live (come
+// back live since, or another subject's: a token whose sid names another
+// subject's session was minted by no login of ours).
 func (s *Sessions) ended(ctx context.Context, id string) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	if _, err := s.Check(ctx, id); err != nil {
+	if _, err := s.CheckTunnel(ctx, id); err != nil {
 		return err
 	}
 	return errUnknown
