@@ -195,7 +195,7 @@ func (s *Sessions) callerSessions(ctx context.Context, tok *Token) ([]sessionsto
 	if tok.SessionID == "" {
 		return nil, ErrNoSession
 	}
-	list, err := s.live(ctx, tok.Subject)
+	list, err := s.List(ctx, tok.Subject)
 	if err != nil {
 		return nil, err
 	}
@@ -215,16 +215,6 @@ func holds(list []sessionstore.Session, id string) bool {
 		}
 	}
 	return false
-}
-
-// live lists subject's live sessions, bounded by StoreTimeout.
-func (s *Sessions) live(ctx context.Context, subject string) ([]sessionstore.Session, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	start := time.Now()
-	list, err := s.store.List(ctx, subject, s.now())
-	s.observe("list", start)
-	return list, storeError(err)
 }
 
 // ended is why session id, absent from its subject's live sessions, is

@@ -123,10 +123,12 @@ type SessionsConfig struct {
 	// revokes the subject's least recently refreshed ones
 	// (ReasonSessionLimit). Zero means no cap.
 	MaxSessionsPerUser int
-	// StoreTimeout bounds each store write (store.write_timeout), and the
-	// reads of CheckTunnel: a write not done within it is ErrStoreUnavailable
-	// and never applies afterwards (see sessionstore.Store). Zero means only
-	// the caller's ctx bounds it.
+	// StoreTimeout (store.write_timeout) bounds every store call but
+	// Check's read, which is on every_request's hot path: each write (a
+	// write not done within it is ErrStoreUnavailable and never applies
+	// afterwards; see sessionstore.Store), CheckTunnel's read, and the
+	// lists of List and the own-session methods. Zero means only the
+	// caller's ctx bounds them.
 	StoreTimeout time.Duration
 	// Now is the clock of every rule; nil means time.Now.
 	Now func() time.Time
@@ -387,10 +389,14 @@ func (s *Sessions) RevokeSubject(ctx context.Context, subject, reason string) (i
 }
 
 // List returns the subject's sessions that are live now, oldest first (an
-// empty slice for none), for the admin API. The error wraps
-// ErrStoreUnavailable. Only ctx bounds it.
+// empty slice for none), for the admin API and the own-session methods,
+// bounded by StoreTimeout. The error wraps ErrStoreUnavailable.
 func (s *Sessions) List(ctx context.Context, subject string) ([]sessionstore.Session, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	start := time.Now()
 	list, err := s.store.List(ctx, subject, s.now())
+	s.observe("list", start)
 	return list, storeError(err)
 }
 
