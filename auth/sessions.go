@@ -341,10 +341,8 @@ func (s *Sessions) Check(ctx context.Context, id string) (Liveness, error) {
 	sess, err := s.store.Get(ctx, id)
 	s.observe("get", start)
 	switch {
-	case errors.Is(err, sessionstore.ErrNotFound):
-		return Liveness{}, errUnknown
 	case err != nil:
-		return Liveness{}, storeError(err)
+		return Liveness{}, storeError(err) // ErrNotFound: ErrSessionUnknown
 	case sess.Revoked() && sess.RevokeReason != "":
 		return Liveness{}, &endedError{ErrSessionRevoked, sess.RevokeReason}
 	case sess.Revoked():
