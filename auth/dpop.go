@@ -45,6 +45,7 @@ package auth
 //     token endpoint such as the login).
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -237,8 +238,8 @@ func NewDPoPVerifier(cfg DPoPConfig) (*DPoPVerifier, error) {
 	}
 	v := &DPoPVerifier{
 		algs:       slices.Clone(algs),
-		maxAge:     cmpOr(cfg.MaxAge, DefaultDPoPMaxAge),
-		futureSkew: max(cmpOr(cfg.MaxFutureSkew, DefaultDPoPMaxFutureSkew), 0),
+		maxAge:     cmp.Or(cfg.MaxAge, DefaultDPoPMaxAge),
+		futureSkew: max(cmp.Or(cfg.MaxFutureSkew, DefaultDPoPMaxFutureSkew), 0),
 		now:        cfg.Now,
 		replay:     cfg.Replay,
 		nonces:     cfg.Nonces,
@@ -255,13 +256,6 @@ func NewDPoPVerifier(cfg DPoPConfig) (*DPoPVerifier, error) {
 		v.replay = NewMemoryDPoPReplay(DefaultDPoPReplayEntries, v.now)
 	}
 	return v, nil
-}
-
-func cmpOr(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // Algorithms returns the accepted proof algorithms, for the algs parameter

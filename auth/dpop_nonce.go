@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -56,7 +57,7 @@ func NewDPoPNonces(cfg DPoPNonceConfig) (*DPoPNonces, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("dpop nonces: %w", errors.Join(errs...))
 	}
-	n := &DPoPNonces{key: append([]byte(nil), cfg.Key...), period: cmpOr(cfg.Period, DefaultDPoPNoncePeriod), now: cfg.Now}
+	n := &DPoPNonces{key: append([]byte(nil), cfg.Key...), period: cmp.Or(cfg.Period, DefaultDPoPNoncePeriod), now: cfg.Now}
 	if n.now == nil {
 		n.now = time.Now
 	}
