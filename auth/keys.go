@@ -207,6 +207,17 @@ func (k *Key) PrivatePEM() ([]byte, error) {
 		out = append(out, k.secret...)
 		return append(out, '\n'), nil
 	}
+	der, err := k.privateDER()
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// privateDER is the key's asymmetric private part in PKCS#8 DER. It is an
+// error for a verification-only key (and for an HS256 one, whose secret is
+// no private key).
+func (k *Key) privateDER() ([]byte, error) {
 	if k.private == nil {
 		return nil, fmt.Errorf("key %s has no private part", k.kid)
 	}
@@ -214,7 +225,7 @@ func (k *Key) PrivatePEM() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s key: %w", k.alg, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return der, nil
 }
 
 func unsupportedAlg(alg string) error {
