@@ -141,14 +141,19 @@ func DescribeDPoP(err error) string {
 	}
 }
 
+// DPoPAlgorithms returns the proof algorithms a DPoPVerifier can accept,
+// ES256 and EdDSA, in a new slice each call (so that no caller can widen
+// what others accept). RS256 and HS256 are never among them: RSA keys
+// make proofs and thumbprints large for no gain to a browser client, and
+// an HMAC "proof" would prove nothing.
+func DPoPAlgorithms() []string { return []string{ES256, EdDSA} }
+
 // DPoPConfig configures a DPoPVerifier. The zero DPoPConfig is usable: it
 // accepts ES256 and EdDSA proofs up to a minute old, remembers their jti in
 // memory, and issues no nonces.
 type DPoPConfig struct {
-	// Algorithms are the proof algorithms accepted: ES256 and EdDSA. Nil
-	// means both. RS256 and HS256 are refused: RSA keys make proofs and
-	// thumbprints large for no gain to a browser client, and an HMAC
-	// "proof" would prove nothing.
+	// Algorithms are the proof algorithms accepted, each one of
+	// DPoPAlgorithms. Nil means all of DPoPAlgorithms.
 	Algorithms []string
 	// MaxAge is how old a proof's iat may be; zero means
 	// DefaultDPoPMaxAge. It is also how long a jti is remembered.
@@ -218,16 +223,17 @@ type DPoPVerifier struct {
 // problem of cfg.
 func NewDPoPVerifier(cfg DPoPConfig) (*DPoPVerifier, error) {
 	var errs []error
+	supported := DPoPAlgorithms()
 	algs := cfg.Algorithms
 	if algs == nil {
-		algs = []string{ES256, EdDSA}
+		algs = supported
 	}
 	if len(algs) == 0 {
 		errs = append(errs, errors.New("no algorithms"))
 	}
 	for _, alg := range algs {
-		if alg != ES256 && alg != EdDSA {
-			errs = append(errs, fmt.Errorf("unsupported proof algorithm %q (want %s or %s)", alg, ES256, EdDSA))
+		if !slices.Contains(supported, alg) {
+			errs = append(errs, fmt.Errorf("unsupported proof algorithm %q (want %s)", alg, strings.Join(supported, " or ")))
 		}
 	}
 	if cfg.MaxAge < 0 {
