@@ -174,7 +174,7 @@ func (m *Metrics) knownLabels() {
 	for _, b := range []string{BoundTrue, BoundFalse} {
 		m.SessionsCreated.WithLabelValues(b)
 	}
-	for _, r := range []string{"logout", "reuse_detected", "admin"} {
+	for _, r := range []string{"logout", "reuse_detected", "admin", "session_limit"} {
 		m.SessionsRevoked.WithLabelValues(r)
 	}
 	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {

@@ -50,7 +50,8 @@ func (s *Store) update(ctx context.Context, op string, fn func(buckets) error) e
 // ctx is checked again inside the transaction, just before fn: a call whose
 // ctx ended while it waited for the write lock or for its batch changes
 // nothing and returns ctx's error, so that a caller that gave up (and
-// answered 503) never finds its change applied afterwards. A call whose fn
+// answered 503) never finds its change applied afterwards; in a batch it is
+// left out without failing the batch, so the others run once. A call whose fn
 // ran before ctx ended waits for the commit and reports it, whatever ctx
 // says by then.
 func (s *Store) groupUpdate(ctx context.Context, op string, fn func(buckets) (changed bool, err error)) error {
@@ -70,16 +71,23 @@ func (s *Store) groupUpdate(ctx context.Context, op string, fn func(buckets) (ch
 			return err
 		})
 	} else {
+		var dropped error
 		err = s.db.Batch(func(tx *bolt.Tx) error {
-			// A call whose ctx ended while it was queued fails here, so
-			// bbolt runs the batch again without it and then runs it
-			// alone, where it fails again: it never applies.
-			if err := ctx.Err(); err != nil {
-				return err
+			// A call whose ctx ended while it was queued is dropped: it
+			// applies nothing and lets the batch commit. Failing it instead
+			// would make bbolt roll the whole batch back, run every other
+			// call again and then run this one alone: under overload, when
+			// deadlines pass in the queue, that multiplies the work.
+			// dropped is set on every run, as bbolt may run fn again.
+			if dropped = ctx.Err(); dropped != nil {
+				return nil
 			}
 			_, err := fn(bucketsOf(tx))
 			return err
 		})
+		if err == nil {
+			err = dropped
+		}
 	}
 	s.writers.Add(-1)
 	if errors.Is(err, errNoChange) {

@@ -3,6 +3,9 @@ package boltstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,5 +86,64 @@ func TestWriteQueuedPastDeadline(t *testing.T) {
 				t.Errorf("Get(s) after a Rotate and a Revoke that gave up = jti %q, revoked %v, %v; want s-jti-0, not revoked", s.JTI, s.Revoked(), err)
 			}
 		})
+	}
+}
+
+// queuedPastDeadline is a ctx whose deadline passes while its call waits in a
+// batch: live at the check on entry, ended at every check after it.
+type queuedPastDeadline struct {
+	context.Context
+	checks atomic.Int32
+}
+
+func (c *queuedPastDeadline) Err() error {
+	if c.checks.Add(1) == 1 {
+		return nil
+	}
+	return context.DeadlineExceeded
+}
+
+// TestBatchWithCallsPastDeadline: calls whose deadline passed while queued
+// are dropped from their batch without failing it, so the live calls in the
+// same batch each run once and apply, and the batch is not run again. (Each
+// expired call used to fail the batch, so that bbolt rolled it back and ran
+// all the others again: 120 runs for these 20 live calls, under overload,
+// when deadlines pass in the queue.)
+func TestBatchWithCallsPastDeadline(t *testing.T) {
+	const live, expired = 20, 5
+	// The batch runs when it is full, with every call in it.
+	st, _ := openTemp(t, &Options{MaxBatchSize: live + expired, MaxBatchDelay: time.Minute})
+	st.writers.Add(1) // another writer is counted, so every call joins the batch
+	defer st.writers.Add(-1)
+	var runs [live + expired]atomic.Int32
+	errs := make([]error, live+expired)
+	var wg sync.WaitGroup
+	for i := range live + expired {
+		wg.Go(func() {
+			var ctx context.Context = t.Context()
+			if i >= live {
+				ctx = &queuedPastDeadline{Context: ctx}
+			}
+			sess := storetest.NewSession(fmt.Sprintf("s%02d", i), "alice", t0)
+			errs[i] = st.groupUpdate(ctx, "create", func(b buckets) (bool, error) {
+				runs[i].Add(1)
+				return true, b.insert(&sess)
+			})
+		})
+	}
+	wg.Wait()
+	for i := range live + expired {
+		id := fmt.Sprintf("s%02d", i)
+		_, getErr := st.Get(t.Context(), id)
+		if i < live {
+			if errs[i] != nil || runs[i].Load() != 1 || getErr != nil {
+				t.Errorf("live call %s = %v, its function ran %d times, Get = %v; want nil, once, found", id, errs[i], runs[i].Load(), getErr)
+			}
+			continue
+		}
+		if !errors.Is(errs[i], sessionstore.ErrUnavailable) || !errors.Is(errs[i], context.DeadlineExceeded) || runs[i].Load() != 0 || !errors.Is(getErr, sessionstore.ErrNotFound) {
+			t.Errorf("call %s past its deadline = %v, its function ran %d times, Get = %v; want an error wrapping %v and %v, never, %v",
+				id, errs[i], runs[i].Load(), getErr, sessionstore.ErrUnavailable, context.DeadlineExceeded, sessionstore.ErrNotFound)
+		}
 	}
 }

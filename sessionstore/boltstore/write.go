@@ -14,23 +14,7 @@ import (
 // taken, and refuses an empty ID or a subject holding a 0x00 byte (which
 // would make the subject index ambiguous).
 func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
-	if sess.ID == "" {
-		return errors.New("boltstore: create: empty session ID")
-	}
-	if strings.IndexByte(sess.Subject, 0) >= 0 {
-		return errors.New("boltstore: create: subject holds a NUL byte")
-	}
-	exists := false
-	err := s.groupUpdate(ctx, "create", func(b buckets) (bool, error) {
-		exists = b.sessions.Get([]byte(sess.ID)) != nil
-		if exists {
-			return false, nil
-		}
-		return true, b.insert(&sess)
-	})
-	if err == nil && exists {
-		return sessionstore.ErrExists
-	}
+	_, err := s.CreateLimited(ctx, sess, 0)
 	return err
 }
 
@@ -38,9 +22,6 @@ func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
 // recently refreshed live sessions beyond limit, in one write transaction
 // (found through the subject index). See sessionstore.Store.
 func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
-	if limit <= 0 {
-		return nil, s.Create(ctx, sess)
-	}
 	if sess.ID == "" {
 		return nil, errors.New("boltstore: create: empty session ID")
 	}
@@ -56,7 +37,7 @@ func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, li
 		if exists {
 			return false, nil
 		}
-		if !sess.Revoked() {
+		if limit > 0 && !sess.Revoked() {
 			all, err := b.ofSubject(sess.Subject)
 			if err != nil {
 				return false, err

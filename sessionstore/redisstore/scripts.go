@@ -49,16 +49,42 @@ local function late(deadline)
 end
 `
 
+// insertSession defines insert(from): it stores the new session and its
+// index entries, for scriptCreate and scriptCreateLimited, whose KEYS and
+// first five ARGV are the same (KEYS: session, deadlines, owners,
+// unrevoked, subjects; ARGV: id, subject, deadline, expire-at, revoked) and
+// whose session field/value pairs start at ARGV[from] and end before the
+// write ID and deadline. An owner entry without its session key is a
+// session Redis deleted at its expiry before any sweep: its subject entry
+// goes, and the ID is free again.
+const insertSession = `
+local function insert(from)
+	local old = redis.call('HGET', KEYS[3], ARGV[1])
+	if old then
+		redis.call('ZREM', KEYS[5], old .. '\0' .. ARGV[1])
+	end
+	redis.call('HSET', KEYS[1], 'wid', ARGV[#ARGV - 1], unpack(ARGV, from, #ARGV - 2))
+	redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+	redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+	redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+	redis.call('ZADD', KEYS[5], 0, ARGV[2] .. '\0' .. ARGV[1])
+	if ARGV[5] == '1' then
+		redis.call('SREM', KEYS[4], ARGV[1])
+	else
+		redis.call('SADD', KEYS[4], ARGV[1])
+	end
+end
+`
+
 // scriptCreate stores a new session and its index entries.
 //
 //	KEYS: session, deadlines, owners, unrevoked, subjects
 //	ARGV: id, subject, deadline, expire-at, revoked ("1" or "0"), then the
 //	      session's field/value pairs, then write ID, write deadline
 //
-// It answers "exists", "late" or "ok". An owner entry without its session
-// key is a session Redis deleted at its expiry before any sweep: its
-// subject entry goes, and the ID is free again.
-var scriptCreate = redis.NewScript(lateCheck + `
+// It answers "exists", "late" or "ok" (see insertSession for an ID whose
+// session Redis deleted at its expiry).
+var scriptCreate = redis.NewScript(lateCheck + insertSession + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
 	if redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV - 1] then
 		return 'ok'
@@ -68,20 +94,7 @@ end
 if late(ARGV[#ARGV]) then
 	return 'late'
 end
-local old = redis.call('HGET', KEYS[3], ARGV[1])
-if old then
-	redis.call('ZREM', KEYS[5], old .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'wid', ARGV[#ARGV - 1], unpack(ARGV, 6, #ARGV - 2))
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[5], 0, ARGV[2] .. '\0' .. ARGV[1])
-if ARGV[5] == '1' then
-	redis.call('SREM', KEYS[4], ARGV[1])
-else
-	redis.call('SADD', KEYS[4], ARGV[1])
-end
+insert(6)
 return 'ok'
 `)
 
@@ -105,7 +118,7 @@ return 'ok'
 // It answers {"exists"}, {"late"}, or {"ok", revoked ID, ...}. A run that
 // finds its own earlier run answers the sessions that run revoked (their
 // write ID).
-var scriptCreateLimited = redis.NewScript(lateCheck + `
+var scriptCreateLimited = redis.NewScript(lateCheck + insertSession + `
 local wid = ARGV[#ARGV - 1]
 local subj, live = 6, 6 + 64
 local first, after = ARGV[2] .. '\0', ARGV[2] .. '\1'
@@ -161,20 +174,7 @@ if ARGV[5] ~= '1' then
 		end
 	end
 end
-local old = redis.call('HGET', KEYS[3], ARGV[1])
-if old then
-	redis.call('ZREM', KEYS[5], old .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'wid', wid, unpack(ARGV, 9, #ARGV - 2))
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[5], 0, first .. ARGV[1])
-if ARGV[5] == '1' then
-	redis.call('SREM', KEYS[4], ARGV[1])
-else
-	redis.call('SADD', KEYS[4], ARGV[1])
-end
+insert(9)
 return r
 `)
 

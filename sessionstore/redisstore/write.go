@@ -16,41 +16,8 @@ import (
 // taken, and refuses an empty ID or a subject holding a 0x00 byte (which
 // would make the subject index ambiguous).
 func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
-	if err := s.usable(ctx, "create"); err != nil {
-		return err
-	}
-	if sess.ID == "" {
-		return errors.New("redisstore: create: empty session ID")
-	}
-	if strings.IndexByte(sess.Subject, 0) >= 0 {
-		return errors.New("redisstore: create: subject holds a NUL byte")
-	}
-	fields, err := encodeSession(&sess)
-	if err != nil {
-		return fmt.Errorf("redisstore: create: %w", err)
-	}
-	b := s.bucketOf(sess.ID)
-	revoked := "0"
-	if sess.Revoked() {
-		revoked = "1"
-	}
-	args := append([]any{
-		sess.ID, sess.Subject, millis(sess.Deadline()), millis(sess.Deadline().Add(s.margin)), revoked,
-	}, fields...)
-	reply, err := s.write(ctx, scriptCreate,
-		[]string{s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject}, args...)
-	if err != nil {
-		return wrapErr("create", err)
-	}
-	switch reply {
-	case "ok":
-		return nil
-	case "exists":
-		return sessionstore.ErrExists
-	case "late":
-		return wrapErr("create", errLate)
-	}
-	return wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+	_, err := s.create(ctx, sess, 0)
+	return err
 }
 
 // CreateLimited stores a new session and revokes the subject's least
@@ -63,10 +30,28 @@ func (s *Store) Create(ctx context.Context, sess sessionstore.Session) error {
 // (createConverge), so that concurrent logins of one user may leave more
 // than limit live for the moment between, and a gateway that dies in it
 // leaves them until the user's next login.
+//
+// On a Cluster, the new session itself is ranked with the others: a login
+// can revoke its own new session and still return success, with its own ID
+// among those revoked: the caller hands out tokens of a revoked session,
+// whose first refresh is refused. That happens when the subject's other sessions look more recently
+// refreshed than it, by their stored times: a concurrent login, or a
+// session refreshed by a gateway whose clock runs ahead of this one's
+// (s.CreatedAt). The single-server script never ranks the new session.
 func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
-	if limit <= 0 {
+	switch {
+	case limit <= 0:
 		return nil, s.Create(ctx, sess)
+	case s.cluster:
+		return s.createConverge(ctx, sess, limit)
 	}
+	return s.create(ctx, sess, limit)
+}
+
+// create is Create (limit 0, scriptCreate) and, on a single server,
+// CreateLimited (scriptCreateLimited): it returns the IDs the script
+// revoked.
+func (s *Store) create(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
 	if err := s.usable(ctx, "create"); err != nil {
 		return nil, err
 	}
@@ -75,9 +60,6 @@ func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, li
 	}
 	if strings.IndexByte(sess.Subject, 0) >= 0 {
 		return nil, errors.New("redisstore: create: subject holds a NUL byte")
-	}
-	if s.cluster {
-		return s.createConverge(ctx, sess, limit)
 	}
 	fields, err := encodeSession(&sess)
 	if err != nil {
@@ -88,34 +70,39 @@ func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, li
 		revoked = "1"
 	}
 	b := s.bucketOf(sess.ID)
-	keys := make([]string, 0, 5+2*numBuckets)
-	keys = append(keys, s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject)
-	for i := range s.buckets {
-		keys = append(keys, s.buckets[i].subject)
-	}
-	for i := range s.buckets {
-		keys = append(keys, s.buckets[i].live)
-	}
+	script := scriptCreate
+	keys := []string{s.sessionKey(b, sess.ID), b.deadlines, b.owners, b.live, b.subject}
 	args := make([]any, 0, 8+len(fields))
-	args = append(args, sess.ID, sess.Subject, millis(sess.Deadline()), millis(sess.Deadline().Add(s.margin)), revoked,
-		limit, millis(sess.CreatedAt), sessionstore.ReasonSessionLimit)
+	args = append(args, sess.ID, sess.Subject, millis(sess.Deadline()), millis(sess.Deadline().Add(s.margin)), revoked)
+	if limit > 0 {
+		script = scriptCreateLimited
+		keys = slices.Grow(keys, 2*numBuckets)
+		for i := range s.buckets {
+			keys = append(keys, s.buckets[i].subject)
+		}
+		for i := range s.buckets {
+			keys = append(keys, s.buckets[i].live)
+		}
+		args = append(args, limit, millis(sess.CreatedAt), sessionstore.ReasonSessionLimit)
+	}
 	args = append(args, fields...)
-	reply, err := s.write(ctx, scriptCreateLimited, keys, args...)
+	reply, err := s.write(ctx, script, keys, args...)
 	if err != nil {
 		return nil, wrapErr("create", err)
 	}
-	list, ok := reply.([]any)
-	if !ok || len(list) == 0 {
-		return nil, wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
+	// scriptCreate answers a code, scriptCreateLimited {code, revoked ID, ...}.
+	code, ids := reply, []any(nil)
+	if list, ok := reply.([]any); ok && len(list) > 0 {
+		code, ids = list[0], list[1:]
 	}
-	switch list[0] {
+	switch code {
 	case "exists":
 		return nil, sessionstore.ErrExists
 	case "late":
 		return nil, wrapErr("create", errLate)
 	case "ok":
 		var out []string
-		for _, v := range list[1:] {
+		for _, v := range ids {
 			id, ok := v.(string)
 			if !ok {
 				return nil, wrapErr("create", fmt.Errorf("unexpected script answer %v", reply))
@@ -133,7 +120,7 @@ func (s *Store) CreateLimited(ctx context.Context, sess sessionstore.Session, li
 // user revoke the same sessions and, once all have returned, leave at most
 // limit live.
 func (s *Store) createConverge(ctx context.Context, sess sessionstore.Session, limit int) ([]string, error) {
-	if err := s.Create(ctx, sess); err != nil {
+	if _, err := s.create(ctx, sess, 0); err != nil {
 		return nil, err
 	}
 	// The session is stored: from here on the call reports success, as

@@ -11,13 +11,7 @@ import (
 )
 
 func testCreateGet(t *testing.T, open func(t testing.TB) sessionstore.Store) {
-	rotated := newSession("rotated", "alice", t0)
-	rotated.PrevJTI = "rotated-jti-0"
-	rotated.JTI = "rotated-jti-1"
-	rotated.IssuedAt = t0.Add(20 * time.Minute)
-	rotated.RotatedAt = t0.Add(20 * time.Minute)
-	rotated.RefreshedAt = t0.Add(20 * time.Minute)
-	rotated.IdleExpiresAt = t0.Add(20*time.Minute + idle)
+	afterRotation := rotated(newSession("rotated", "alice", t0), "rotated-jti-1", t0.Add(20*time.Minute), idle, "", "")
 
 	revoked := newSession("revoked", "bob", t0)
 	revoked.RevokedAt = t0.Add(time.Minute)
@@ -33,7 +27,7 @@ func testCreateGet(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 		s    sessionstore.Session
 	}{
 		{"new", newSession("new", "alice", t0)},
-		{"rotated", rotated},
+		{"rotated", afterRotation},
 		{"revoked", revoked},
 		{"no roles", noRoles},
 		{"utc", utc},

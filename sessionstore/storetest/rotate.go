@@ -16,24 +16,13 @@ import (
 // revoked: base, logged out at t0+1m. nearAbs: base refreshed recently, so
 // only the absolute deadline is near.
 func refusalSessions() (base, revoked, nearAbs sessionstore.Session) {
-	rotatedAt := t0.Add(30 * time.Minute)
-	base = newSession("s", "alice", t0)
-	base.PrevJTI = "s-jti-0"
-	base.JTI = "s-jti-1"
-	base.IssuedAt = rotatedAt
-	base.RefreshedAt = rotatedAt
-	base.RotatedAt = rotatedAt
-	base.IdleExpiresAt = rotatedAt.Add(idle)
+	base = rotated(newSession("s", "alice", t0), "s-jti-1", t0.Add(30*time.Minute), idle, "", "")
 
 	revoked = base
 	revoked.RevokedAt = t0.Add(time.Minute)
 	revoked.RevokeReason = sessionstore.ReasonLogout
 
-	nearAbs = base
-	nearAbs.RefreshedAt = t0.Add(abs - 10*time.Minute)
-	nearAbs.IssuedAt = nearAbs.RefreshedAt
-	nearAbs.RotatedAt = nearAbs.RefreshedAt
-	nearAbs.IdleExpiresAt = nearAbs.RefreshedAt.Add(idle)
+	nearAbs = rotated(newSession("s", "alice", t0), "s-jti-1", t0.Add(abs-10*time.Minute), idle, "", "")
 	return base, revoked, nearAbs
 }
 
@@ -110,13 +99,7 @@ func testRotateSuccess(t *testing.T, open func(t testing.TB) sessionstore.Store)
 	res := rotate(t, st, sessionstore.RotateRequest{
 		SessionID: "s", JTI: "s-jti-0", NewJTI: "s-jti-1", Now: t1, IdleTimeout: idle, Grace: grace,
 	})
-	want := orig
-	want.PrevJTI = "s-jti-0"
-	want.JTI = "s-jti-1"
-	want.IssuedAt = t1
-	want.RefreshedAt = t1
-	want.RotatedAt = t1
-	want.IdleExpiresAt = t1.Add(idle)
+	want := rotated(orig, "s-jti-1", t1, idle, "", "")
 	if res.Grace {
 		t.Fatalf("first Rotate() Grace = true, want false")
 	}
@@ -128,12 +111,7 @@ func testRotateSuccess(t *testing.T, open func(t testing.TB) sessionstore.Store)
 	res = rotate(t, st, sessionstore.RotateRequest{
 		SessionID: "s", JTI: "s-jti-1", NewJTI: "s-jti-2", Now: t2, IdleTimeout: 2 * idle, Grace: grace,
 	})
-	want.PrevJTI = "s-jti-1"
-	want.JTI = "s-jti-2"
-	want.IssuedAt = t2
-	want.RefreshedAt = t2
-	want.RotatedAt = t2
-	want.IdleExpiresAt = t2.Add(2 * idle)
+	want = rotated(want, "s-jti-2", t2, 2*idle, "", "")
 	if res.Grace {
 		t.Fatalf("second Rotate() Grace = true, want false")
 	}

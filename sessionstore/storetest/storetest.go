@@ -105,6 +105,19 @@ func newSession(id, subject string, created time.Time) sessionstore.Session {
 	return s
 }
 
+// rotated is s as Store.Rotate leaves it when it rotates s to jti at the
+// moment at, for a refresh from userAgent and client with the idle timeout
+// idleTimeout: PrevJTI=JTI, JTI=jti, IssuedAt=RefreshedAt=RotatedAt=at,
+// IdleExpiresAt=at+idleTimeout, RefreshUserAgent=userAgent,
+// RefreshClient=client (see sessionstore.Store.Rotate).
+func rotated(s sessionstore.Session, jti string, at time.Time, idleTimeout time.Duration, userAgent, client string) sessionstore.Session {
+	s.PrevJTI, s.JTI = s.JTI, jti
+	s.IssuedAt, s.RefreshedAt, s.RotatedAt = at, at, at
+	s.IdleExpiresAt = at.Add(idleTimeout)
+	s.RefreshUserAgent, s.RefreshClient = userAgent, client
+	return s
+}
+
 func create(tb testing.TB, st sessionstore.Store, sessions ...sessionstore.Session) {
 	tb.Helper()
 	for _, s := range sessions {
