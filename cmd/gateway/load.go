@@ -197,6 +197,7 @@ const maxSyntaxErrors = 20
 // errors for the lines after it, or by a problem of that key's value.
 func decodeLoose(text string) (string, map[string]any, []error) {
 	var errs []error
+	var last toml.ParseError // the previous syntax error
 	for {
 		var raw map[string]any
 		_, err := toml.Decode(text, &raw)
@@ -209,7 +210,12 @@ func decodeLoose(text string) (string, map[string]any, []error) {
 			return text, nil, append(errs, ce)
 		}
 		ce.Line = pe.Position.Line
-		errs = append(errs, ce)
+		// Blanking a line can leave the parser where it was (in an open
+		// multi-line string): the same error again is not a new one.
+		if pe.Position.Line != last.Position.Line || pe.Message != last.Message {
+			errs = append(errs, ce)
+		}
+		last = pe
 		next, ok := blankAt(text, pe.Position.Start)
 		if !ok {
 			return text, nil, errs

@@ -29,6 +29,12 @@ func TestDecodeLooseRetries(t *testing.T) {
 		{"duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n[store]\npath = \"a\"\n",
 			[]int{3}, []string{"log", "store"}},
 		{"too many", strings.Repeat("x = = 1\n", maxSyntaxErrors+5), seq(1, maxSyntaxErrors), nil},
+		// Blanking line 4 leaves the string open all the same: its EOF
+		// is one problem, reported once.
+		{"the same error after blanking", "[tokens]\nissuer = \"\"\"abc\ndef\"\"\" x\naudience = 5\n",
+			[]int{3, 4}, nil},
+		{"an EOF on a blank line", "x = 1\ny = \"\"\"\n\n\n",
+			[]int{4}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
