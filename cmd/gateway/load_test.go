@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,7 +39,7 @@ func TestDecodeLooseRetries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text, raw, errs := decodeLoose(tt.toml)
+			text, raw, _, errs := decodeLoose(tt.toml)
 			var lines []int
 			for _, ce := range configErrors(t, errors.Join(errs...)) {
 				if ce.Line > 0 {
@@ -89,7 +90,7 @@ func TestBlankAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := blankAt(tt.text, tt.off)
+			got, _, ok := blankAt(tt.text, tt.off)
 			if got != tt.want || ok != tt.wantOK {
 				t.Errorf("blankAt(%q, %d) = %q, %v, want %q, %v", tt.text, tt.off, got, ok, tt.want, tt.wantOK)
 			}
@@ -216,6 +217,37 @@ auth = "maybe"
 	}
 	if _, err := LoadConfig(path); err == nil {
 		t.Error("LoadConfig() = nil error, want the parse problems")
+	}
+}
+
+// TestLoadConfigBrokenHeader: a broken table header blanks its section
+// (see blankAt), so Validate sees the rest without it; what it finds there
+// is about that loss, not about the file, and only the syntax error is
+// reported.
+func TestLoadConfigBrokenHeader(t *testing.T) {
+	const route = "prefix = \"/%s/\"\nupstream = \"%s\"\n"
+	tests := []struct {
+		name, toml string
+		wantLine   int
+	}{
+		// Not "route: at least one [[route]] is needed".
+		{"the one route", "[[route]\n" + fmt.Sprintf(route, "a", "http://127.0.0.1:9000"), 4},
+		// Not the third route's upstream as route[1].upstream.
+		{"the second of three routes", "[[route]]\n" + fmt.Sprintf(route, "a", "http://127.0.0.1:9000") +
+			"[[route]\n" + fmt.Sprintf(route, "b", "http://127.0.0.1:9001") +
+			"[[route]]\n" + fmt.Sprintf(route, "c", "ftp://127.0.0.1:9002"), 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeKey(t, dir, "signing.pem", auth.EdDSA)
+			path := writeFile(t, dir, "gateway.toml", "[tokens]\nkey_file = \"signing.pem\"\n"+tt.toml)
+			_, err := loadConfig(path)
+			got := configErrors(t, err)
+			if len(got) != 1 || got[0].Key != "" || got[0].Line != tt.wantLine {
+				t.Errorf("loadConfig() = %v, want only the syntax error of line %d", err, tt.wantLine)
+			}
+		})
 	}
 }
 
