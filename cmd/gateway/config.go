@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,14 +271,17 @@ const (
 	BackendRedis StoreBackend = "redis" // a Redis server (redisstore)
 )
 
+// backendWords are the values of StoreBackend, as written.
+var backendWords = []string{string(BackendBbolt), string(BackendRedis)}
+
 // String returns b as written in the configuration.
 func (b StoreBackend) String() string { return string(b) }
 
 // MarshalText returns b's configuration word, or an error naming the
 // allowed words if b is none of them.
 func (b StoreBackend) MarshalText() ([]byte, error) {
-	if b != BackendBbolt && b != BackendRedis {
-		return nil, fmt.Errorf("%q is not one of bbolt, redis", string(b))
+	if !slices.Contains(backendWords, string(b)) {
+		return nil, fmt.Errorf("%q is not one of %s", string(b), strings.Join(backendWords, ", "))
 	}
 	return []byte(b), nil
 }
@@ -323,7 +327,7 @@ func Default() Config {
 			Revocation:      proxy.RevocationRefresh,
 			VerifyCacheSize: 10_000,
 			DPoP:            proxy.DPoPAllowed,
-			DPoPAlgorithms:  []string{auth.ES256, auth.EdDSA},
+			DPoPAlgorithms:  slices.Clone(dpopAlgorithms),
 			DPoPProofMaxAge: Duration(auth.DefaultDPoPMaxAge),
 		},
 		Store: StoreConfig{
