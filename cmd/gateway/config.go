@@ -188,7 +188,6 @@ type LoginConfig struct {
 	// UsersFile is an htpasswd file of bcrypt hashes.
 	UsersFile string `toml:"users_file"`
 	// Upstream is a legacy login URL the credentials are forwarded to.
-	// Use UpstreamURL for the parsed form.
 	Upstream string `toml:"upstream"`
 	// SubjectHeader names the user in the upstream's 2xx answer.
 	SubjectHeader string `toml:"subject_header"`
@@ -433,29 +432,13 @@ func (c *Config) TrustedProxyNets() []netip.Prefix {
 // TLS reports whether the main listener serves HTTPS.
 func (s ServerConfig) TLS() bool { return s.TLSCertFile != "" && s.TLSKeyFile != "" }
 
-// BearerAllowed reports whether tokens travel in the response body and the
-// Authorization header (delivery bearer or both).
-func (t TokensConfig) BearerAllowed() bool { return t.Delivery != proxy.DeliveryCookie }
-
-// CookieAllowed reports whether tokens travel in the cookie (delivery cookie
-// or both).
-func (t TokensConfig) CookieAllowed() bool {
-	return t.Delivery == proxy.DeliveryCookie || t.Delivery == proxy.DeliveryBoth
-}
-
-// UpstreamURL returns login.upstream parsed, or nil when it is empty or
-// invalid (see Validate).
-func (l LoginConfig) UpstreamURL() *url.URL { return parseUpstream(l.Upstream) }
-
 // UpstreamURL returns the route's upstream parsed, or nil when Validate
 // would refuse it.
-func (r RouteConfig) UpstreamURL() *url.URL { return parseUpstream(r.Upstream) }
-
-func parseUpstream(s string) *url.URL {
-	if checkUpstream(s) != nil {
+func (r RouteConfig) UpstreamURL() *url.URL {
+	if checkUpstream(r.Upstream) != nil {
 		return nil
 	}
-	u, _ := url.Parse(s)
+	u, _ := url.Parse(r.Upstream)
 	return u
 }
 
