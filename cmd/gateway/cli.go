@@ -229,10 +229,12 @@ func indent(s string) string {
 // (a syntax error, a wrong type, an unknown word) is validated all the same,
 // with its faulty keys at their defaults, so that one run reports every
 // problem; Validate's findings for those keys, which would be about the
-// defaults, are left out. Every error it returns holds *ConfigError values
+// defaults, are left out, as are its findings in a table whose broken
+// header removed it whole (route: at least one [[route]] is needed; or the
+// next route's problem under the index of the one removed). Every error it returns holds *ConfigError values
 // naming their keys, joined.
 func loadConfig(path string) (Config, error) {
-	cfg, ok, perr := parseConfig(path)
+	cfg, blanked, ok, perr := parseConfig(path)
 	if !ok {
 		return Config{}, perr
 	}
@@ -244,19 +246,33 @@ func loadConfig(path string) (Config, error) {
 	}
 	var verr []error
 	for _, p := range problemsOf(cfg.Validate()) {
-		var ce *ConfigError
-		if p == nil || errors.As(p, &ce) && bad[ce.Key] {
+		if p == nil {
 			continue
 		}
-		verr = append(verr, p)
-		if ce != nil {
+		var ce *ConfigError
+		if errors.As(p, &ce) {
+			known := bad[ce.Key] || inTables(ce.Key, blanked)
 			bad[ce.Key] = true
+			if known {
+				continue
+			}
 		}
+		verr = append(verr, p)
 	}
 	if err := errors.Join(perr, errors.Join(verr...), checkFileContents(&cfg, bad)); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// inTables reports whether the dotted key is one of tables or under one.
+func inTables(key string, tables []string) bool {
+	for _, t := range tables {
+		if key == t || strings.HasPrefix(key, t+"[") || strings.HasPrefix(key, t+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // checkFileContents loads every file cfg names the way serve will (keys with

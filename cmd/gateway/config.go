@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,7 +188,6 @@ type LoginConfig struct {
 	// UsersFile is an htpasswd file of bcrypt hashes.
 	UsersFile string `toml:"users_file"`
 	// Upstream is a legacy login URL the credentials are forwarded to.
-	// Use UpstreamURL for the parsed form.
 	Upstream string `toml:"upstream"`
 	// SubjectHeader names the user in the upstream's 2xx answer.
 	SubjectHeader string `toml:"subject_header"`
@@ -270,14 +270,17 @@ const (
 	BackendRedis StoreBackend = "redis" // a Redis server (redisstore)
 )
 
+// backendWords are the values of StoreBackend, as written.
+var backendWords = []string{string(BackendBbolt), string(BackendRedis)}
+
 // String returns b as written in the configuration.
 func (b StoreBackend) String() string { return string(b) }
 
 // MarshalText returns b's configuration word, or an error naming the
 // allowed words if b is none of them.
 func (b StoreBackend) MarshalText() ([]byte, error) {
-	if b != BackendBbolt && b != BackendRedis {
-		return nil, fmt.Errorf("%q is not one of bbolt, redis", string(b))
+	if !slices.Contains(backendWords, string(b)) {
+		return nil, fmt.Errorf("%q is not one of %s", string(b), strings.Join(backendWords, ", "))
 	}
 	return []byte(b), nil
 }
@@ -323,7 +326,7 @@ func Default() Config {
 			Revocation:      proxy.RevocationRefresh,
 			VerifyCacheSize: 10_000,
 			DPoP:            proxy.DPoPAllowed,
-			DPoPAlgorithms:  []string{auth.ES256, auth.EdDSA},
+			DPoPAlgorithms:  slices.Clone(dpopAlgorithms),
 			DPoPProofMaxAge: Duration(auth.DefaultDPoPMaxAge),
 		},
 		Store: StoreConfig{
@@ -429,29 +432,13 @@ func (c *Config) TrustedProxyNets() []netip.Prefix {
 // TLS reports whether the main listener serves HTTPS.
 func (s ServerConfig) TLS() bool { return s.TLSCertFile != "" && s.TLSKeyFile != "" }
 
-// BearerAllowed reports whether tokens travel in the response body and the
-// Authorization header (delivery bearer or both).
-func (t TokensConfig) BearerAllowed() bool { return t.Delivery != proxy.DeliveryCookie }
-
-// CookieAllowed reports whether tokens travel in the cookie (delivery cookie
-// or both).
-func (t TokensConfig) CookieAllowed() bool {
-	return t.Delivery == proxy.DeliveryCookie || t.Delivery == proxy.DeliveryBoth
-}
-
-// UpstreamURL returns login.upstream parsed, or nil when it is empty or
-// invalid (see Validate).
-func (l LoginConfig) UpstreamURL() *url.URL { return parseUpstream(l.Upstream) }
-
 // UpstreamURL returns the route's upstream parsed, or nil when Validate
 // would refuse it.
-func (r RouteConfig) UpstreamURL() *url.URL { return parseUpstream(r.Upstream) }
-
-func parseUpstream(s string) *url.URL {
-	if checkUpstream(s) != nil {
+func (r RouteConfig) UpstreamURL() *url.URL {
+	if checkUpstream(r.Upstream) != nil {
 		return nil
 	}
-	u, _ := url.Parse(s)
+	u, _ := url.Parse(r.Upstream)
 	return u
 }
 

@@ -143,7 +143,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 // curl lines to try the gateway. Printing a token is acceptable only here:
 // the key is ephemeral and dies with the process.
 func (m *Main) printDevTour(ctx context.Context, w io.Writer) error {
-	now := time.Now()
+	now := m.now()
 	t := m.cfg.Tokens
 	s := sessionstore.Session{
 		ID: rand.Text(), Subject: "demo", Roles: []string{"demo"}, JTI: rand.Text(),

@@ -37,11 +37,12 @@ var allowedImports = map[string][]string{
 	"sessionstore/boltstore":            {"sessionstore"},
 	"sessionstore/redisstore":           {"sessionstore"},
 	"sessionstore/storetest":            {"sessionstore"},
-	"sessionstore/redisstore/redistest": {"logtest"},
-	"proxy/fronttest":                   {"logtest"},
+	"sessionstore/redisstore/redistest": {"proctest"},
+	"proxy/fronttest":                   {"proctest"},
 	"proxy/upstreamtest":                {},
 	"auth/authtest":                     {},
 	"logtest":                           {},
+	"proctest":                          {"logtest"},
 }
 
 // listedPackage is what go list -json says of a package that these tests

@@ -112,7 +112,7 @@ func (m *Main) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := m.store.Sweep(ctx, time.Now())
+			n, err := m.store.Sweep(ctx, m.now())
 			switch {
 			case err != nil && ctx.Err() == nil:
 				m.log.Error("sweep sessions", "err", err)

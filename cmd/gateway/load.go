@@ -18,7 +18,7 @@ import (
 // (keys are case-sensitive), values of the wrong type and bad durations and
 // words, all reported at once and each naming its key.
 func LoadConfig(path string) (Config, error) {
-	cfg, _, err := parseConfig(path)
+	cfg, _, _, err := parseConfig(path)
 	if err != nil {
 		return Config{}, err
 	}
@@ -28,20 +28,21 @@ func LoadConfig(path string) (Config, error) {
 // parseConfig is LoadConfig, but on problems it also returns what it could
 // decode of the rest of the file, so that loadConfig can validate that and
 // report every problem of the file in one run. Each key with a problem keeps
-// its default there. ok is false when nothing could be decoded: the file
-// is unreadable, or has more syntax errors than maxSyntaxErrors.
-func parseConfig(path string) (cfg Config, ok bool, err error) {
+// its default there, and each table in blanked (a broken header, see
+// decodeLoose) is missing whole. ok is false when nothing could be decoded:
+// the file is unreadable, or has more syntax errors than maxSyntaxErrors.
+func parseConfig(path string) (cfg Config, blanked []string, ok bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Config{}, false, &ConfigError{Err: err}
+		return Config{}, nil, false, &ConfigError{Err: err}
 	}
 	// A first, loose pass gives the shape of the document: it reports
 	// syntax errors, lets checkShape name every misplaced key and wrong
 	// type at once, and tells which defaults the strict pass must not
 	// merge into (routes, headers.claims).
-	text, raw, errs := decodeLoose(string(data))
+	text, raw, blanked, errs := decodeLoose(string(data))
 	if raw == nil {
-		return Config{}, false, errors.Join(errs...)
+		return Config{}, nil, false, errors.Join(errs...)
 	}
 	shape := checkShape("", raw, reflect.TypeFor[Config]())
 
@@ -53,7 +54,7 @@ func parseConfig(path string) (cfg Config, ok bool, err error) {
 		// The strict decode stopped half way. checkShape removed every
 		// key it named from raw, so what is left decodes whole.
 		if cfg, ok = decodePruned(raw); !ok {
-			return Config{}, false, errors.Join(errs...)
+			return Config{}, nil, false, errors.Join(errs...)
 		}
 	case len(shape) == 0:
 		// Backstop: checkShape should already have named these.
@@ -64,7 +65,7 @@ func parseConfig(path string) (cfg Config, ok bool, err error) {
 		errs = append(errs, shape...)
 	}
 	cfg.resolvePaths(filepath.Dir(path))
-	return cfg, true, errors.Join(errs...)
+	return cfg, blanked, true, errors.Join(errs...)
 }
 
 // defaultsFor returns Default made ready for decoding the document raw
@@ -182,9 +183,10 @@ const maxSyntaxErrors = 20
 // its first syntax error; so that the problems after it are reported in the
 // same run, decodeLoose records the error, blanks the line it is on and
 // parses again, up to maxSyntaxErrors times. It returns the text as it
-// finally parsed (with the same line numbers as the file), the tree, and a
-// *ConfigError with the line for each syntax error. The tree is nil if the
-// file could not be made to parse.
+// finally parsed (with the same line numbers as the file), the tree, the
+// dotted names of the tables whose broken header blanked their section,
+// and a *ConfigError with the line for each syntax error. The tree is nil
+// if the file could not be made to parse.
 //
 // The repaired text is only ever used to find more problems: a file with a
 // syntax error is refused whatever the rest says, so what a blanked line
@@ -195,27 +197,39 @@ const maxSyntaxErrors = 20
 // section for a broken table header (see blankAt), and why an error inside
 // a multi-line string or array (whose other lines stay) may be followed by
 // errors for the lines after it, or by a problem of that key's value.
-func decodeLoose(text string) (string, map[string]any, []error) {
-	var errs []error
+func decodeLoose(text string) (string, map[string]any, []string, []error) {
+	var (
+		blanked []string
+		errs    []error
+	)
+	var last toml.ParseError // the previous syntax error
 	for {
 		var raw map[string]any
 		_, err := toml.Decode(text, &raw)
 		if err == nil {
-			return text, raw, errs
+			return text, raw, blanked, errs
 		}
 		ce := &ConfigError{Err: err}
 		var pe toml.ParseError
 		if !errors.As(err, &pe) {
-			return text, nil, append(errs, ce)
+			return text, nil, blanked, append(errs, ce)
 		}
 		ce.Line = pe.Position.Line
-		errs = append(errs, ce)
-		next, ok := blankAt(text, pe.Position.Start)
+		// Blanking a line can leave the parser where it was (in an open
+		// multi-line string): the same error again is not a new one.
+		if pe.Position.Line != last.Position.Line || pe.Message != last.Message {
+			errs = append(errs, ce)
+		}
+		last = pe
+		next, table, ok := blankAt(text, pe.Position.Start)
 		if !ok {
-			return text, nil, errs
+			return text, nil, blanked, errs
+		}
+		if table != "" {
+			blanked = append(blanked, table)
 		}
 		if len(errs) == maxSyntaxErrors {
-			return text, nil, append(errs, &ConfigError{Err: fmt.Errorf("stopped after %d syntax errors: the rest of the file was not checked", maxSyntaxErrors)})
+			return text, nil, blanked, append(errs, &ConfigError{Err: fmt.Errorf("stopped after %d syntax errors: the rest of the file was not checked", maxSyntaxErrors)})
 		}
 		text = next
 	}
@@ -228,9 +242,11 @@ func decodeLoose(text string) (string, map[string]any, []error) {
 // of its section, up to the next line that starts with "[": its keys would
 // otherwise land in the table before it and be reported as unknown there.
 // (So a broken [[route]] header also removes that route, and the indexes
-// of the routes after it count one less.) ok is false if the line is
-// blank already, when blanking cannot help.
-func blankAt(text string, off int) (string, bool) {
+// of the routes after it count one less.) table is then the table's
+// dotted name as far as the header gives it ("route", "headers.claims"),
+// and empty otherwise. ok is false if the line is blank already, when
+// blanking cannot help.
+func blankAt(text string, off int) (next, table string, ok bool) {
 	lines := strings.SplitAfter(text, "\n")
 	off = min(max(off, 0), len(text))
 	n := 0
@@ -238,10 +254,15 @@ func blankAt(text string, off int) (string, bool) {
 		off -= len(lines[n])
 		n++
 	}
-	if strings.TrimSpace(lines[n]) == "" {
-		return text, false
+	line := strings.TrimSpace(lines[n])
+	if line == "" {
+		return text, "", false
 	}
-	header := strings.HasPrefix(strings.TrimSpace(lines[n]), "[")
+	header := strings.HasPrefix(line, "[")
+	if header {
+		table, _, _ = strings.Cut(strings.TrimLeft(line, "[ \t"), "]")
+		table = strings.Join(strings.Fields(table), "")
+	}
 	for i := n; i < len(lines); i++ {
 		if i > n && (!header || strings.HasPrefix(strings.TrimSpace(lines[i]), "[")) {
 			break
@@ -252,5 +273,5 @@ func blankAt(text string, off int) (string, bool) {
 			lines[i] = ""
 		}
 	}
-	return strings.Join(lines, ""), true
+	return strings.Join(lines, ""), table, true
 }

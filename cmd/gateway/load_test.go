@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -29,10 +30,16 @@ func TestDecodeLooseRetries(t *testing.T) {
 		{"duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n[store]\npath = \"a\"\n",
 			[]int{3}, []string{"log", "store"}},
 		{"too many", strings.Repeat("x = = 1\n", maxSyntaxErrors+5), seq(1, maxSyntaxErrors), nil},
+		// Blanking line 4 leaves the string open all the same: its EOF
+		// is one problem, reported once.
+		{"the same error after blanking", "[tokens]\nissuer = \"\"\"abc\ndef\"\"\" x\naudience = 5\n",
+			[]int{3, 4}, nil},
+		{"an EOF on a blank line", "x = 1\ny = \"\"\"\n\n\n",
+			[]int{4}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text, raw, errs := decodeLoose(tt.toml)
+			text, raw, _, errs := decodeLoose(tt.toml)
 			var lines []int
 			for _, ce := range configErrors(t, errors.Join(errs...)) {
 				if ce.Line > 0 {
@@ -83,7 +90,7 @@ func TestBlankAt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := blankAt(tt.text, tt.off)
+			got, _, ok := blankAt(tt.text, tt.off)
 			if got != tt.want || ok != tt.wantOK {
 				t.Errorf("blankAt(%q, %d) = %q, %v, want %q, %v", tt.text, tt.off, got, ok, tt.want, tt.wantOK)
 			}
@@ -210,6 +217,37 @@ auth = "maybe"
 	}
 	if _, err := LoadConfig(path); err == nil {
 		t.Error("LoadConfig() = nil error, want the parse problems")
+	}
+}
+
+// TestLoadConfigBrokenHeader: a broken table header blanks its section
+// (see blankAt), so Validate sees the rest without it; what it finds there
+// is about that loss, not about the file, and only the syntax error is
+// reported.
+func TestLoadConfigBrokenHeader(t *testing.T) {
+	const route = "prefix = \"/%s/\"\nupstream = \"%s\"\n"
+	tests := []struct {
+		name, toml string
+		wantLine   int
+	}{
+		// Not "route: at least one [[route]] is needed".
+		{"the one route", "[[route]\n" + fmt.Sprintf(route, "a", "http://127.0.0.1:9000"), 4},
+		// Not the third route's upstream as route[1].upstream.
+		{"the second of three routes", "[[route]]\n" + fmt.Sprintf(route, "a", "http://127.0.0.1:9000") +
+			"[[route]\n" + fmt.Sprintf(route, "b", "http://127.0.0.1:9001") +
+			"[[route]]\n" + fmt.Sprintf(route, "c", "ftp://127.0.0.1:9002"), 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeKey(t, dir, "signing.pem", auth.EdDSA)
+			path := writeFile(t, dir, "gateway.toml", "[tokens]\nkey_file = \"signing.pem\"\n"+tt.toml)
+			_, err := loadConfig(path)
+			got := configErrors(t, err)
+			if len(got) != 1 || got[0].Key != "" || got[0].Line != tt.wantLine {
+				t.Errorf("loadConfig() = %v, want only the syntax error of line %d", err, tt.wantLine)
+			}
+		})
 	}
 }
 

@@ -105,6 +105,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // start and stop it in process.
 type Main struct {
 	cfg               Config
+	now               func() time.Time // the clock of every rule, the sweeper's too
 	log               *slog.Logger
 	store             sessionstore.Store
 	keys              *auth.KeySet
@@ -134,13 +135,13 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (*Main, error) {
 // and Close then releases what was opened (the store, the --dev echo
 // upstream).
 func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) (_ *Main, err error) {
-	m := &Main{cfg: cfg, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
+	m := &Main{cfg: cfg, now: now, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			m.Close()
 		}
 	}()
-	if err = m.buildAuth(dev, now); err != nil { // keys, verifier, minter, login source
+	if err = m.buildAuth(dev); err != nil { // keys, verifier, minter, login source
 		return nil, err
 	}
 	if err = m.openStore(); err != nil {
@@ -150,7 +151,7 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, m.met))
-	if err = m.buildProxy(dev, now); err != nil {
+	if err = m.buildProxy(dev); err != nil {
 		return nil, err
 	}
 	if err = m.buildServers(dev); err != nil {
@@ -162,7 +163,7 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 // buildAuth loads the signing and verification keys (with dev, generates
 // the signing key) and builds the verifier, the minter and the login
 // source. It opens nothing that Close would release.
-func (m *Main) buildAuth(dev bool, now func() time.Time) error {
+func (m *Main) buildAuth(dev bool) error {
 	t := m.cfg.Tokens
 	keys, err := loadKeys(t, dev)
 	if err != nil {
@@ -171,7 +172,7 @@ func (m *Main) buildAuth(dev bool, now func() time.Time) error {
 	m.keys = keys
 	m.verifier, err = auth.NewVerifier(auth.VerifierConfig{
 		Keys: m.keys, Algorithm: t.Algorithm, Issuer: t.Issuer, Audience: t.Audience,
-		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize, Now: now,
+		Leeway: time.Duration(t.Leeway), CacheSize: t.VerifyCacheSize, Now: m.now,
 	})
 	if err != nil {
 		return &ConfigError{Key: "tokens", Err: err}
@@ -258,7 +259,7 @@ func (m *Main) openStore() error {
 // buildProxy builds the main listener's handler from the routes of the
 // configuration (with dev, the one route to a new echo upstream, which
 // Close stops) and the parts buildAuth and the sessions service made.
-func (m *Main) buildProxy(dev bool, now func() time.Time) error {
+func (m *Main) buildProxy(dev bool) error {
 	cfg := m.cfg
 	pcfg := proxyConfig(cfg)
 	var err error
@@ -267,7 +268,7 @@ func (m *Main) buildProxy(dev bool, now func() time.Time) error {
 			return err
 		}
 	}
-	dpop, nonces, err := dpopVerifier(cfg.Tokens, m.keys.SigningKey(), now)
+	dpop, nonces, err := dpopVerifier(cfg.Tokens, m.keys.SigningKey(), m.now)
 	if err != nil {
 		return err
 	}
@@ -276,12 +277,12 @@ func (m *Main) buildProxy(dev bool, now func() time.Time) error {
 		Keys:       m.keys,
 		Sessions:   m.sessions,
 		Login:      m.login,
-		Limiter:    auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), now),
+		Limiter:    auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), m.now),
 		DPoP:       dpop,
 		DPoPNonces: nonces,
 		Metrics:    m.met,
 		Logger:     m.log,
-		Now:        now,
+		Now:        m.now,
 	})
 	return err
 }

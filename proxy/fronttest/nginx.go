@@ -9,24 +9,16 @@
 package fronttest
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/spa-gateway/gateway/logtest"
+	"github.com/spa-gateway/gateway/proctest"
 )
-
-// startTimeout bounds how long StartNginx waits for nginx to accept
-// connections.
-const startTimeout = 15 * time.Second
 
 // NginxOptions say how nginx proxies to the gateway. The zero value is
 // nginx's defaults plus the forwarding headers every guide adds.
@@ -53,11 +45,7 @@ type Nginx struct {
 	// Config is the nginx.conf it runs, for error messages.
 	Config string
 
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *logtest.Buffer
-	once sync.Once
+	dir string
 }
 
 // Origin is nginx's own origin as a browser sends it: "http://" + Addr.
@@ -82,44 +70,34 @@ func (n *Nginx) ErrorLog() string {
 // "true".
 func StartNginx(tb testing.TB, upstream string, opts NginxOptions) *Nginx {
 	tb.Helper()
-	bin, err := lookNginx()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("nginx is not installed, and CI must run the tests behind it: %v", err)
-		}
-		tb.Skipf("nginx is not installed (apt-get install nginx-light); skipping: %v", err)
-	}
-	dir := tb.TempDir()
-	// The port is free when we look, but another process may take it before
-	// nginx binds it: try a few.
-	var lastErr error
-	for range 5 {
-		port, err := freePort()
-		if err != nil {
+	bin := proctest.Need(tb, "nginx", "apt-get install nginx-light")
+	n := &Nginx{dir: tb.TempDir()}
+	conf := filepath.Join(n.dir, "nginx.conf")
+	args := func(addr string) []string {
+		n.Config = nginxConfig(n.dir, addr, upstream, opts)
+		if err := os.WriteFile(conf, []byte(n.Config), 0o600); err != nil {
 			tb.Fatal(err)
 		}
-		n := &Nginx{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir}
-		n.Config = nginxConfig(dir, n.Addr, upstream, opts)
-		if lastErr = n.start(bin, dir); lastErr == nil {
-			tb.Cleanup(n.stop)
-			return n
-		}
+		// -e: the error log before the configuration is read, which
+		// otherwise goes to the compiled-in path.
+		return []string{"-p", n.dir, "-c", conf, "-e", filepath.Join(n.dir, "error.log")}
 	}
-	tb.Fatalf("start nginx: %v", lastErr)
-	return nil
+	p, err := proctest.Start(bin, args, accepts)
+	if err != nil {
+		tb.Fatalf("start nginx: %v\n%s", err, strings.TrimSpace(n.ErrorLog()))
+	}
+	tb.Cleanup(p.Kill)
+	n.Addr = p.Addr
+	return n
 }
 
-// lookNginx finds the nginx binary: on PATH, or where Debian puts it
-// (/usr/sbin is not on every user's PATH).
-func lookNginx() (string, error) {
-	bin, err := exec.LookPath("nginx")
-	if err == nil {
-		return bin, nil
+// accepts is nginx's readiness: it accepts connections on addr.
+func accepts(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
 	}
-	if _, serr := os.Stat("/usr/sbin/nginx"); serr == nil {
-		return "/usr/sbin/nginx", nil
-	}
-	return "", err
+	return c.Close()
 }
 
 // nginxConfig is a complete nginx.conf: one process in the foreground
@@ -167,59 +145,4 @@ http {
 }
 `, p("nginx.pid"), p("error.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"),
 		listen, upstream, loc.String())
-}
-
-func (n *Nginx) start(bin, dir string) error {
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(n.Config), 0o600); err != nil {
-		return err
-	}
-	// -e: the error log before the configuration is read, which otherwise
-	// goes to the compiled-in path.
-	cmd := exec.Command(bin, "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-	n.log = &logtest.Buffer{Limit: 64 << 10}
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	n.cmd, n.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(n.done) }()
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", n.Addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-n.done:
-			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return fmt.Errorf("nginx exited: %s %s", strings.TrimSpace(n.log.String()), strings.TrimSpace(string(b)))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			n.stop()
-			return errors.New("nginx does not accept connections on " + n.Addr + " within " + startTimeout.String())
-		}
-	}
-}
-
-// stop kills nginx and waits for it to exit.
-func (n *Nginx) stop() {
-	n.once.Do(func() {
-		_ = n.cmd.Process.Kill()
-		<-n.done
-	})
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

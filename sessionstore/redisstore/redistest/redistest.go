@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,12 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spa-gateway/gateway/logtest"
+	"github.com/spa-gateway/gateway/proctest"
 )
-
-// startTimeout bounds how long Start and Restart wait for the server to
-// answer PING.
-const startTimeout = 15 * time.Second
 
 // Server is one redis-server process started by Start. Its methods may be
 // called from the test's goroutine only.
@@ -42,9 +36,7 @@ type Server struct {
 	args []string
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *logtest.Buffer
+	proc *proctest.Proc // nil when stopped
 }
 
 // Persistent are extra arguments for Start that make every acknowledged write
@@ -58,30 +50,14 @@ var Persistent = []string{"--appendonly", "yes", "--appendfsync", "always"}
 // skips tb when redis-server is missing, or fails it when CI is "true".
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s := &Server{bin: proctest.Need(tb, "redis-server", "apt-get install redis-server"), dir: tb.TempDir(), args: args}
+	p, err := proctest.Start(s.bin, s.argsFor, answersPing)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("redis-server is not installed, and CI must run the Redis tests: %v", err)
-		}
-		tb.Skipf("redis-server is not installed (apt-get install redis-server); skipping: %v", err)
+		tb.Fatalf("start redis-server: %v", err)
 	}
-	s := &Server{bin: bin, dir: tb.TempDir(), args: args}
+	s.Addr, s.proc = p.Addr, p
 	tb.Cleanup(s.kill)
-	// The port is free when we look, but another process may take it before
-	// redis-server binds it: try a few.
-	var lastErr error
-	for range 5 {
-		port, err := freePort()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if lastErr = s.start(); lastErr == nil {
-			return s
-		}
-	}
-	tb.Fatalf("start redis-server: %v", lastErr)
-	return nil
+	return s
 }
 
 // StartCluster starts a Redis Cluster of one node that serves every hash
@@ -94,10 +70,10 @@ func StartCluster(tb testing.TB, args ...string) *Server {
 	if got := s.Do(tb, "CLUSTER", "ADDSLOTSRANGE", "0", "16383"); got != "+OK" {
 		tb.Fatalf("CLUSTER ADDSLOTSRANGE = %q, want +OK", got)
 	}
-	deadline := time.Now().Add(startTimeout)
+	deadline := time.Now().Add(proctest.StartTimeout)
 	for !strings.Contains(s.Do(tb, "CLUSTER", "INFO"), "cluster_state:ok") {
 		if time.Now().After(deadline) {
-			tb.Fatalf("the one-node cluster on %s is not up after %v", s.Addr, startTimeout)
+			tb.Fatalf("the one-node cluster on %s is not up after %v", s.Addr, proctest.StartTimeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -131,7 +107,11 @@ func (s *Server) Restart(tb testing.TB) {
 	// release it.
 	var err error
 	for range 20 {
-		if err = s.start(); err == nil {
+		var p *proctest.Proc
+		if p, err = proctest.StartAt(s.Addr, s.bin, s.argsFor(s.Addr), answersPing); err == nil {
+			s.mu.Lock()
+			s.proc = p
+			s.mu.Unlock()
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -153,9 +133,10 @@ func (s *Server) Do(tb testing.TB, args ...string) string {
 	return line
 }
 
-func (s *Server) start() error {
-	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
+// argsFor is redis-server's command line for serving on addr from s.dir.
+func (s *Server) argsFor(addr string) []string {
+	_, port, _ := net.SplitHostPort(addr)
+	return append([]string{
 		"--port", port,
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -164,37 +145,16 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--logfile", "",
 	}, s.args...)
-	cmd := exec.Command(s.bin, args...)
-	log := &logtest.Buffer{Limit: 64 << 10}
-	cmd.Stdout, cmd.Stderr = log, log
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	s.mu.Lock()
-	s.cmd, s.done, s.log = cmd, done, log
-	s.mu.Unlock()
+}
 
-	deadline := time.Now().Add(startTimeout)
-	for {
-		// Any answer but "still loading" means it serves: with
-		// --requirepass, PING answers -NOAUTH.
-		line, err := do(s.Addr, "PING")
-		if err == nil && !strings.HasPrefix(line, "-LOADING") {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("redis-server exited: %s", strings.TrimSpace(log.String()))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.kill()
-			return fmt.Errorf("no PONG from %s within %v (last: %q, %v): %s", s.Addr, startTimeout, line, err, log.String())
-		}
+// answersPing is redis-server's readiness: any answer to PING but "still
+// loading" means it serves (with --requirepass, PING answers -NOAUTH).
+func answersPing(addr string) error {
+	line, err := do(addr, "PING")
+	if err == nil && strings.HasPrefix(line, "-LOADING") {
+		err = errors.New(line)
 	}
+	return err
 }
 
 // Pause stops the server with SIGSTOP, as a stalled host or a long fork
@@ -214,36 +174,24 @@ func (s *Server) Resume(tb testing.TB) {
 func (s *Server) signal(tb testing.TB, sig syscall.Signal) {
 	tb.Helper()
 	s.mu.Lock()
-	cmd := s.cmd
+	p := s.proc
 	s.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		tb.Fatalf("redis-server on %s is not running", s.Addr)
 	}
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		tb.Fatalf("signal redis-server on %s: %v", s.Addr, err)
 	}
 }
 
 func (s *Server) kill() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
+	p := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if p != nil {
+		p.Kill()
 	}
-	_ = cmd.Process.Kill()
-	<-done
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // do sends one command in RESP and reads the reply: a status, error or
