@@ -175,9 +175,10 @@ type StoreConfig struct {
 	// RedisConnectTimeout bounds how long serve waits for Redis at start-up
 	// before it fails.
 	RedisConnectTimeout Duration `toml:"redis_connect_timeout"`
-	// WriteTimeout bounds each session write of login, refresh, logout and
-	// the admin API: a write not done within it answers 503 and never
-	// applies afterwards.
+	// WriteTimeout bounds each session store call but the every_request
+	// read: the writes of login, refresh, logout and the admin API (one not
+	// done within it answers 503 and never applies afterwards), the session
+	// lists, and the WebSocket session checks.
 	WriteTimeout Duration `toml:"write_timeout"`
 }
 
@@ -326,7 +327,7 @@ func Default() Config {
 			Revocation:      proxy.RevocationRefresh,
 			VerifyCacheSize: 10_000,
 			DPoP:            proxy.DPoPAllowed,
-			DPoPAlgorithms:  slices.Clone(dpopAlgorithms),
+			DPoPAlgorithms:  auth.DPoPAlgorithms(),
 			DPoPProofMaxAge: Duration(auth.DefaultDPoPMaxAge),
 		},
 		Store: StoreConfig{

@@ -151,16 +151,11 @@ func (c *Config) validateTokens(p *problems) {
 	t.validateDPoP(p)
 }
 
-// dpopAlgorithms are the proof algorithms auth.NewDPoPVerifier accepts:
-// tokens.dpop_algorithms may name these only, and Default names them all.
-// (To become auth's own exported list.)
-var dpopAlgorithms = []string{auth.ES256, auth.EdDSA}
-
 func (t *TokensConfig) validateDPoP(p *problems) {
 	checkWord(p, "tokens.dpop", t.DPoP)
 	for i, alg := range t.DPoPAlgorithms {
-		if !slices.Contains(dpopAlgorithms, alg) {
-			p.add(fmt.Sprintf("tokens.dpop_algorithms[%d]", i), "%q is not one of %s (none, HMAC and RSA are never accepted)", alg, strings.Join(dpopAlgorithms, ", "))
+		if !slices.Contains(auth.DPoPAlgorithms(), alg) {
+			p.add(fmt.Sprintf("tokens.dpop_algorithms[%d]", i), "%q is not one of %s (none, HMAC and RSA are never accepted)", alg, strings.Join(auth.DPoPAlgorithms(), ", "))
 		}
 	}
 	if t.DPoPProofMaxAge <= 0 || time.Duration(t.DPoPProofMaxAge) > 10*time.Minute {
