@@ -120,12 +120,12 @@ func hygieneAttacks() []attack {
 	return out
 }
 
-// TestHygieneAttacks runs its cases one after another, and before the
-// parallel tests: TestLoadWithFaults's /down/ route points at a closed port,
-// which a listener of a case running beside it may get, and then answer.
+// TestHygieneAttacks runs the hygiene table.
 func TestHygieneAttacks(t *testing.T) {
+	t.Parallel()
 	for _, tt := range hygieneAttacks() {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, tt.opts)
 			a := e.send(tt.request(e))
 			if a.status != tt.status {
