@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,7 +91,7 @@ func TestTunnelOutlivesSession(t *testing.T) {
 		watch bool
 		// end ends the session s (token tok) as the case says; clk is the
 		// gateway's clock.
-		end func(t *testing.T, e *env, clk *settable, s sessionstore.Session, tok string)
+		end func(t *testing.T, e *env, clk *clock, s sessionstore.Session, tok string)
 	}
 	revoke := func(t *testing.T, e *env, s sessionstore.Session, reason string) {
 		if _, err := e.store.Revoke(t.Context(), s.ID, reason, epoch); err != nil {
@@ -100,21 +99,21 @@ func TestTunnelOutlivesSession(t *testing.T) {
 		}
 	}
 	tests := []tunnelCase{
-		{name: "victim logs out", end: func(t *testing.T, e *env, _ *settable, _ sessionstore.Session, tok string) {
+		{name: "victim logs out", end: func(t *testing.T, e *env, _ *clock, _ sessionstore.Session, tok string) {
 			if a := e.send(post("/auth/logout", "", bearer(tok))); a.status != http.StatusNoContent {
 				t.Fatalf("logout: %d, want 204", a.status)
 			}
 		}},
-		{name: "administrator revokes the session", end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+		{name: "administrator revokes the session", end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 			revoke(t, e, s, sessionstore.ReasonAdmin)
 			e.gw.EndSession(s.ID, sessionstore.ReasonAdmin)
 		}},
-		{name: "administrator revokes the user", end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+		{name: "administrator revokes the user", end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 			e.store.RevokeSubject(t.Context(), "mallory-victim", sessionstore.ReasonAdmin, epoch)
 			e.gw.EndSubject("mallory-victim", sessionstore.ReasonAdmin)
 		}},
-		{name: "stolen token replayed after the victim's refresh (reuse detection)", end: func(t *testing.T, e *env, clk *settable, _ sessionstore.Session, tok string) {
-			clk.set(epoch.Add(16 * time.Minute)) // the token expired: refreshable
+		{name: "stolen token replayed after the victim's refresh (reuse detection)", end: func(t *testing.T, e *env, clk *clock, _ sessionstore.Session, tok string) {
+			clk.Set(epoch.Add(16 * time.Minute)) // the token expired: refreshable
 			if a := e.send(post("/auth/refresh", "", bearer(tok))); a.status != http.StatusOK {
 				t.Fatalf("victim's refresh: %d, want 200", a.status)
 			}
@@ -123,30 +122,29 @@ func TestTunnelOutlivesSession(t *testing.T) {
 			}
 		}},
 		{name: "revoked on another replica, every_request sees it on the next request", everyRequest: true,
-			end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, tok string) {
+			end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, tok string) {
 				revoke(t, e, s, sessionstore.ReasonLogout)
 				if a := e.send(get("/api/x", bearer(tok))); a.status != http.StatusUnauthorized {
 					t.Fatalf("request: %d, want 401", a.status)
 				}
 			}},
 		{name: "revoked on another replica, seen by the watcher", watch: true,
-			end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+			end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 				revoke(t, e, s, sessionstore.ReasonAdmin)
 			}},
 		{name: "session past its absolute end, seen by the watcher", watch: true,
-			end: func(t *testing.T, e *env, clk *settable, s sessionstore.Session, _ string) {
-				clk.set(s.ExpiresAt)
+			end: func(t *testing.T, e *env, clk *clock, s sessionstore.Session, _ string) {
+				clk.Set(s.ExpiresAt)
 			}},
 		{name: "held past upgrade_max_lifetime", watch: true, maxLifetime: time.Minute,
-			end: func(t *testing.T, e *env, clk *settable, _ sessionstore.Session, _ string) {
-				clk.set(epoch.Add(time.Minute))
+			end: func(t *testing.T, e *env, clk *clock, _ sessionstore.Session, _ string) {
+				clk.Set(epoch.Add(time.Minute))
 			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &logtest.Buffer{}
-			clk := &settable{}
-			clk.set(epoch)
+			clk := newClock()
 			echo := upstreamtest.StartWebSocketEcho(t)
 			e := newEnv(t, envOptions{
 				config: func(c *proxy.Config) {
@@ -157,15 +155,15 @@ func TestTunnelOutlivesSession(t *testing.T) {
 						WebSocket: true, UpgradeMaxLifetime: tt.maxLifetime})
 				},
 				deps: func(d *proxy.Deps) {
-					d.Now = clk.now
+					d.Now = clk.Now
 					d.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 				},
 				sessions: func(c *auth.SessionsConfig, _ *sessionstore.Store) {
 					c.RefreshGrace = 0 // a replay is reuse at once
 				},
 			})
-			tok, s := e.tunnelSession("mallory-victim", time.Hour, 2*time.Hour)
-			bystanderTok, _ := e.tunnelSession(user, 24*time.Hour, 24*time.Hour)
+			tok, s := e.storedSession(stored{subject: "mallory-victim", iat: epoch, idle: time.Hour, absolute: 2 * time.Hour})
+			bystanderTok, _ := e.storedSession(stored{iat: epoch, idle: 24 * time.Hour, absolute: 24 * time.Hour})
 			if tt.watch {
 				ctx, cancel := context.WithCancel(t.Context())
 				t.Cleanup(cancel)
@@ -211,41 +209,8 @@ func TestTunnelUpgradeOfEndedSession(t *testing.T) {
 	if code, _ := e.dialWS("/ws/x", bearer(tok)); code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a logged-out session's token: %d, want 401", code)
 	}
-	forged, err := e.minter.Mint(mintOf(s, "no-such-session"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	forged := e.mint(s, "no-such-session")
 	if code, _ := e.dialWS("/ws/x", bearer(forged)); code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a token of no stored session: %d, want 401", code)
 	}
-}
-
-// settable is a clock the test moves.
-type settable struct{ ns atomic.Int64 }
-
-func (c *settable) set(t time.Time) { c.ns.Store(t.UnixNano()) }
-func (c *settable) now() time.Time  { return time.Unix(0, c.ns.Load()).UTC() }
-
-// tunnelSession stores a session of subject created at epoch, with its idle
-// and absolute deadlines idle and absolute later, and mints its current
-// token.
-func (e *env) tunnelSession(subject string, idle, absolute time.Duration) (string, sessionstore.Session) {
-	e.tb.Helper()
-	id := randomID(e.tb)
-	s := sessionstore.Session{ID: id, Subject: subject, JTI: "jti-" + id, IssuedAt: epoch, CreatedAt: epoch,
-		RefreshedAt: epoch, IdleExpiresAt: epoch.Add(idle), ExpiresAt: epoch.Add(absolute)}
-	if err := e.store.Create(e.tb.Context(), s); err != nil {
-		e.tb.Fatal(err)
-	}
-	tok, err := e.minter.Mint(mintOf(s, s.ID))
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return tok, s
-}
-
-// mintOf is the current token of session s, naming session sid.
-func mintOf(s sessionstore.Session, sid string) auth.MintClaims {
-	return auth.MintClaims{Subject: s.Subject, SessionID: sid, ID: s.JTI, Roles: s.Roles,
-		IssuedAt: s.IssuedAt, ExpiresAt: s.IssuedAt.Add(15 * time.Minute)}
 }
