@@ -31,32 +31,6 @@ func tunnelEnv(t testing.TB, logs *logtest.Buffer, edit func(*Config, *Deps), ed
 
 func (e *env) addr() string { return e.srv.Listener.Addr().String() }
 
-// waitLog fails the test unless the logs hold want within 5s: a tunnel's
-// line is written once the proxy has returned, just after the client sees
-// the connection close.
-func waitLog(t testing.TB, logs *logtest.Buffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs lack %s:\n%s", want, logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// waitNoTunnels fails the test unless the registry empties within 5s.
-func waitNoTunnels(t testing.TB, g *Gateway) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for g.tunnels.count() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels still registered after they closed, want 0", g.tunnels.count())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestTunnelClosedWhenItsSessionEnds opens three tunnels (two sessions of
 // alice, one of bob), ends the first session in each way a session ends,
 // and checks that exactly the tunnels of the ended sessions close, with a
@@ -186,7 +160,10 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			}
 			b.echoes()
 
-			waitLog(t, &logs, `"event":"tunnel_closed","reason":"`+tt.reason+`","route":"/ws/","subject":"alice","session":"`+s.a.ID+`"`)
+			// A tunnel's line is written once the proxy has returned, just
+			// after the client sees the connection close.
+			wantLog := `"event":"tunnel_closed","reason":"` + tt.reason + `","route":"/ws/","subject":"alice","session":"` + s.a.ID + `"`
+			awaitCond(t, "a log line "+wantLog, func() bool { return strings.Contains(logs.String(), wantLog) })
 			for _, tok := range []string{s.tokA, s.tokA2, s.tokB} {
 				if strings.Contains(logs.String(), tok) {
 					t.Errorf("a token was logged:\n%s", logs.String())
@@ -194,7 +171,7 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			}
 			a2.conn.Close()
 			b.conn.Close()
-			waitNoTunnels(t, e.gw)
+			awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 		})
 	}
 }
@@ -251,7 +228,10 @@ func TestTunnelMaxLifetime(t *testing.T) {
 	e.gw.checkTunnels(t.Context())
 	old.closed("a tunnel past upgrade_max_lifetime")
 	young.echoes()
-	waitLog(t, &logs, `"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"`+sA.ID+`"`)
+	// A tunnel's line is written once the proxy has returned, just
+	// after the client sees the connection close.
+	wantLog := `"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sA.ID + `"`
+	awaitCond(t, "a log line "+wantLog, func() bool { return strings.Contains(logs.String(), wantLog) })
 	// An anonymous tunnel (auth optional) is capped too.
 	e2 := tunnelEnv(t, &logs, func(c *Config, _ *Deps) {
 		r := &c.Routes[len(c.Routes)-1]
@@ -261,7 +241,7 @@ func TestTunnelMaxLifetime(t *testing.T) {
 	e2.clock.Advance(time.Minute)
 	e2.gw.checkTunnels(t.Context())
 	anon.closed("an anonymous tunnel past upgrade_max_lifetime")
-	waitNoTunnels(t, e2.gw)
+	awaitCond(t, "no tunnels registered", func() bool { return e2.gw.tunnels.count() == 0 })
 }
 
 // TestTunnelDeadlineTimer: with the real clock, the deadline is a timer, not
@@ -281,7 +261,7 @@ func TestTunnelDeadlineTimer(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v, want about 200ms", d)
 	}
-	waitNoTunnels(t, e.gw)
+	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }
 
 // TestWatchTunnels runs the watcher loop on the real ticker with a short
