@@ -1,14 +1,10 @@
 package adversarial
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,60 +16,16 @@ import (
 	"github.com/spa-gateway/gateway/sessionstore"
 )
 
-// wsClient is an open WebSocket through the gateway, on a raw connection.
-type wsClient struct {
-	tb   testing.TB
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-// dialWS sends a WebSocket handshake for target with the given header lines
-// and returns the status and, on 101, the open connection.
-func (e *env) dialWS(target string, lines ...string) (int, *wsClient) {
+// open upgrades target with tok as a bearer token, requiring 101 and an
+// echo.
+func (e *env) open(target, tok string) *upstreamtest.WebSocket {
 	e.tb.Helper()
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	e.tb.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := get(target, append([]string{"Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13",
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="}, lines...)...)
-	conn.Write(r.bytes(e.addr))
-	br := bufio.NewReader(conn)
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return res.StatusCode, &wsClient{tb: e.tb, conn: conn, br: br}
-}
-
-// open is dialWS that must switch protocols and echo.
-func (e *env) open(target, tok string) *wsClient {
-	e.tb.Helper()
-	code, c := e.dialWS(target, bearer(tok))
-	if code != http.StatusSwitchingProtocols {
+	ws := upstreamtest.DialWebSocket(e.tb, e.addr, target, bearer(tok))
+	if code := ws.Response.StatusCode; code != http.StatusSwitchingProtocols {
 		e.tb.Fatalf("upgrade %s: status %d, want 101", target, code)
 	}
-	if !c.echoes() {
-		e.tb.Fatalf("upgrade %s: no echo", target)
-	}
-	return c
-}
-
-// echoes reports whether a line sent comes back.
-func (c *wsClient) echoes() bool {
-	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c.conn, "ping\n")
-	line, err := c.br.ReadString('\n')
-	return err == nil && line == "ping\n"
-}
-
-// closedWithin reports whether the gateway closes the connection within d.
-func (c *wsClient) closedWithin(d time.Duration) bool {
-	c.conn.SetDeadline(time.Now().Add(d))
-	_, err := c.br.ReadByte()
-	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	ws.Echoes()
+	return ws
 }
 
 // TestTunnelOutlivesSession: an attacker holding a session's token opens
@@ -169,17 +121,15 @@ func TestTunnelOutlivesSession(t *testing.T) {
 				t.Cleanup(cancel)
 				go e.gw.WatchTunnels(ctx, 10*time.Millisecond)
 			}
-			attacker := []*wsClient{e.open("/ws/1", tok), e.open("/ws/2", tok)}
+			attacker := []*upstreamtest.WebSocket{e.open("/ws/1", tok), e.open("/ws/2", tok)}
 			bystander := e.open("/ws/b", bystanderTok)
 
 			tt.end(t, e, clk, s, tok)
 			for i, c := range attacker {
-				if !c.closedWithin(5 * time.Second) {
-					t.Errorf("the attacker's WebSocket %d is still open after 5s", i+1)
-				}
+				c.ClosedWithin(fmt.Sprintf("the attacker's WebSocket %d", i+1), 5*time.Second)
 			}
-			if tt.maxLifetime == 0 && !bystander.echoes() {
-				t.Errorf("the bystander's WebSocket was closed too")
+			if tt.maxLifetime == 0 {
+				bystander.Echoes() // the bystander's WebSocket stays open
 			}
 			if !settle(5*time.Second, func() bool { return strings.Contains(logs.String(), `"event":"tunnel_closed"`) }) {
 				t.Errorf("no tunnel_closed log line:\n%s", logs.String())
@@ -206,11 +156,11 @@ func TestTunnelUpgradeOfEndedSession(t *testing.T) {
 	if a := e.send(post("/auth/logout", "", bearer(tok))); a.status != http.StatusNoContent {
 		t.Fatalf("logout: %d, want 204", a.status)
 	}
-	if code, _ := e.dialWS("/ws/x", bearer(tok)); code != http.StatusUnauthorized {
+	if code := upstreamtest.DialWebSocket(t, e.addr, "/ws/x", bearer(tok)).Response.StatusCode; code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a logged-out session's token: %d, want 401", code)
 	}
 	forged := e.mint(s, "no-such-session")
-	if code, _ := e.dialWS("/ws/x", bearer(forged)); code != http.StatusUnauthorized {
+	if code := upstreamtest.DialWebSocket(t, e.addr, "/ws/x", bearer(forged)).Response.StatusCode; code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a token of no stored session: %d, want 401", code)
 	}
 }

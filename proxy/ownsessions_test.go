@@ -327,19 +327,19 @@ func TestOwnEndingsCloseTunnels(t *testing.T) {
 	if res := e.do("DELETE", "/auth/sessions/"+a2.ID, bearer(tokA), ""); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE alice's second session: status = %d, want 204", res.StatusCode)
 	}
-	ta2.closed("the tunnel of the session ended by ID")
-	ta.echoes()
-	ta3.echoes()
+	ta2.ClosedWithin("the tunnel of the session ended by ID", 5*time.Second)
+	ta.Echoes()
+	ta3.Echoes()
 	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"others"}`); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("logout others: status = %d, want 204", res.StatusCode)
 	}
-	ta3.closed("the tunnel of another session ended by logout others")
-	ta.echoes()
+	ta3.ClosedWithin("the tunnel of another session ended by logout others", 5*time.Second)
+	ta.Echoes()
 	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"all"}`); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("logout all: status = %d, want 204", res.StatusCode)
 	}
-	ta.closed("the caller's own tunnel, after logout all")
-	tb.echoes()
-	tb.conn.Close()
+	ta.ClosedWithin("the caller's own tunnel, after logout all", 5*time.Second)
+	tb.Echoes()
+	tb.Close()
 	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }

@@ -152,13 +152,13 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			}
 
 			tt.end(t, e, s)
-			a.closed("the ended session's tunnel")
+			a.ClosedWithin("the ended session's tunnel", 5*time.Second)
 			if tt.alsoA2 {
-				a2.closed("the subject's other session's tunnel")
+				a2.ClosedWithin("the subject's other session's tunnel", 5*time.Second)
 			} else {
-				a2.echoes()
+				a2.Echoes()
 			}
-			b.echoes()
+			b.Echoes()
 
 			// A tunnel's line is written once the proxy has returned, just
 			// after the client sees the connection close.
@@ -169,8 +169,8 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 					t.Errorf("a token was logged:\n%s", logs.String())
 				}
 			}
-			a2.conn.Close()
-			b.conn.Close()
+			a2.Close()
+			b.Close()
 			awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 		})
 	}
@@ -191,16 +191,16 @@ func TestTunnelUpgradeNeedsLiveSession(t *testing.T) {
 	}
 	before := len(e.upstream.requests())
 	c := upgrade(t, e.addr(), "/ws/x", tok)
-	if c.res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.res.StatusCode)
+	if c.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.Response.StatusCode)
 	}
 	if n := len(e.upstream.requests()); n != before {
 		t.Errorf("upstream received the refused upgrade")
 	}
 	now := e.clock.Now()
 	unknown := e.mint(auth.MintClaims{Subject: "alice", SessionID: "no-such-session", ID: "j", IssuedAt: now, ExpiresAt: now.Add(e.sessions.AccessTTL)})
-	if c := upgrade(t, e.addr(), "/ws/x", unknown); c.res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade with an unknown session: status = %d, want 401", c.res.StatusCode)
+	if c := upgrade(t, e.addr(), "/ws/x", unknown); c.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade with an unknown session: status = %d, want 401", c.Response.StatusCode)
 	}
 	if n := e.gw.tunnels.count(); n != 0 {
 		t.Errorf("tunnels = %d after refused upgrades, want 0", n)
@@ -223,11 +223,11 @@ func TestTunnelMaxLifetime(t *testing.T) {
 
 	e.clock.Advance(9 * time.Minute)
 	e.gw.checkTunnels(t.Context())
-	old.echoes()
+	old.Echoes()
 	e.clock.Advance(2 * time.Minute)
 	e.gw.checkTunnels(t.Context())
-	old.closed("a tunnel past upgrade_max_lifetime")
-	young.echoes()
+	old.ClosedWithin("a tunnel past upgrade_max_lifetime", 5*time.Second)
+	young.Echoes()
 	// A tunnel's line is written once the proxy has returned, just
 	// after the client sees the connection close.
 	wantLog := `"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sA.ID + `"`
@@ -240,7 +240,7 @@ func TestTunnelMaxLifetime(t *testing.T) {
 	anon := openTunnel(t, e2.addr(), "/ws/anon", "")
 	e2.clock.Advance(time.Minute)
 	e2.gw.checkTunnels(t.Context())
-	anon.closed("an anonymous tunnel past upgrade_max_lifetime")
+	anon.ClosedWithin("an anonymous tunnel past upgrade_max_lifetime", 5*time.Second)
 	awaitCond(t, "no tunnels registered", func() bool { return e2.gw.tunnels.count() == 0 })
 }
 
@@ -257,7 +257,7 @@ func TestTunnelDeadlineTimer(t *testing.T) {
 	tok, _ := e.session("alice")
 	c := openTunnel(t, e.addr(), "/ws/x", tok)
 	start := time.Now()
-	c.closed("a tunnel past upgrade_max_lifetime (timer)")
+	c.ClosedWithin("a tunnel past upgrade_max_lifetime (timer)", 5*time.Second)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v, want about 200ms", d)
 	}
@@ -286,8 +286,8 @@ func TestWatchTunnels(t *testing.T) {
 	if _, err := e.store.Revoke(t.Context(), sA.ID, sessionstore.ReasonAdmin, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	a.closed("a tunnel whose session was revoked in the store")
-	b.echoes()
+	a.ClosedWithin("a tunnel whose session was revoked in the store", 5*time.Second)
+	b.Echoes()
 	cancel()
 	select {
 	case <-done:
