@@ -140,6 +140,26 @@ func TestTunnelsEndWithTheirSession(t *testing.T) {
 	}
 }
 
+// watcherPasses waits until the watcher has made n passes that began
+// after the call, with tunnels WebSockets of live sessions open: a pass
+// reads each of their sessions once (the store-get count), and one pass
+// begun before the call may add up to tunnels reads after it.
+func (g *testGateway) watcherPasses(n, tunnels int) {
+	g.t.Helper()
+	gets := func() float64 {
+		v, _ := sample(g.scrape(), `gateway_store_operation_duration_seconds_count{op="get"}`)
+		return v
+	}
+	want := gets() + float64((n+1)*tunnels)
+	deadline := time.Now().Add(5 * time.Second)
+	for gets() < want {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the watcher made fewer than %d passes in 5s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitLog fails the test unless the gateway's logs hold want within 5s (a
 // tunnel's line is written just after the client sees it close).
 func (g *testGateway) waitLog(want string) {
@@ -166,7 +186,7 @@ func TestTunnelUpgradeMaxLifetime(t *testing.T) {
 	clk.Advance(20 * time.Minute)
 	b := openTunnel(t, g.base, g.mustLogin())
 	clk.Advance(9 * time.Minute)
-	time.Sleep(100 * time.Millisecond) // five checks at 29 minutes: not yet
+	g.watcherPasses(2, 2) // at 29 minutes: not yet
 	a.Echoes()
 	clk.Advance(2 * time.Minute)
 	a.ClosedWithin("a WebSocket past upgrade_max_lifetime", 5*time.Second)
