@@ -267,18 +267,21 @@ func TestTunnelDeadlineTimer(t *testing.T) {
 // TestWatchTunnels runs the watcher loop on the real ticker with a short
 // interval: a session revoked in the store (as by another gateway) has its
 // tunnel closed, and the loop returns when its context ends. Without any
-// tunnel the watcher reads nothing.
+// tunnel a pass of the watcher reads nothing.
 func TestWatchTunnels(t *testing.T) {
 	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, nil)
+	// Passes that certainly ran, where a sleep beside the loop would pass
+	// had the loop never ticked.
+	for range 3 {
+		e.gw.checkTunnels(t.Context())
+	}
+	if got := storeGets(t, e); got != 0 {
+		t.Errorf("store reads of 3 passes with no tunnel open = %v, want 0", got)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { e.gw.WatchTunnels(ctx, 10*time.Millisecond); close(done) }()
-
-	time.Sleep(50 * time.Millisecond) // a few passes with no tunnel
-	if got := storeGets(t, e); got != 0 {
-		t.Errorf("store reads with no tunnel open = %v, want 0", got)
-	}
 	tokA, sA := e.session("alice")
 	tokB, _ := e.session("bob")
 	a := openTunnel(t, e.addr(), "/ws/a", tokA)
