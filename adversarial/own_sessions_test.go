@@ -130,24 +130,26 @@ func TestOwnSessionTokenTricks(t *testing.T) {
 // logout ends; and whatever the scope, another subject's sessions stay.
 func TestLogoutScopeTricks(t *testing.T) {
 	bodies := []struct {
-		name, body string
-		lines      []string
-		want       int
+		name string
+		// query is the logout target's query, "" for none.
+		query, body string
+		lines       []string
+		want        int
 		// ends: "none", "own" (plain logout) or "others"
 		ends string
 	}{
-		{"upper case", `{"scope":"ALL"}`, nil, 400, "none"},
-		{"padded", `{"scope":" all"}`, nil, 400, "none"},
-		{"NUL after", `{"scope":"all\u0000"}`, nil, 400, "none"},
-		{"Cyrillic а", `{"scope":"аll"}`, nil, 400, "none"},
-		{"array", `{"scope":["all"]}`, nil, 400, "none"},
-		{"number", `{"scope":1}`, nil, 400, "none"},
-		{"empty", `{"scope":""}`, nil, 400, "none"},
-		{"subject", `{"scope":"bob"}`, nil, 400, "none"},
-		{"form", `scope=all`, []string{"Content-Type: application/x-www-form-urlencoded"}, 400, "none"},
-		{"two documents", `{"scope":"others"}{"scope":"all"}`, nil, 400, "none"},
-		{"in the query only", ``, nil, 204, "own"},
-		{"others, with a subject", `{"scope":"others","subject":"bob"}`, nil, 204, "others"},
+		{"upper case", "", `{"scope":"ALL"}`, nil, 400, "none"},
+		{"padded", "", `{"scope":" all"}`, nil, 400, "none"},
+		{"NUL after", "", `{"scope":"all\u0000"}`, nil, 400, "none"},
+		{"Cyrillic а", "", `{"scope":"аll"}`, nil, 400, "none"},
+		{"array", "", `{"scope":["all"]}`, nil, 400, "none"},
+		{"number", "", `{"scope":1}`, nil, 400, "none"},
+		{"empty", "", `{"scope":""}`, nil, 400, "none"},
+		{"subject", "", `{"scope":"bob"}`, nil, 400, "none"},
+		{"form", "", `scope=all`, []string{"Content-Type: application/x-www-form-urlencoded"}, 400, "none"},
+		{"two documents", "", `{"scope":"others"}{"scope":"all"}`, nil, 400, "none"},
+		{"in the query only", "scope=all", ``, nil, 204, "own"},
+		{"others, with a subject", "", `{"scope":"others","subject":"bob"}`, nil, 204, "others"},
 	}
 	for _, tt := range bodies {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,8 +158,8 @@ func TestLogoutScopeTricks(t *testing.T) {
 			_, second := e.storedSession(stored{})
 			_, bob := e.storedSession(stored{subject: "bob"})
 			target := "/auth/logout"
-			if tt.name == "in the query only" {
-				target += "?scope=all"
+			if tt.query != "" {
+				target += "?" + tt.query
 			}
 			a := e.send(post(target, tt.body, append([]string{bearer(alice)}, tt.lines...)...))
 			if a.status != tt.want {
