@@ -27,6 +27,38 @@ type attack struct {
 	never check
 }
 
+// run runs the attack against a gateway of its own: the status must be
+// tt.status, tt.never must hold (nothing reached the upstreams if nil), a
+// refused login must set no token cookie, and e.invariants must hold. The
+// string B-HOST in the request target is upstream b's address.
+func (tt attack) run(t *testing.T) {
+	t.Helper()
+	e := newEnv(t, tt.opts)
+	r := tt.request(e)
+	r.target = strings.ReplaceAll(r.target, "B-HOST", e.b.Listener.Addr().String())
+	a := e.send(r)
+	if a.status != tt.status {
+		t.Errorf("status = %d, want %d (%s)", a.status, tt.status, a.body)
+	}
+	if r.target == "/auth/login" && a.status != http.StatusOK {
+		for _, c := range a.header.Values("Set-Cookie") {
+			if strings.HasPrefix(c, "__Host-gateway=") {
+				t.Errorf("refused login set the token cookie: %q", c)
+			}
+		}
+	}
+	never := tt.never
+	if never == nil {
+		never = nothing
+	}
+	if err := never(e); err != nil {
+		t.Error(err)
+	}
+	if err := e.invariants(a); err != nil {
+		t.Error(err)
+	}
+}
+
 // Shorthands for the table.
 func valid(e *env) string   { tok, _ := e.token(false); return tok }
 func expired(e *env) string { tok, e2 := e.token(true); e.last = e2; return tok }
@@ -505,23 +537,7 @@ func TestAttacks(t *testing.T) {
 		for _, tt := range g.attacks {
 			t.Run(g.name+"/"+tt.name, func(t *testing.T) {
 				t.Parallel()
-				e := newEnv(t, tt.opts)
-				r := tt.request(e)
-				r.target = strings.ReplaceAll(r.target, "B-HOST", e.b.Listener.Addr().String())
-				a := e.send(r)
-				if a.status != tt.status {
-					t.Errorf("status = %d, want %d (%s)", a.status, tt.status, a.body)
-				}
-				never := tt.never
-				if never == nil {
-					never = nothing
-				}
-				if err := never(e); err != nil {
-					t.Error(err)
-				}
-				if err := e.invariants(a); err != nil {
-					t.Error(err)
-				}
+				tt.run(t)
 			})
 		}
 	}

@@ -61,38 +61,51 @@ func TestDPoPAttacks(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		req  rawReq
+		// desc is the error_description the refusal must carry: the check
+		// the case is named for refused it, not another one.
+		desc string
 	}{
-		{"stolen token, no proof", get("/api/a", "Authorization: DPoP "+tok)},
-		{"stolen token as Bearer", get("/api/a", bearer(tok))},
-		{"stolen cookie, no proof", get("/api/a", cookie)},
-		{"stolen token, the thief's own key", get("/api/a", "Authorization: DPoP "+tok, "DPoP: "+thief.Proof(t, "GET", url("/api/a"), tok, epoch))},
-		{"stolen cookie, the thief's own key", get("/api/a", cookie, "DPoP: "+thief.Proof(t, "GET", url("/api/a"), "", epoch))},
-		{"captured proof replayed", get("/api/a", "Authorization: DPoP "+tok, "DPoP: "+captured)},
-		{"captured proof at another path", get("/api/b", "Authorization: DPoP "+tok, "DPoP: "+captured)},
+		{"stolen token, no proof", get("/api/a", "Authorization: DPoP "+tok), "missing DPoP proof"},
+		{"stolen token as Bearer", get("/api/a", bearer(tok)), "bound token needs the DPoP scheme"},
+		{"stolen cookie, no proof", get("/api/a", cookie), "missing DPoP proof"},
+		{"stolen token, the thief's own key", get("/api/a", "Authorization: DPoP "+tok, "DPoP: "+thief.Proof(t, "GET", url("/api/a"), tok, epoch)), "DPoP key mismatch"},
+		{"stolen cookie, the thief's own key", get("/api/a", cookie, "DPoP: "+thief.Proof(t, "GET", url("/api/a"), "", epoch)), "DPoP key mismatch"},
+		{"captured proof replayed", get("/api/a", "Authorization: DPoP "+tok, "DPoP: "+captured), "DPoP proof replayed"},
+		// A fresh proof, never sent, so that only its htu can refuse it.
+		{"captured proof at another path", get("/api/b", "Authorization: DPoP "+tok,
+			"DPoP: "+victim.Proof(t, "GET", url("/api/a"), tok, epoch)), "htu mismatch"},
 		{"alg none with the victim's jwk", get("/api/a", "Authorization: DPoP "+tok,
-			"DPoP: "+authtest.Forge(t, hdr(victim, "alg", "none"), claims("GET", "/api/a"), nil))},
+			"DPoP: "+authtest.Forge(t, hdr(victim, "alg", "none"), claims("GET", "/api/a"), nil)), "unsupported DPoP proof algorithm"},
 		{"HS256 keyed with the victim's public x", get("/api/a", "Authorization: DPoP "+tok,
-			"DPoP: "+authtest.Forge(t, hdr(victim, "alg", "HS256"), claims("GET", "/api/a"), authtest.SignAs("HS256", []byte(victim.JWK()["x"].(string)))))},
+			"DPoP: "+authtest.Forge(t, hdr(victim, "alg", "HS256"), claims("GET", "/api/a"), authtest.SignAs("HS256", []byte(victim.JWK()["x"].(string))))), "unsupported DPoP proof algorithm"},
 		{"thief's signature, the victim's jwk", get("/api/a", "Authorization: DPoP "+tok,
-			"DPoP: "+authtest.Forge(t, hdr(victim), claims("GET", "/api/a"), thief.Signer()))},
+			"DPoP: "+authtest.Forge(t, hdr(victim), claims("GET", "/api/a"), thief.Signer())), "DPoP proof signature invalid"},
+		// Signed with the victim's key, so that only the private member
+		// can refuse it.
 		{"jwk with a private part", get("/api/a", "Authorization: DPoP "+tok,
-			"DPoP: "+authtest.Forge(t, hdr(thief, "jwk", authtest.With(thief.JWK(), "d", "AAAA")), claims("GET", "/api/a"), thief.Signer()))},
+			"DPoP: "+authtest.Forge(t, hdr(victim, "jwk", authtest.With(victim.JWK(), "d", "AAAA")), claims("GET", "/api/a"), victim.Signer())),
+			"jwk holds a private key"},
+		// Signed with the victim's key, so that only the htu's query can
+		// refuse it (the query alone would be ignored on the request).
 		{"htu with a query", get("/api/a?x=1", "Authorization: DPoP "+tok,
-			"DPoP: "+thief.Proof(t, "GET", url("/api/a?x=1"), tok, epoch))},
+			"DPoP: "+victim.Proof(t, "GET", url("/api/a?x=1"), tok, epoch)), "htu mismatch"},
 		{"htu of a host an untrusted client names", get("/api/a", "Authorization: DPoP "+tok, "X-Forwarded-Host: evil.example",
-			"DPoP: "+victim.Proof(t, "GET", "http://evil.example/api/a", tok, epoch))},
+			"DPoP: "+victim.Proof(t, "GET", "http://evil.example/api/a", tok, epoch)), "htu mismatch"},
 		{"refresh with the thief's key", post("/auth/refresh", "", "Authorization: DPoP "+tok,
-			"DPoP: "+thief.Proof(t, "POST", url("/auth/refresh"), tok, epoch))},
-		{"refresh with the cookie alone", post("/auth/refresh", "", cookie, "X-Requested-With: x")},
+			"DPoP: "+thief.Proof(t, "POST", url("/auth/refresh"), tok, epoch)), "DPoP key mismatch"},
+		{"refresh with the cookie alone", post("/auth/refresh", "", cookie, "X-Requested-With: x"), "missing DPoP proof"},
 		{"logout with the thief's key", post("/auth/logout", "", "Authorization: DPoP "+tok,
-			"DPoP: "+thief.Proof(t, "POST", url("/auth/logout"), tok, epoch))},
-		{"logout with the cookie alone", post("/auth/logout", "", cookie, "X-Requested-With: x")},
+			"DPoP: "+thief.Proof(t, "POST", url("/auth/logout"), tok, epoch)), "DPoP key mismatch"},
+		{"logout with the cookie alone", post("/auth/logout", "", cookie, "X-Requested-With: x"), "missing DPoP proof"},
 		{"own sessions with the thief's key", get("/auth/sessions", "Authorization: DPoP "+tok,
-			"DPoP: "+thief.Proof(t, "GET", url("/auth/sessions"), tok, epoch))},
+			"DPoP: "+thief.Proof(t, "GET", url("/auth/sessions"), tok, epoch)), "DPoP key mismatch"},
 	} {
 		a := e.send(c.req)
 		if a.status != http.StatusUnauthorized || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "DPoP ") {
 			t.Errorf("%s: %d %q %s, want 401 with a DPoP challenge", c.name, a.status, a.header.Get("WWW-Authenticate"), a.body)
+		}
+		if want := `error_description="` + c.desc + `"`; !strings.Contains(a.header.Get("WWW-Authenticate"), want) {
+			t.Errorf("%s: WWW-Authenticate = %q, want %s", c.name, a.header.Get("WWW-Authenticate"), want)
 		}
 		if err := e.invariants(a); err != nil {
 			t.Errorf("%s: %v", c.name, err)

@@ -265,7 +265,7 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 	if e.met, err = metrics.New(e.reg, nil); err != nil {
 		tb.Fatal(err)
 	}
-	users := usersFile(tb)
+	users := usersFile(tb, bcrypt.MinCost)
 	cfg := proxy.Config{
 		Routes: []proxy.Route{
 			{Prefix: "/api/", Upstream: e.a.url(tb), Auth: proxy.AuthRequired},
@@ -331,69 +331,126 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 	return e
 }
 
-var (
-	usersOnce sync.Once
-	users     *auth.UsersFile
-	usersErr  error
-)
+// usersByCost holds, per bcrypt cost, the parsed users file of usersFile.
+var usersByCost sync.Map // int → func() (*auth.UsersFile, error)
 
-// usersFile is alice / wonderland (roles reader) at bcrypt's lowest cost,
-// parsed once: bcrypt under the race detector is slow, and a UsersFile is
-// immutable.
-func usersFile(tb testing.TB) *auth.UsersFile {
+// usersFile is alice / wonderland (roles reader) at the given bcrypt cost,
+// parsed once per cost: bcrypt under the race detector is slow, and a
+// UsersFile is immutable.
+func usersFile(tb testing.TB, cost int) *auth.UsersFile {
 	tb.Helper()
-	usersOnce.Do(func() {
-		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	f, _ := usersByCost.LoadOrStore(cost, sync.OnceValues(func() (*auth.UsersFile, error) {
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 		if err != nil {
-			usersErr = err
-			return
+			return nil, err
 		}
-		users, usersErr = auth.ParseUsers(strings.NewReader(user+":"+string(hash)+"\n"), map[string][]string{user: {"reader"}})
-	})
-	if usersErr != nil {
-		tb.Fatal(usersErr)
+		return auth.ParseUsers(strings.NewReader(user+":"+string(hash)+"\n"), map[string][]string{user: {"reader"}})
+	}))
+	users, err := f.(func() (*auth.UsersFile, error))()
+	if err != nil {
+		tb.Fatal(err)
 	}
 	return users
 }
 
-// session stores a session of alice (roles reader) whose current token is
-// valid (expired false) or expired 5 minutes ago (expired true), and
-// returns it with its claims. The session itself is live either way.
-func (e *env) session(expired bool) (sessionstore.Session, map[string]any) {
+// clock is a clock a test sets, for a rule it must move past while the
+// rest of the gateway stands at epoch. It starts at epoch.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.Set(epoch)
+	return c
+}
+
+func (c *clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
+func (c *clock) Now() time.Time  { return time.Unix(0, c.ns.Load()).UTC() }
+
+// stored describes a session for storedSession. The zero value is a live
+// session of alice without roles, issued a minute before epoch, whose
+// idle and absolute deadlines are an hour and a day after that.
+type stored struct {
+	// subject is the session's user; "" means alice.
+	subject string
+	roles   []string
+	// iat is when the session and its current token were issued; zero
+	// means a minute before epoch.
+	iat time.Time
+	// idle and absolute are the deadlines after iat; zero means an hour
+	// and a day.
+	idle, absolute time.Duration
+	// sid, if set, is the session the token names instead of its own.
+	sid string
+}
+
+// storedSession stores the session st describes and returns it with its
+// current token (expiring 15 minutes after iat), minted by the gateway's
+// own Minter.
+func (e *env) storedSession(st stored) (string, sessionstore.Session) {
 	e.tb.Helper()
-	iat := epoch.Add(-time.Minute)
-	if expired {
-		iat = epoch.Add(-20 * time.Minute)
+	if st.subject == "" {
+		st.subject = user
+	}
+	if st.iat.IsZero() {
+		st.iat = epoch.Add(-time.Minute)
+	}
+	if st.idle == 0 {
+		st.idle = time.Hour
+	}
+	if st.absolute == 0 {
+		st.absolute = 24 * time.Hour
 	}
 	id := randomID(e.tb)
 	s := sessionstore.Session{
-		ID: id, Subject: user, Roles: []string{"reader"}, JTI: "jti-" + id,
-		IssuedAt: iat, CreatedAt: iat, RefreshedAt: iat,
-		IdleExpiresAt: iat.Add(time.Hour), ExpiresAt: iat.Add(24 * time.Hour),
+		ID: id, Subject: st.subject, Roles: st.roles, JTI: "jti-" + id,
+		IssuedAt: st.iat, CreatedAt: st.iat, RefreshedAt: st.iat,
+		IdleExpiresAt: st.iat.Add(st.idle), ExpiresAt: st.iat.Add(st.absolute),
 	}
 	if err := e.store.Create(e.tb.Context(), s); err != nil {
 		e.tb.Fatal(err)
 	}
-	claims := map[string]any{
-		"iss": issuer, "aud": audience, "sub": user, "sid": s.ID, "jti": s.JTI,
-		"roles": []string{"reader"}, "iat": iat.Unix(), "exp": iat.Add(15 * time.Minute).Unix(),
+	sid := st.sid
+	if sid == "" {
+		sid = s.ID
 	}
-	return s, claims
+	return e.mint(s, sid), s
 }
 
-// token mints, with the gateway's own Minter, the current token of a new
-// session.
-func (e *env) token(expired bool) (string, sessionstore.Session) {
+// mint is the current token of session s, naming session sid, minted by
+// the gateway's own Minter.
+func (e *env) mint(s sessionstore.Session, sid string) string {
 	e.tb.Helper()
-	s, _ := e.session(expired)
 	tok, err := e.minter.Mint(auth.MintClaims{
-		Subject: s.Subject, SessionID: s.ID, ID: s.JTI, Roles: s.Roles,
+		Subject: s.Subject, SessionID: sid, ID: s.JTI, Roles: s.Roles,
 		IssuedAt: s.IssuedAt, ExpiresAt: s.IssuedAt.Add(15 * time.Minute),
 	})
 	if err != nil {
 		e.tb.Fatal(err)
 	}
-	return tok, s
+	return tok
+}
+
+// token stores a session of alice (roles reader) whose current token is
+// valid (expired false) or expired 5 minutes ago (expired true), and
+// returns the token and the session. The session itself is live either way.
+func (e *env) token(expired bool) (string, sessionstore.Session) {
+	e.tb.Helper()
+	st := stored{roles: []string{"reader"}}
+	if expired {
+		st.iat = epoch.Add(-20 * time.Minute)
+	}
+	return e.storedSession(st)
+}
+
+// session is token's session with the claims of its token.
+func (e *env) session(expired bool) (sessionstore.Session, map[string]any) {
+	e.tb.Helper()
+	_, s := e.token(expired)
+	claims := map[string]any{
+		"iss": issuer, "aud": audience, "sub": s.Subject, "sid": s.ID, "jti": s.JTI,
+		"roles": s.Roles, "iat": s.IssuedAt.Unix(), "exp": s.IssuedAt.Add(15 * time.Minute).Unix(),
+	}
+	return s, claims
 }
 
 // header is the JOSE header the gateway's Minter writes.
@@ -477,11 +534,7 @@ func (e *env) send(r rawReq) answer {
 
 func sendTo(tb testing.TB, addr string, r rawReq) answer {
 	tb.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if r.from != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(r.from)}
-	}
-	conn, err := d.Dial("tcp", addr)
+	conn, err := dialFrom(addr, r.from)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -500,6 +553,15 @@ func sendTo(tb testing.TB, addr string, r rawReq) answer {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	return answer{status: res.StatusCode, header: res.Header, body: string(body)}
+}
+
+// dialFrom connects to addr from the local address from ("" means any).
+func dialFrom(addr, from string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	return d.Dial("tcp", addr)
 }
 
 func isReset(err error) bool {

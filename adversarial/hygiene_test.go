@@ -120,27 +120,13 @@ func hygieneAttacks() []attack {
 	return out
 }
 
-// TestHygieneAttacks runs its cases one after another, and before the
-// parallel tests: TestLoadWithFaults's /down/ route points at a closed port,
-// which a listener of a case running beside it may get, and then answer.
+// TestHygieneAttacks runs the hygiene table.
 func TestHygieneAttacks(t *testing.T) {
+	t.Parallel()
 	for _, tt := range hygieneAttacks() {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, tt.opts)
-			a := e.send(tt.request(e))
-			if a.status != tt.status {
-				t.Errorf("status = %d, want %d (%s)", a.status, tt.status, a.body)
-			}
-			never := tt.never
-			if never == nil {
-				never = nothing
-			}
-			if err := never(e); err != nil {
-				t.Error(err)
-			}
-			if err := e.invariants(a); err != nil {
-				t.Error(err)
-			}
+			t.Parallel()
+			tt.run(t)
 		})
 	}
 }

@@ -77,8 +77,20 @@ func TestLoadWithFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The down upstream closes every connection before answering. It stays
+	// open, so that no listener of a test running beside this one can take
+	// its port and answer for it.
+	t.Cleanup(func() { down.Close() })
+	go func() {
+		for {
+			c, err := down.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	downURL := &url.URL{Scheme: "http", Host: down.Addr().String()}
-	down.Close()
 	e := newEnv(t, envOptions{
 		config: func(c *proxy.Config) {
 			c.Routes = append(c.Routes, proxy.Route{Prefix: "/down/", Upstream: downURL, Auth: proxy.AuthRequired})

@@ -10,14 +10,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
@@ -27,46 +25,10 @@ import (
 // loginLimit is login.max_failures in the login limit cases.
 const loginLimit = 5
 
-// limiterClock is the login limiter's own clock in these cases, so that
-// the window can pass while the rest of the gateway stands at epoch.
-type limiterClock struct{ ns atomic.Int64 }
-
-func newLimiterClock() *limiterClock {
-	c := &limiterClock{}
-	c.ns.Store(epoch.UnixNano())
-	return c
-}
-
-func (c *limiterClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *limiterClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
-// limitCost is the bcrypt cost of slowUsers: high enough that a burst
+// limitCost is the bcrypt cost of the users file in the login limit cases: high enough that a burst
 // arrives while the first passwords are being checked, which is the
 // timing the limit must hold under, as with a production cost.
 const limitCost = 6
-
-var (
-	slowUsersOnce sync.Once
-	slowUsersFile *auth.UsersFile
-	slowUsersErr  error
-)
-
-// slowUsers is alice / wonderland at bcrypt cost limitCost, parsed once.
-func slowUsers(tb testing.TB) *auth.UsersFile {
-	tb.Helper()
-	slowUsersOnce.Do(func() {
-		hash, err := bcrypt.GenerateFromPassword([]byte(password), limitCost)
-		if err != nil {
-			slowUsersErr = err
-			return
-		}
-		slowUsersFile, slowUsersErr = auth.ParseUsers(strings.NewReader(user+":"+string(hash)+"\n"), nil)
-	})
-	if slowUsersErr != nil {
-		tb.Fatal(slowUsersErr)
-	}
-	return slowUsersFile
-}
 
 // loginJSONFor is a JSON login body.
 func loginJSONFor(username, pass string) string {
@@ -97,7 +59,7 @@ func loginBurst(tb testing.TB, addr string, presend bool, reqs []rawReq) []login
 			var conn net.Conn
 			var err error
 			if presend {
-				if conn, err = dialLoginFrom(addr, r.from); err == nil {
+				if conn, err = dialFrom(addr, r.from); err == nil {
 					_, err = conn.Write(raw[:len(raw)-1])
 					raw = raw[len(raw)-1:]
 				}
@@ -105,7 +67,7 @@ func loginBurst(tb testing.TB, addr string, presend bool, reqs []rawReq) []login
 			ready.Done()
 			<-release
 			if !presend {
-				conn, err = dialLoginFrom(addr, r.from)
+				conn, err = dialFrom(addr, r.from)
 			}
 			if err == nil {
 				answers[i], err = loginExchange(conn, raw)
@@ -123,15 +85,6 @@ func loginBurst(tb testing.TB, addr string, presend bool, reqs []rawReq) []login
 		tb.Fatalf("burst: %v", err)
 	}
 	return answers
-}
-
-// dialLoginFrom connects to addr from the local address from ("" means any).
-func dialLoginFrom(addr, from string) (net.Conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if from != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
-	}
-	return d.Dial("tcp", addr)
 }
 
 // loginExchange writes raw on conn and reads one response.
@@ -197,9 +150,9 @@ func TestLoginLimit(t *testing.T) {
 				name = tt.name + ", pre-sent and released on the last byte"
 			}
 			t.Run(name, func(t *testing.T) {
-				clock := newLimiterClock()
+				clock := newClock()
 				e := newEnv(t, envOptions{deps: func(d *proxy.Deps) {
-					d.Login = slowUsers(t)
+					d.Login = usersFile(t, limitCost)
 					d.Limiter = auth.NewFailureLimiter(loginLimit, time.Minute, clock.Now)
 				}})
 				reqs := make([]rawReq, n)
@@ -231,7 +184,7 @@ func TestLoginLimit(t *testing.T) {
 				}
 
 				// Once the window has passed, it logs in.
-				clock.Advance(time.Minute)
+				clock.Set(epoch.Add(time.Minute))
 				if a := e.send(right); a.status != http.StatusOK {
 					t.Errorf("right password after the window: status = %d, want 200", a.status)
 				}
@@ -305,7 +258,7 @@ func TestLoginLimitBurst(t *testing.T) {
 	for i := range wrong {
 		wg.Go(func() {
 			defer answered.Add(1)
-			conn, err := dialLoginFrom(e.addr, "")
+			conn, err := dialFrom(e.addr, "")
 			if err != nil {
 				errs[i] = err
 				return

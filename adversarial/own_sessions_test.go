@@ -7,35 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/sessionstore"
 )
-
-// sessionOf stores a live session of subject and returns a live token of
-// it, minted by the gateway's own Minter (sid claim: its.ID), or, with
-// sid, a token of subject that names session sid instead.
-func (e *env) sessionOf(subject, sid string) (string, sessionstore.Session) {
-	e.tb.Helper()
-	iat := epoch.Add(-time.Minute)
-	s := sessionstore.Session{
-		ID: randomID(e.tb), Subject: subject, JTI: "jti-" + randomID(e.tb),
-		IssuedAt: iat, CreatedAt: iat, RefreshedAt: iat,
-		IdleExpiresAt: iat.Add(time.Hour), ExpiresAt: iat.Add(24 * time.Hour),
-	}
-	if err := e.store.Create(e.tb.Context(), s); err != nil {
-		e.tb.Fatal(err)
-	}
-	if sid == "" {
-		sid = s.ID
-	}
-	tok, err := e.minter.Mint(auth.MintClaims{Subject: subject, SessionID: sid, ID: s.JTI, IssuedAt: iat, ExpiresAt: iat.Add(15 * time.Minute)})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return tok, s
-}
 
 // liveIDs are subject's live sessions in the store.
 func (e *env) liveIDs(subject string) []string {
@@ -59,8 +33,8 @@ func (e *env) liveIDs(subject string) []string {
 // session stays live, and alice's list never shows it.
 func TestOwnSessionEnumeration(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	alice, _ := e.sessionOf(user, "")
-	_, bob := e.sessionOf("bob", "")
+	alice, _ := e.storedSession(stored{})
+	_, bob := e.storedSession(stored{subject: "bob"})
 	notFound := e.send(rawReq{method: "DELETE", target: "/auth/sessions/" + randomID(t), lines: []string{bearer(alice)}})
 	if notFound.status != http.StatusNotFound {
 		t.Fatalf("DELETE of an unknown session: status = %d, want 404", notFound.status)
@@ -109,14 +83,14 @@ func TestOwnSessionEnumeration(t *testing.T) {
 // ends nothing more.
 func TestOwnSessionTokenTricks(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	_, bob := e.sessionOf("bob", "")
-	crossed, _ := e.sessionOf(user, bob.ID) // alice's token naming bob's session
+	_, bob := e.storedSession(stored{subject: "bob"})
+	crossed, _ := e.storedSession(stored{sid: bob.ID}) // alice's token naming bob's session
 	expired, _ := e.token(true)
-	ended, endedSession := e.sessionOf(user, "")
+	ended, endedSession := e.storedSession(stored{})
 	if _, err := e.store.Revoke(t.Context(), endedSession.ID, sessionstore.ReasonReuseDetected, epoch); err != nil {
 		t.Fatal(err)
 	}
-	other, otherSession := e.sessionOf(user, "")
+	other, otherSession := e.storedSession(stored{})
 
 	tests := []struct {
 		name string
@@ -156,34 +130,36 @@ func TestOwnSessionTokenTricks(t *testing.T) {
 // logout ends; and whatever the scope, another subject's sessions stay.
 func TestLogoutScopeTricks(t *testing.T) {
 	bodies := []struct {
-		name, body string
-		lines      []string
-		want       int
+		name string
+		// query is the logout target's query, "" for none.
+		query, body string
+		lines       []string
+		want        int
 		// ends: "none", "own" (plain logout) or "others"
 		ends string
 	}{
-		{"upper case", `{"scope":"ALL"}`, nil, 400, "none"},
-		{"padded", `{"scope":" all"}`, nil, 400, "none"},
-		{"NUL after", `{"scope":"all\u0000"}`, nil, 400, "none"},
-		{"Cyrillic а", `{"scope":"аll"}`, nil, 400, "none"},
-		{"array", `{"scope":["all"]}`, nil, 400, "none"},
-		{"number", `{"scope":1}`, nil, 400, "none"},
-		{"empty", `{"scope":""}`, nil, 400, "none"},
-		{"subject", `{"scope":"bob"}`, nil, 400, "none"},
-		{"form", `scope=all`, []string{"Content-Type: application/x-www-form-urlencoded"}, 400, "none"},
-		{"two documents", `{"scope":"others"}{"scope":"all"}`, nil, 400, "none"},
-		{"in the query only", ``, nil, 204, "own"},
-		{"others, with a subject", `{"scope":"others","subject":"bob"}`, nil, 204, "others"},
+		{"upper case", "", `{"scope":"ALL"}`, nil, 400, "none"},
+		{"padded", "", `{"scope":" all"}`, nil, 400, "none"},
+		{"NUL after", "", `{"scope":"all\u0000"}`, nil, 400, "none"},
+		{"Cyrillic а", "", `{"scope":"аll"}`, nil, 400, "none"},
+		{"array", "", `{"scope":["all"]}`, nil, 400, "none"},
+		{"number", "", `{"scope":1}`, nil, 400, "none"},
+		{"empty", "", `{"scope":""}`, nil, 400, "none"},
+		{"subject", "", `{"scope":"bob"}`, nil, 400, "none"},
+		{"form", "", `scope=all`, []string{"Content-Type: application/x-www-form-urlencoded"}, 400, "none"},
+		{"two documents", "", `{"scope":"others"}{"scope":"all"}`, nil, 400, "none"},
+		{"in the query only", "scope=all", ``, nil, 204, "own"},
+		{"others, with a subject", "", `{"scope":"others","subject":"bob"}`, nil, 204, "others"},
 	}
 	for _, tt := range bodies {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, envOptions{})
-			alice, mine := e.sessionOf(user, "")
-			_, second := e.sessionOf(user, "")
-			_, bob := e.sessionOf("bob", "")
+			alice, mine := e.storedSession(stored{})
+			_, second := e.storedSession(stored{})
+			_, bob := e.storedSession(stored{subject: "bob"})
 			target := "/auth/logout"
-			if tt.name == "in the query only" {
-				target += "?scope=all"
+			if tt.query != "" {
+				target += "?" + tt.query
 			}
 			a := e.send(post(target, tt.body, append([]string{bearer(alice)}, tt.lines...)...))
 			if a.status != tt.want {
@@ -209,7 +185,7 @@ func TestLogoutScopeTricks(t *testing.T) {
 // never a token or a jti, and not cacheable.
 func TestOwnSessionsListShape(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	alice, s := e.sessionOf(user, "")
+	alice, s := e.storedSession(stored{})
 	a := e.send(get("/auth/sessions", bearer(alice), "User-Agent: probe"))
 	if a.status != http.StatusOK || a.header.Get("Cache-Control") != "no-store" || a.header.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /auth/sessions: status %d, Cache-Control %q, Content-Type %q; want 200, no-store, application/json",

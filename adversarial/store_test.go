@@ -94,7 +94,6 @@ func TestStalledRedisWriteNeverAppliesLater(t *testing.T) {
 	if got := srv.Do(t, "PING"); got != "+PONG" {
 		t.Fatalf("PING after SIGCONT = %q", got)
 	}
-	time.Sleep(50 * time.Millisecond)
 
 	again := e.send(post("/auth/refresh", "", bearer(tok)))
 	if again.status != http.StatusOK {

@@ -1,16 +1,11 @@
 package adversarial
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"io"
+	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,60 +16,16 @@ import (
 	"github.com/spa-gateway/gateway/sessionstore"
 )
 
-// wsClient is an open WebSocket through the gateway, on a raw connection.
-type wsClient struct {
-	tb   testing.TB
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-// dialWS sends a WebSocket handshake for target with the given header lines
-// and returns the status and, on 101, the open connection.
-func (e *env) dialWS(target string, lines ...string) (int, *wsClient) {
+// open upgrades target with tok as a bearer token, requiring 101 and an
+// echo.
+func (e *env) open(target, tok string) *upstreamtest.WebSocket {
 	e.tb.Helper()
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	e.tb.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	r := get(target, append([]string{"Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13",
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="}, lines...)...)
-	conn.Write(r.bytes(e.addr))
-	br := bufio.NewReader(conn)
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return res.StatusCode, &wsClient{tb: e.tb, conn: conn, br: br}
-}
-
-// open is dialWS that must switch protocols and echo.
-func (e *env) open(target, tok string) *wsClient {
-	e.tb.Helper()
-	code, c := e.dialWS(target, bearer(tok))
-	if code != http.StatusSwitchingProtocols {
+	ws := upstreamtest.DialWebSocket(e.tb, e.addr, target, bearer(tok))
+	if code := ws.Response.StatusCode; code != http.StatusSwitchingProtocols {
 		e.tb.Fatalf("upgrade %s: status %d, want 101", target, code)
 	}
-	if !c.echoes() {
-		e.tb.Fatalf("upgrade %s: no echo", target)
-	}
-	return c
-}
-
-// echoes reports whether a line sent comes back.
-func (c *wsClient) echoes() bool {
-	c.conn.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c.conn, "ping\n")
-	line, err := c.br.ReadString('\n')
-	return err == nil && line == "ping\n"
-}
-
-// closedWithin reports whether the gateway closes the connection within d.
-func (c *wsClient) closedWithin(d time.Duration) bool {
-	c.conn.SetDeadline(time.Now().Add(d))
-	_, err := c.br.ReadByte()
-	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	ws.Echoes()
+	return ws
 }
 
 // TestTunnelOutlivesSession: an attacker holding a session's token opens
@@ -92,7 +43,7 @@ func TestTunnelOutlivesSession(t *testing.T) {
 		watch bool
 		// end ends the session s (token tok) as the case says; clk is the
 		// gateway's clock.
-		end func(t *testing.T, e *env, clk *settable, s sessionstore.Session, tok string)
+		end func(t *testing.T, e *env, clk *clock, s sessionstore.Session, tok string)
 	}
 	revoke := func(t *testing.T, e *env, s sessionstore.Session, reason string) {
 		if _, err := e.store.Revoke(t.Context(), s.ID, reason, epoch); err != nil {
@@ -100,21 +51,21 @@ func TestTunnelOutlivesSession(t *testing.T) {
 		}
 	}
 	tests := []tunnelCase{
-		{name: "victim logs out", end: func(t *testing.T, e *env, _ *settable, _ sessionstore.Session, tok string) {
+		{name: "victim logs out", end: func(t *testing.T, e *env, _ *clock, _ sessionstore.Session, tok string) {
 			if a := e.send(post("/auth/logout", "", bearer(tok))); a.status != http.StatusNoContent {
 				t.Fatalf("logout: %d, want 204", a.status)
 			}
 		}},
-		{name: "administrator revokes the session", end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+		{name: "administrator revokes the session", end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 			revoke(t, e, s, sessionstore.ReasonAdmin)
 			e.gw.EndSession(s.ID, sessionstore.ReasonAdmin)
 		}},
-		{name: "administrator revokes the user", end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+		{name: "administrator revokes the user", end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 			e.store.RevokeSubject(t.Context(), "mallory-victim", sessionstore.ReasonAdmin, epoch)
 			e.gw.EndSubject("mallory-victim", sessionstore.ReasonAdmin)
 		}},
-		{name: "stolen token replayed after the victim's refresh (reuse detection)", end: func(t *testing.T, e *env, clk *settable, _ sessionstore.Session, tok string) {
-			clk.set(epoch.Add(16 * time.Minute)) // the token expired: refreshable
+		{name: "stolen token replayed after the victim's refresh (reuse detection)", end: func(t *testing.T, e *env, clk *clock, _ sessionstore.Session, tok string) {
+			clk.Set(epoch.Add(16 * time.Minute)) // the token expired: refreshable
 			if a := e.send(post("/auth/refresh", "", bearer(tok))); a.status != http.StatusOK {
 				t.Fatalf("victim's refresh: %d, want 200", a.status)
 			}
@@ -123,30 +74,29 @@ func TestTunnelOutlivesSession(t *testing.T) {
 			}
 		}},
 		{name: "revoked on another replica, every_request sees it on the next request", everyRequest: true,
-			end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, tok string) {
+			end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, tok string) {
 				revoke(t, e, s, sessionstore.ReasonLogout)
 				if a := e.send(get("/api/x", bearer(tok))); a.status != http.StatusUnauthorized {
 					t.Fatalf("request: %d, want 401", a.status)
 				}
 			}},
 		{name: "revoked on another replica, seen by the watcher", watch: true,
-			end: func(t *testing.T, e *env, _ *settable, s sessionstore.Session, _ string) {
+			end: func(t *testing.T, e *env, _ *clock, s sessionstore.Session, _ string) {
 				revoke(t, e, s, sessionstore.ReasonAdmin)
 			}},
 		{name: "session past its absolute end, seen by the watcher", watch: true,
-			end: func(t *testing.T, e *env, clk *settable, s sessionstore.Session, _ string) {
-				clk.set(s.ExpiresAt)
+			end: func(t *testing.T, e *env, clk *clock, s sessionstore.Session, _ string) {
+				clk.Set(s.ExpiresAt)
 			}},
 		{name: "held past upgrade_max_lifetime", watch: true, maxLifetime: time.Minute,
-			end: func(t *testing.T, e *env, clk *settable, _ sessionstore.Session, _ string) {
-				clk.set(epoch.Add(time.Minute))
+			end: func(t *testing.T, e *env, clk *clock, _ sessionstore.Session, _ string) {
+				clk.Set(epoch.Add(time.Minute))
 			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &logtest.Buffer{}
-			clk := &settable{}
-			clk.set(epoch)
+			clk := newClock()
 			echo := upstreamtest.StartWebSocketEcho(t)
 			e := newEnv(t, envOptions{
 				config: func(c *proxy.Config) {
@@ -157,31 +107,29 @@ func TestTunnelOutlivesSession(t *testing.T) {
 						WebSocket: true, UpgradeMaxLifetime: tt.maxLifetime})
 				},
 				deps: func(d *proxy.Deps) {
-					d.Now = clk.now
+					d.Now = clk.Now
 					d.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 				},
 				sessions: func(c *auth.SessionsConfig, _ *sessionstore.Store) {
 					c.RefreshGrace = 0 // a replay is reuse at once
 				},
 			})
-			tok, s := e.tunnelSession("mallory-victim", time.Hour, 2*time.Hour)
-			bystanderTok, _ := e.tunnelSession(user, 24*time.Hour, 24*time.Hour)
+			tok, s := e.storedSession(stored{subject: "mallory-victim", iat: epoch, idle: time.Hour, absolute: 2 * time.Hour})
+			bystanderTok, _ := e.storedSession(stored{iat: epoch, idle: 24 * time.Hour, absolute: 24 * time.Hour})
 			if tt.watch {
 				ctx, cancel := context.WithCancel(t.Context())
 				t.Cleanup(cancel)
 				go e.gw.WatchTunnels(ctx, 10*time.Millisecond)
 			}
-			attacker := []*wsClient{e.open("/ws/1", tok), e.open("/ws/2", tok)}
+			attacker := []*upstreamtest.WebSocket{e.open("/ws/1", tok), e.open("/ws/2", tok)}
 			bystander := e.open("/ws/b", bystanderTok)
 
 			tt.end(t, e, clk, s, tok)
 			for i, c := range attacker {
-				if !c.closedWithin(5 * time.Second) {
-					t.Errorf("the attacker's WebSocket %d is still open after 5s", i+1)
-				}
+				c.ClosedWithin(fmt.Sprintf("the attacker's WebSocket %d", i+1), 5*time.Second)
 			}
-			if tt.maxLifetime == 0 && !bystander.echoes() {
-				t.Errorf("the bystander's WebSocket was closed too")
+			if tt.maxLifetime == 0 {
+				bystander.Echoes() // the bystander's WebSocket stays open
 			}
 			if !settle(5*time.Second, func() bool { return strings.Contains(logs.String(), `"event":"tunnel_closed"`) }) {
 				t.Errorf("no tunnel_closed log line:\n%s", logs.String())
@@ -208,44 +156,11 @@ func TestTunnelUpgradeOfEndedSession(t *testing.T) {
 	if a := e.send(post("/auth/logout", "", bearer(tok))); a.status != http.StatusNoContent {
 		t.Fatalf("logout: %d, want 204", a.status)
 	}
-	if code, _ := e.dialWS("/ws/x", bearer(tok)); code != http.StatusUnauthorized {
+	if code := upstreamtest.DialWebSocket(t, e.addr, "/ws/x", bearer(tok)).Response.StatusCode; code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a logged-out session's token: %d, want 401", code)
 	}
-	forged, err := e.minter.Mint(mintOf(s, "no-such-session"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, _ := e.dialWS("/ws/x", bearer(forged)); code != http.StatusUnauthorized {
+	forged := e.mint(s, "no-such-session")
+	if code := upstreamtest.DialWebSocket(t, e.addr, "/ws/x", bearer(forged)).Response.StatusCode; code != http.StatusUnauthorized {
 		t.Errorf("upgrade with a token of no stored session: %d, want 401", code)
 	}
-}
-
-// settable is a clock the test moves.
-type settable struct{ ns atomic.Int64 }
-
-func (c *settable) set(t time.Time) { c.ns.Store(t.UnixNano()) }
-func (c *settable) now() time.Time  { return time.Unix(0, c.ns.Load()).UTC() }
-
-// tunnelSession stores a session of subject created at epoch, with its idle
-// and absolute deadlines idle and absolute later, and mints its current
-// token.
-func (e *env) tunnelSession(subject string, idle, absolute time.Duration) (string, sessionstore.Session) {
-	e.tb.Helper()
-	id := randomID(e.tb)
-	s := sessionstore.Session{ID: id, Subject: subject, JTI: "jti-" + id, IssuedAt: epoch, CreatedAt: epoch,
-		RefreshedAt: epoch, IdleExpiresAt: epoch.Add(idle), ExpiresAt: epoch.Add(absolute)}
-	if err := e.store.Create(e.tb.Context(), s); err != nil {
-		e.tb.Fatal(err)
-	}
-	tok, err := e.minter.Mint(mintOf(s, s.ID))
-	if err != nil {
-		e.tb.Fatal(err)
-	}
-	return tok, s
-}
-
-// mintOf is the current token of session s, naming session sid.
-func mintOf(s sessionstore.Session, sid string) auth.MintClaims {
-	return auth.MintClaims{Subject: s.Subject, SessionID: sid, ID: s.JTI, Roles: s.Roles,
-		IssuedAt: s.IssuedAt, ExpiresAt: s.IssuedAt.Add(15 * time.Minute)}
 }

@@ -5,8 +5,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -55,36 +53,14 @@ func newDPoPFixture(tb testing.TB, replayEntries int) *dpopFixture {
 	return f
 }
 
-var (
-	testDPoPKeysMu sync.Mutex
-	testDPoPKeys   = map[string]crypto.Signer{}
-)
-
-func testDPoPKey(tb testing.TB, kind string, n int, gen func() (crypto.Signer, error)) crypto.Signer {
-	tb.Helper()
-	testDPoPKeysMu.Lock()
-	defer testDPoPKeysMu.Unlock()
-	id := fmt.Sprintf("%s/%d", kind, n)
-	if k, ok := testDPoPKeys[id]; ok {
-		return k
-	}
-	k, err := gen()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	testDPoPKeys[id] = k
-	return k
-}
-
+// testECKey and testEdKey are the private keys of testKey's n-th ES256
+// and EdDSA keys, as proof keys.
 func testECKey(tb testing.TB, n int) *ecdsa.PrivateKey {
-	return testDPoPKey(tb, "ec", n, func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }).(*ecdsa.PrivateKey)
+	return testKey(tb, ES256, n).private.(*ecdsa.PrivateKey)
 }
 
 func testEdKey(tb testing.TB, n int) ed25519.PrivateKey {
-	return testDPoPKey(tb, "ed", n, func() (crypto.Signer, error) {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		return k, err
-	}).(ed25519.PrivateKey)
+	return testKey(tb, EdDSA, n).private.(ed25519.PrivateKey)
 }
 
 // jwkOf is the public JWK of pub as a header value.
@@ -389,8 +365,9 @@ func withNonce(*testing.T, *dpopFixture) DPoPRequest {
 	return DPoPRequest{Method: "GET", URL: testHTU, RequireNonce: true}
 }
 
+// testRSAKey is the private key of testKey's RS256 key.
 func testRSAKey(tb testing.TB) *rsa.PrivateKey {
-	return testDPoPKey(tb, "rsa", 0, func() (crypto.Signer, error) { return rsa.GenerateKey(rand.Reader, 2048) }).(*rsa.PrivateKey)
+	return testKey(tb, RS256, 0).private.(*rsa.PrivateKey)
 }
 
 // TestDPoPReplay: a proof is accepted once; the same jti with another key

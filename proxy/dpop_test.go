@@ -32,18 +32,7 @@ func (e *env) proofHeader(h http.Header, k *authtest.DPoPKey, method, path, toke
 // dpopLogin logs alice in with h and returns the answer's status and body.
 func (e *env) dpopLogin(h http.Header) (*http.Response, tokenResponse) {
 	e.t.Helper()
-	if h == nil {
-		h = http.Header{}
-	}
-	body, _ := json.Marshal(map[string]string{"username": "alice", "password": "wonderland"})
-	res := e.do("POST", "/auth/login", with(h, "Content-Type", "application/json"), string(body))
-	var tr tokenResponse
-	if res.StatusCode == http.StatusOK {
-		if err := json.Unmarshal([]byte(readBody(e.t, res)), &tr); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	return res, tr
+	return e.loginWith("alice", "wonderland", h)
 }
 
 // boundLogin logs alice in with a proof of k, requiring a bound session.

@@ -50,16 +50,10 @@ func newSessionEnv(t testing.TB, edit func(*Config, *Deps), editSessions ...func
 	}, editSessions...)
 }
 
+// login logs user in with a JSON login and no other header.
 func (e *env) login(user, pass string) (tokenResponse, *http.Response) {
 	e.t.Helper()
-	body, _ := json.Marshal(map[string]string{"username": user, "password": pass})
-	res := e.do("POST", "/auth/login", http.Header{"Content-Type": {"application/json"}}, string(body))
-	var tr tokenResponse
-	if res.StatusCode == http.StatusOK {
-		if err := json.Unmarshal([]byte(readBody(e.t, res)), &tr); err != nil {
-			e.t.Fatal(err)
-		}
-	}
+	res, tr := e.loginWith(user, pass, nil)
 	return tr, res
 }
 
@@ -445,13 +439,7 @@ func TestCookieDelivery(t *testing.T) {
 		t.Errorf("Set-Cookie = %q, want no Domain", sc)
 	}
 	cookie := strings.SplitN(sc, ";", 2)[0]
-	withCookie := func(extra ...string) http.Header {
-		h := http.Header{"Cookie": {cookie}}
-		for i := 0; i+1 < len(extra); i += 2 {
-			h.Set(extra[i], extra[i+1])
-		}
-		return h
-	}
+	withCookie := func(kv ...string) http.Header { return with(http.Header{"Cookie": {cookie}}, kv...) }
 	tests := []struct {
 		name, method, path string
 		h                  http.Header

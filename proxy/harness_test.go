@@ -268,6 +268,46 @@ func rawDo(t testing.TB, addr, method, target string, header http.Header, body s
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 
+// with is a copy of h (nil is empty) with the header lines kv (name,
+// value, ...) added.
+func with(h http.Header, kv ...string) http.Header {
+	h = h.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+// loginWith posts user's JSON login with the header h (nil is none) and
+// returns the answer, with its body decoded if the status is 200.
+func (e *env) loginWith(user, pass string, h http.Header) (*http.Response, tokenResponse) {
+	e.t.Helper()
+	body, _ := json.Marshal(map[string]string{"username": user, "password": pass})
+	res := e.do("POST", "/auth/login", with(h, "Content-Type", "application/json"), string(body))
+	var tr tokenResponse
+	if res.StatusCode == http.StatusOK {
+		if err := json.Unmarshal([]byte(readBody(e.t, res)), &tr); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return res, tr
+}
+
+// awaitCond polls cond until it holds, failing the test after 10 seconds.
+func awaitCond(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: not yet %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func readBody(t testing.TB, res *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(res.Body)

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/metrics"
@@ -193,17 +192,5 @@ func TestLoginLimitAbandonedCounts(t *testing.T) {
 	legacy.open()
 	if got := mustPostLoginForm(t, e, "alice", "right"); got != http.StatusTooManyRequests {
 		t.Errorf("right password after 3 abandoned attempts: status = %d, want 429", got)
-	}
-}
-
-// awaitCond polls cond until it holds, failing the test after 10 seconds.
-func awaitCond(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: not yet %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -15,11 +15,7 @@ const loginJSON = `{"username":"alice","password":"wonderland"}`
 
 // loginHeader is a JSON login's header with extra name, value pairs.
 func loginHeader(kv ...string) http.Header {
-	h := http.Header{"Content-Type": {"application/json"}}
-	for i := 0; i+1 < len(kv); i += 2 {
-		h.Add(kv[i], kv[i+1])
-	}
-	return h
+	return with(http.Header{"Content-Type": {"application/json"}}, kv...)
 }
 
 // tokenCookie is the "name=value" of the token cookie a response sets, or "".
@@ -115,18 +111,10 @@ func TestCookieOriginRule(t *testing.T) {
 		t.Fatalf("login: status = %d, cookie %q", res.StatusCode, cookie)
 	}
 	h := func(kv ...string) http.Header {
-		out := http.Header{"Cookie": {cookie}, "X-Requested-With": {"fetch"}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			out.Add(kv[i], kv[i+1])
-		}
-		return out
+		return with(http.Header{"Cookie": {cookie}, "X-Requested-With": {"fetch"}}, kv...)
 	}
 	upgrade := func(kv ...string) http.Header {
-		out := http.Header{"Cookie": {cookie}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			out.Add(kv[i], kv[i+1])
-		}
-		return out
+		return with(http.Header{"Cookie": {cookie}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, kv...)
 	}
 	tests := []struct {
 		name, method, path string
@@ -198,10 +186,7 @@ func TestOwnOriginFromTrustedProxy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := envs[tt.trusted]
-			h := http.Header{"Origin": {tt.origin}}
-			for i := 0; i+1 < len(tt.h); i += 2 {
-				h.Add(tt.h[i], tt.h[i+1])
-			}
+			h := with(http.Header{"Origin": {tt.origin}}, tt.h...)
 			post := h.Clone()
 			post.Set("Cookie", cookies[tt.trusted])
 			post.Set("X-Requested-With", "fetch")

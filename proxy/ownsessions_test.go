@@ -29,26 +29,12 @@ func from(ua, addr string) http.Header {
 	return http.Header{"User-Agent": {ua}, "X-Forwarded-For": {addr}}
 }
 
-// with adds the header lines kv (name, value, ...) to h.
-func with(h http.Header, kv ...string) http.Header {
-	h = h.Clone()
-	for i := 0; i+1 < len(kv); i += 2 {
-		h.Add(kv[i], kv[i+1])
-	}
-	return h
-}
-
 // loginFrom logs user in from h and returns the access token.
 func (e *env) loginFrom(user, pass string, h http.Header) string {
 	e.t.Helper()
-	body, _ := json.Marshal(map[string]string{"username": user, "password": pass})
-	res := e.do("POST", "/auth/login", with(h, "Content-Type", "application/json"), string(body))
+	res, tr := e.loginWith(user, pass, h)
 	if res.StatusCode != http.StatusOK {
 		e.t.Fatalf("login %s: status = %d, want 200", user, res.StatusCode)
-	}
-	var tr tokenResponse
-	if err := json.Unmarshal([]byte(readBody(e.t, res)), &tr); err != nil {
-		e.t.Fatal(err)
 	}
 	return tr.AccessToken
 }
@@ -341,19 +327,19 @@ func TestOwnEndingsCloseTunnels(t *testing.T) {
 	if res := e.do("DELETE", "/auth/sessions/"+a2.ID, bearer(tokA), ""); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE alice's second session: status = %d, want 204", res.StatusCode)
 	}
-	ta2.closed("the tunnel of the session ended by ID")
-	ta.echoes()
-	ta3.echoes()
+	ta2.ClosedWithin("the tunnel of the session ended by ID", 5*time.Second)
+	ta.Echoes()
+	ta3.Echoes()
 	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"others"}`); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("logout others: status = %d, want 204", res.StatusCode)
 	}
-	ta3.closed("the tunnel of another session ended by logout others")
-	ta.echoes()
+	ta3.ClosedWithin("the tunnel of another session ended by logout others", 5*time.Second)
+	ta.Echoes()
 	if res := e.do("POST", "/auth/logout", bearer(tokA), `{"scope":"all"}`); res.StatusCode != http.StatusNoContent {
 		t.Fatalf("logout all: status = %d, want 204", res.StatusCode)
 	}
-	ta.closed("the caller's own tunnel, after logout all")
-	tb.echoes()
-	tb.conn.Close()
-	waitNoTunnels(t, e.gw)
+	ta.ClosedWithin("the caller's own tunnel, after logout all", 5*time.Second)
+	tb.Echoes()
+	tb.Close()
+	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }

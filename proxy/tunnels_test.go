@@ -31,32 +31,6 @@ func tunnelEnv(t testing.TB, logs *logtest.Buffer, edit func(*Config, *Deps), ed
 
 func (e *env) addr() string { return e.srv.Listener.Addr().String() }
 
-// waitLog fails the test unless the logs hold want within 5s: a tunnel's
-// line is written once the proxy has returned, just after the client sees
-// the connection close.
-func waitLog(t testing.TB, logs *logtest.Buffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs lack %s:\n%s", want, logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// waitNoTunnels fails the test unless the registry empties within 5s.
-func waitNoTunnels(t testing.TB, g *Gateway) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for g.tunnels.count() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tunnels still registered after they closed, want 0", g.tunnels.count())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestTunnelClosedWhenItsSessionEnds opens three tunnels (two sessions of
 // alice, one of bob), ends the first session in each way a session ends,
 // and checks that exactly the tunnels of the ended sessions close, with a
@@ -178,23 +152,26 @@ func TestTunnelClosedWhenItsSessionEnds(t *testing.T) {
 			}
 
 			tt.end(t, e, s)
-			a.closed("the ended session's tunnel")
+			a.ClosedWithin("the ended session's tunnel", 5*time.Second)
 			if tt.alsoA2 {
-				a2.closed("the subject's other session's tunnel")
+				a2.ClosedWithin("the subject's other session's tunnel", 5*time.Second)
 			} else {
-				a2.echoes()
+				a2.Echoes()
 			}
-			b.echoes()
+			b.Echoes()
 
-			waitLog(t, &logs, `"event":"tunnel_closed","reason":"`+tt.reason+`","route":"/ws/","subject":"alice","session":"`+s.a.ID+`"`)
+			// A tunnel's line is written once the proxy has returned, just
+			// after the client sees the connection close.
+			wantLog := `"event":"tunnel_closed","reason":"` + tt.reason + `","route":"/ws/","subject":"alice","session":"` + s.a.ID + `"`
+			awaitCond(t, "a log line "+wantLog, func() bool { return strings.Contains(logs.String(), wantLog) })
 			for _, tok := range []string{s.tokA, s.tokA2, s.tokB} {
 				if strings.Contains(logs.String(), tok) {
 					t.Errorf("a token was logged:\n%s", logs.String())
 				}
 			}
-			a2.conn.Close()
-			b.conn.Close()
-			waitNoTunnels(t, e.gw)
+			a2.Close()
+			b.Close()
+			awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 		})
 	}
 }
@@ -214,16 +191,16 @@ func TestTunnelUpgradeNeedsLiveSession(t *testing.T) {
 	}
 	before := len(e.upstream.requests())
 	c := upgrade(t, e.addr(), "/ws/x", tok)
-	if c.res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.res.StatusCode)
+	if c.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.Response.StatusCode)
 	}
 	if n := len(e.upstream.requests()); n != before {
 		t.Errorf("upstream received the refused upgrade")
 	}
 	now := e.clock.Now()
 	unknown := e.mint(auth.MintClaims{Subject: "alice", SessionID: "no-such-session", ID: "j", IssuedAt: now, ExpiresAt: now.Add(e.sessions.AccessTTL)})
-	if c := upgrade(t, e.addr(), "/ws/x", unknown); c.res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade with an unknown session: status = %d, want 401", c.res.StatusCode)
+	if c := upgrade(t, e.addr(), "/ws/x", unknown); c.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade with an unknown session: status = %d, want 401", c.Response.StatusCode)
 	}
 	if n := e.gw.tunnels.count(); n != 0 {
 		t.Errorf("tunnels = %d after refused upgrades, want 0", n)
@@ -246,12 +223,15 @@ func TestTunnelMaxLifetime(t *testing.T) {
 
 	e.clock.Advance(9 * time.Minute)
 	e.gw.checkTunnels(t.Context())
-	old.echoes()
+	old.Echoes()
 	e.clock.Advance(2 * time.Minute)
 	e.gw.checkTunnels(t.Context())
-	old.closed("a tunnel past upgrade_max_lifetime")
-	young.echoes()
-	waitLog(t, &logs, `"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"`+sA.ID+`"`)
+	old.ClosedWithin("a tunnel past upgrade_max_lifetime", 5*time.Second)
+	young.Echoes()
+	// A tunnel's line is written once the proxy has returned, just
+	// after the client sees the connection close.
+	wantLog := `"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sA.ID + `"`
+	awaitCond(t, "a log line "+wantLog, func() bool { return strings.Contains(logs.String(), wantLog) })
 	// An anonymous tunnel (auth optional) is capped too.
 	e2 := tunnelEnv(t, &logs, func(c *Config, _ *Deps) {
 		r := &c.Routes[len(c.Routes)-1]
@@ -260,8 +240,8 @@ func TestTunnelMaxLifetime(t *testing.T) {
 	anon := openTunnel(t, e2.addr(), "/ws/anon", "")
 	e2.clock.Advance(time.Minute)
 	e2.gw.checkTunnels(t.Context())
-	anon.closed("an anonymous tunnel past upgrade_max_lifetime")
-	waitNoTunnels(t, e2.gw)
+	anon.ClosedWithin("an anonymous tunnel past upgrade_max_lifetime", 5*time.Second)
+	awaitCond(t, "no tunnels registered", func() bool { return e2.gw.tunnels.count() == 0 })
 }
 
 // TestTunnelDeadlineTimer: with the real clock, the deadline is a timer, not
@@ -277,28 +257,31 @@ func TestTunnelDeadlineTimer(t *testing.T) {
 	tok, _ := e.session("alice")
 	c := openTunnel(t, e.addr(), "/ws/x", tok)
 	start := time.Now()
-	c.closed("a tunnel past upgrade_max_lifetime (timer)")
+	c.ClosedWithin("a tunnel past upgrade_max_lifetime (timer)", 5*time.Second)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v, want about 200ms", d)
 	}
-	waitNoTunnels(t, e.gw)
+	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }
 
 // TestWatchTunnels runs the watcher loop on the real ticker with a short
 // interval: a session revoked in the store (as by another gateway) has its
 // tunnel closed, and the loop returns when its context ends. Without any
-// tunnel the watcher reads nothing.
+// tunnel a pass of the watcher reads nothing.
 func TestWatchTunnels(t *testing.T) {
 	var logs logtest.Buffer
 	e := tunnelEnv(t, &logs, nil)
+	// Passes that certainly ran, where a sleep beside the loop would pass
+	// had the loop never ticked.
+	for range 3 {
+		e.gw.checkTunnels(t.Context())
+	}
+	if got := storeGets(t, e); got != 0 {
+		t.Errorf("store reads of 3 passes with no tunnel open = %v, want 0", got)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { e.gw.WatchTunnels(ctx, 10*time.Millisecond); close(done) }()
-
-	time.Sleep(50 * time.Millisecond) // a few passes with no tunnel
-	if got := storeGets(t, e); got != 0 {
-		t.Errorf("store reads with no tunnel open = %v, want 0", got)
-	}
 	tokA, sA := e.session("alice")
 	tokB, _ := e.session("bob")
 	a := openTunnel(t, e.addr(), "/ws/a", tokA)
@@ -306,8 +289,8 @@ func TestWatchTunnels(t *testing.T) {
 	if _, err := e.store.Revoke(t.Context(), sA.ID, sessionstore.ReasonAdmin, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	a.closed("a tunnel whose session was revoked in the store")
-	b.echoes()
+	a.ClosedWithin("a tunnel whose session was revoked in the store", 5*time.Second)
+	b.Echoes()
 	cancel()
 	select {
 	case <-done:

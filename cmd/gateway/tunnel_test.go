@@ -1,11 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"errors"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -53,59 +48,16 @@ func newTestClock() *testClock {
 func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// tunnel is the client side of a WebSocket through the gateway.
-type tunnel struct {
-	t    testing.TB
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-// openTunnel upgrades /ws/ on the main listener at base with tok and checks
-// that it echoes.
-func openTunnel(t testing.TB, base, tok string) *tunnel {
+// openTunnel upgrades /ws/ on the main listener at base with tok,
+// requiring 101 and an echo.
+func openTunnel(t testing.TB, base, tok string) *upstreamtest.WebSocket {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
+	ws := upstreamtest.DialWebSocket(t, strings.TrimPrefix(base, "http://"), "/ws/chat", "Authorization: Bearer "+tok)
+	if ws.Response.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status = %d, want 101", ws.Response.StatusCode)
 	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /ws/chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer %s\r\n\r\n", tok)
-	br := bufio.NewReader(conn)
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: status = %d, want 101", res.StatusCode)
-	}
-	tn := &tunnel{t: t, conn: conn, br: br}
-	tn.echoes()
-	return tn
-}
-
-// echoes checks that a line sent comes back.
-func (tn *tunnel) echoes() {
-	tn.t.Helper()
-	tn.conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(tn.conn, "ping\n")
-	if line, err := tn.br.ReadString('\n'); err != nil || line != "ping\n" {
-		tn.t.Fatalf("echo through the tunnel = %q, %v; want ping", line, err)
-	}
-}
-
-// closedWithin checks that the gateway closes the tunnel within d, and
-// returns how long it took.
-func (tn *tunnel) closedWithin(what string, d time.Duration) time.Duration {
-	tn.t.Helper()
-	start := time.Now()
-	tn.conn.SetDeadline(start.Add(d))
-	_, err := tn.br.ReadByte()
-	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
-		tn.t.Fatalf("%s: the tunnel is still open after %v (%v)", what, d, err)
-	}
-	return time.Since(start)
+	ws.Echoes()
+	return ws
 }
 
 // TestTunnelsEndWithTheirSession opens a WebSocket of a session of alice,
@@ -176,15 +128,35 @@ func TestTunnelsEndWithTheirSession(t *testing.T) {
 			tokB := ta.AccessToken
 			a, a2, b := openTunnel(t, g.base, tokA), openTunnel(t, g.base, tokA2), openTunnel(t, g.base, tokB)
 			tt.end(t, g, clk, tokA, tokA2, tokB)
-			a.closedWithin("the ended session's WebSocket", 5*time.Second)
+			a.ClosedWithin("the ended session's WebSocket", 5*time.Second)
 			if tt.alsoA2 {
-				a2.closedWithin("the user's other WebSocket", 5*time.Second)
+				a2.ClosedWithin("the user's other WebSocket", 5*time.Second)
 			} else {
-				a2.echoes()
+				a2.Echoes()
 			}
-			b.echoes()
+			b.Echoes()
 			g.waitLog(`"event":"tunnel_closed","reason":"` + tt.reason + `","route":"/ws/","subject":"alice","session":"` + sidOf(t, tokA) + `"`)
 		})
+	}
+}
+
+// watcherPasses waits until the watcher has made n passes that began
+// after the call, with tunnels WebSockets of live sessions open: a pass
+// reads each of their sessions once (the store-get count), and one pass
+// begun before the call may add up to tunnels reads after it.
+func (g *testGateway) watcherPasses(n, tunnels int) {
+	g.t.Helper()
+	gets := func() float64 {
+		v, _ := sample(g.scrape(), `gateway_store_operation_duration_seconds_count{op="get"}`)
+		return v
+	}
+	want := gets() + float64((n+1)*tunnels)
+	deadline := time.Now().Add(5 * time.Second)
+	for gets() < want {
+		if time.Now().After(deadline) {
+			g.t.Fatalf("the watcher made fewer than %d passes in 5s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -214,11 +186,11 @@ func TestTunnelUpgradeMaxLifetime(t *testing.T) {
 	clk.Advance(20 * time.Minute)
 	b := openTunnel(t, g.base, g.mustLogin())
 	clk.Advance(9 * time.Minute)
-	time.Sleep(100 * time.Millisecond) // five checks at 29 minutes: not yet
-	a.echoes()
+	g.watcherPasses(2, 2) // at 29 minutes: not yet
+	a.Echoes()
 	clk.Advance(2 * time.Minute)
-	a.closedWithin("a WebSocket past upgrade_max_lifetime", 5*time.Second)
-	b.echoes()
+	a.ClosedWithin("a WebSocket past upgrade_max_lifetime", 5*time.Second)
+	b.Echoes()
 	g.waitLog(`"event":"tunnel_closed","reason":"max_lifetime","route":"/ws/","subject":"alice","session":"` + sidOf(t, tokA) + `"`)
 }
 
@@ -245,16 +217,16 @@ func TestTunnelClosedAcrossReplicas(t *testing.T) {
 	if code, body := one.adminRequest("DELETE", "/admin/sessions/"+sidOf(t, tokA), testAdminToken); code != http.StatusNoContent {
 		t.Fatalf("revoke on the first replica: %d %s, want 204", code, body)
 	}
-	if took := a.closedWithin("a WebSocket on the second replica of a session revoked on the first", 5*time.Second); took > interval+time.Second {
+	if took := a.ClosedWithin("a WebSocket on the second replica of a session revoked on the first", 5*time.Second); took > interval+time.Second {
 		t.Errorf("closed after %v, want within the interval %v (and a second of slack)", took, interval)
 	}
 	if code, _, _ := one.request("POST", one.base+"/auth/logout", "", "Authorization", "Bearer "+tokA2); code != http.StatusNoContent {
 		t.Fatalf("logout on the first replica: status %d, want 204", code)
 	}
-	if took := a2.closedWithin("a WebSocket on the second replica of a session logged out on the first", 5*time.Second); took > interval+time.Second {
+	if took := a2.ClosedWithin("a WebSocket on the second replica of a session logged out on the first", 5*time.Second); took > interval+time.Second {
 		t.Errorf("closed after %v, want within the interval %v (and a second of slack)", took, interval)
 	}
-	b.echoes()
+	b.Echoes()
 	if !strings.Contains(two.logs.String(), `"event":"tunnel_closed","reason":"admin"`) {
 		t.Errorf("second replica's logs lack the tunnel_closed line")
 	}

@@ -50,24 +50,26 @@ func TestWriteQueuedPastDeadline(t *testing.T) {
 			}
 			results := make(chan result, 3)
 			now := t0.Add(time.Minute)
-			go func() {
+			ctxs := make([]context.Context, 3)
+			for i := range ctxs {
 				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 				defer cancel()
-				results <- result{"Create", st.Create(ctx, storetest.NewSession("new", "alice", now))}
+				ctxs[i] = ctx
+			}
+			go func() {
+				results <- result{"Create", st.Create(ctxs[0], storetest.NewSession("new", "alice", now))}
 			}()
 			go func() {
-				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-				defer cancel()
-				_, err := st.Rotate(ctx, sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "next", Now: now, IdleTimeout: time.Hour, Grace: time.Second})
+				_, err := st.Rotate(ctxs[1], sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "next", Now: now, IdleTimeout: time.Hour, Grace: time.Second})
 				results <- result{"Rotate", err}
 			}()
 			go func() {
-				ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-				defer cancel()
-				_, err := st.Revoke(ctx, "s", sessionstore.ReasonLogout, now)
+				_, err := st.Revoke(ctxs[2], "s", sessionstore.ReasonLogout, now)
 				results <- result{"Revoke", err}
 			}()
-			time.Sleep(150 * time.Millisecond) // every ctx has ended, the calls still queued
+			for _, ctx := range ctxs { // every ctx has ended, the calls still queued
+				<-ctx.Done()
+			}
 			close(release)
 			if err := <-held; err != nil {
 				t.Fatal(err)
