@@ -63,6 +63,7 @@ func BenchmarkExtractToken(b *testing.B) {
 		{"bearer", DeliveryBearer, http.Header{"Authorization": {"Bearer " + tok}}},
 		{"cookie", DeliveryBoth, http.Header{"Cookie": {"theme=dark; __Host-gateway=" + tok + "; lang=en"}}},
 		{"bearer and cookie", DeliveryBoth, http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {"__Host-gateway=" + tok}}},
+		{"dpop", DeliveryBearer, http.Header{"Authorization": {"DPoP " + tok}}},
 	}
 	for _, tt := range tests {
 		b.Run(tt.name, func(b *testing.B) {
@@ -123,7 +124,7 @@ func BenchmarkAuthorize(b *testing.B) {
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, ok := e.gw.authorize(w, r, tok, false); !ok {
+				if _, ok := e.gw.authorize(w, r, tok, false, schemeBearer, false); !ok {
 					b.Fatalf("authorize refused: %d %s", w.Code, w.Body)
 				}
 			}

@@ -47,10 +47,10 @@ var (
 	errDPoPScheme = errors.New("DPoP scheme")
 )
 
-// tokenError is err, a refusal of r's token, marked for a DPoP challenge
-// when r used the DPoP scheme.
-func tokenError(r *http.Request, err error) error {
-	if dpopScheme(r) {
+// tokenError is err, a refusal of a token presented with scheme, marked
+// for a DPoP challenge when that is the DPoP scheme.
+func tokenError(scheme authScheme, err error) error {
+	if scheme == schemeDPoP {
 		return fmt.Errorf("%w: %w", errDPoPScheme, err)
 	}
 	return err
@@ -63,10 +63,11 @@ func tokenError(r *http.Request, err error) error {
 // token or the cookie cannot make; a token sent with the DPoP scheme must
 // be bound. The proof's ath is checked against a token from the
 // Authorization header; one from the cookie is HttpOnly, which the
-// client's script cannot read nor hash, and is held to the key alone. An
-// unbound token outside the DPoP scheme costs a header lookup.
-func (g *Gateway) checkBinding(w http.ResponseWriter, r *http.Request, tok *auth.Token, fromCookie bool) error {
-	dpop := !fromCookie && dpopScheme(r)
+// client's script cannot read nor hash, and is held to the key alone.
+// scheme is how the token was presented (extractToken). An unbound token
+// outside the DPoP scheme costs nothing.
+func (g *Gateway) checkBinding(w http.ResponseWriter, r *http.Request, tok *auth.Token, fromCookie bool, scheme authScheme) error {
+	dpop := scheme == schemeDPoP
 	switch {
 	case tok.JKT == "" && dpop:
 		return errUnboundDPoP

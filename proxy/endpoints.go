@@ -273,32 +273,32 @@ func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) 
 // /auth/logout request. Only exp is relaxed (VerifyExpired); the cookie's
 // CSRF rule applies as to any state-changing request. When it is refused,
 // the answer is written and failed is the gateway_refreshes_total result
-// it counts as.
-func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, failed string) {
-	raw, fromCookie, _, bad := g.credential(r)
+// it counts as. scheme is how the token was presented.
+func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, scheme authScheme, failed string) {
+	raw, fromCookie, scheme, bad := g.extractToken(r)
 	if bad != "" {
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil, metrics.RefreshInvalidToken
+		return nil, scheme, metrics.RefreshInvalidToken
 	}
 	if raw == "" {
 		// No token at all (an SPA's interceptor firing on a 401) is not a
 		// bad token: counted apart, it stays out of the failure alert.
-		return nil, g.fail(w, errTokenMissing).refresh
+		return nil, scheme, g.fail(w, errTokenMissing).refresh
 	}
 	if fromCookie {
 		if reason := g.csrfCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, metrics.RefreshInvalidToken
+			return nil, scheme, metrics.RefreshInvalidToken
 		}
 	}
 	tok, err := g.deps.Verifier.VerifyExpired(raw)
 	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie)
+		err = g.checkBinding(w, r, tok, fromCookie, scheme)
 	}
 	if err != nil {
-		return nil, g.fail(w, tokenError(r, err)).refresh
+		return nil, scheme, g.fail(w, tokenError(scheme, err)).refresh
 	}
-	return tok, ""
+	return tok, scheme, ""
 }
 
 // noteSessionSubject records tok's subject for the access log, unless the
@@ -310,7 +310,7 @@ func noteSessionSubject(w http.ResponseWriter, tok *auth.Token, err error) {
 }
 
 func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	tok, failed := g.sessionToken(w, r)
+	tok, scheme, failed := g.sessionToken(w, r)
 	if tok == nil {
 		g.m.Refreshes.WithLabelValues(failed).Inc()
 		return
@@ -337,7 +337,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, tokenError(r, err)); p.refresh != "" {
+	if p := g.fail(w, tokenError(scheme, err)); p.refresh != "" {
 		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
 	}
 }
@@ -350,7 +350,7 @@ type logoutRequest struct {
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tok, _ := g.sessionToken(w, r)
+	tok, _, _ := g.sessionToken(w, r)
 	if tok == nil {
 		return
 	}

@@ -95,7 +95,7 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 // under the CSRF rule. When it is refused, the answer is written and tok is
 // nil.
 func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token {
-	raw, fromCookie, _, bad := g.credential(r)
+	raw, fromCookie, scheme, bad := g.extractToken(r)
 	switch {
 	case bad != "":
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
@@ -112,10 +112,10 @@ func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token 
 	}
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie)
+		err = g.checkBinding(w, r, tok, fromCookie, scheme)
 	}
 	if err != nil {
-		g.fail(w, tokenError(r, err))
+		g.fail(w, tokenError(scheme, err))
 		return nil
 	}
 	return tok

@@ -139,15 +139,13 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		// upstream unless forward_token says so: a public route's backend
 		// has no business holding the user's credential.
 		for _, a := range r.Header["Authorization"] {
-			_, isBearer := bearerToken(a)
-			_, isDPoP := dpopToken(a)
-			if isBearer || isDPoP {
+			if _, scheme := authorization(a); scheme != schemeNone {
 				fw.bearer = true
 			}
 		}
 	} else {
-		raw, fromCookie, bearer, bad := g.credential(r)
-		fw.bearer = bearer
+		raw, fromCookie, scheme, bad := g.extractToken(r)
+		fw.bearer = scheme != schemeNone
 		if bad != "" {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
 			return
@@ -159,7 +157,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
 			return
 		default:
-			tok, ok := g.authorize(w, r, raw, fromCookie)
+			tok, ok := g.authorize(w, r, raw, fromCookie, scheme, upgrade)
 			if !ok {
 				return
 			}
@@ -179,11 +177,12 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 }
 
 // authorize verifies a token for a proxied request: signature and claims,
-// the cookie's CSRF rule, and under every_request the session.
-func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
+// the cookie's CSRF rule (and the origin rule on an upgrade), the token's
+// binding, and under every_request the session.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool, scheme authScheme, upgrade bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, tokenError(r, err)).validation).Inc()
+		g.m.TokenValidations.WithLabelValues(g.fail(w, tokenError(scheme, err)).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
@@ -191,7 +190,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			writeError(w, http.StatusForbidden, errForbidden, reason)
 			return nil, false
 		}
-	} else if fromCookie && r.Header.Get("Upgrade") != "" {
+	} else if fromCookie && upgrade {
 		// A WebSocket handshake is a GET, and the browser's WebSocket API
 		// cannot set X-Requested-With; but browsers always send Origin on
 		// it. A cookie-authenticated upgrade from another origin is
@@ -205,7 +204,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 	}
 	// Per request, after Verify whatever its cache said: a cache hit
 	// skips the token's signature, never its proof.
-	if err := g.checkBinding(w, r, tok, fromCookie); err != nil {
+	if err := g.checkBinding(w, r, tok, fromCookie, scheme); err != nil {
 		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
 		return nil, false
 	}
