@@ -152,7 +152,7 @@ func BenchmarkRewrite(b *testing.B) {
 		"User-Agent":      {"Mozilla/5.0 (X11; Linux x86_64)"},
 		"X-Auth-Subject":  {"spoofed"},
 	}
-	fw := &forward{route: match(e.gw.table, "/api/users/42"), token: vt, bearer: true}
+	fw := &forward{route: match(e.gw.table, "/api/users/42"), token: vt, scheme: schemeBearer}
 	in = in.WithContext(context.WithValue(in.Context(), forwardKey{}, fw))
 	b.ReportAllocs()
 	for b.Loop() {

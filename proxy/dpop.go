@@ -42,19 +42,7 @@ var (
 	// errBoundBearer: a bound token sent with the Bearer scheme, which
 	// would tell an upstream copying the header that it is a bearer token.
 	errBoundBearer = errors.New("bound token with the Bearer scheme")
-	// errDPoPScheme wraps a token's refusal on a request with the DPoP
-	// scheme, so that its challenge is a DPoP one (RFC 9449 section 7.1).
-	errDPoPScheme = errors.New("DPoP scheme")
 )
-
-// tokenError is err, a refusal of a token presented with scheme, marked
-// for a DPoP challenge when that is the DPoP scheme.
-func tokenError(scheme authScheme, err error) error {
-	if scheme == schemeDPoP {
-		return fmt.Errorf("%w: %w", errDPoPScheme, err)
-	}
-	return err
-}
 
 // checkBinding holds tok to its binding on r, on every request that
 // presents it (proxied, refresh, logout, the own sessions), after its

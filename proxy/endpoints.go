@@ -34,7 +34,7 @@ func (g *Gateway) only(method string, h http.HandlerFunc) http.Handler {
 		// connection of a client that declares 1 GiB and sends nothing
 		// (found by the adversarial suite).
 		if r.ContentLength > g.cfg.MaxAuthBodyBytes {
-			g.fail(w, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
+			g.fail(w, schemeNone, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
@@ -87,12 +87,12 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	// Before the password: a login that cannot be bound costs no bcrypt.
 	jkt, err := g.loginBinding(r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	body, err := g.readBody(w, r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	ct := r.Header.Get("Content-Type")
@@ -126,7 +126,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			relay(w, rej)
 			return
 		}
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	attempt.Release()
@@ -135,7 +135,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	client.JKT = jkt
 	grant, err := g.deps.Sessions.Login(r.Context(), id, client)
 	if err != nil && !errors.Is(err, auth.ErrMint) {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	g.endDisplaced(r, &grant)
@@ -143,7 +143,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	noteSubject(w, grant.Subject)
 	g.sessionCreated(r, &grant)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	g.answerToken(w, &grant)
@@ -283,7 +283,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 	if raw == "" {
 		// No token at all (an SPA's interceptor firing on a 401) is not a
 		// bad token: counted apart, it stays out of the failure alert.
-		return nil, scheme, g.fail(w, errTokenMissing).refresh
+		return nil, scheme, g.fail(w, scheme, errTokenMissing).refresh
 	}
 	if fromCookie {
 		if reason := g.csrfCheck(r); reason != "" {
@@ -296,7 +296,7 @@ func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *aut
 		err = g.checkBinding(w, r, tok, fromCookie, scheme)
 	}
 	if err != nil {
-		return nil, scheme, g.fail(w, tokenError(scheme, err)).refresh
+		return nil, scheme, g.fail(w, scheme, err).refresh
 	}
 	return tok, scheme, ""
 }
@@ -337,7 +337,7 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, tokenError(scheme, err)); p.refresh != "" {
+	if p := g.fail(w, scheme, err); p.refresh != "" {
 		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
 	}
 }
@@ -350,7 +350,7 @@ type logoutRequest struct {
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tok, _, _ := g.sessionToken(w, r)
+	tok, scheme, _ := g.sessionToken(w, r)
 	if tok == nil {
 		return
 	}
@@ -358,7 +358,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 	// would be refused anyway costs no read.
 	body, err := g.readBody(w, r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	var req logoutRequest
@@ -367,13 +367,13 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Scope != nil {
-		g.logoutScope(w, r, tok, *req.Scope)
+		g.logoutScope(w, r, tok, scheme, *req.Scope)
 		return
 	}
 	revoked, err := g.deps.Sessions.Logout(r.Context(), tok)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	g.m.Logouts.Inc()
@@ -392,7 +392,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 // their tunnels, and answers 204; the cookie is cleared only where the
 // caller's own session ended. Sessions ended before a store failure stay
 // ended, and are closed and counted before the 503.
-func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.Token, scope string) {
+func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.Token, scheme authScheme, scope string) {
 	ended, err := g.deps.Sessions.LogoutScope(r.Context(), tok, scope)
 	noteSessionSubject(w, tok, err)
 	own := false
@@ -406,7 +406,7 @@ func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.
 			"subject", tok.Subject, "session", tok.SessionID, "sessions", ended, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	g.m.Logouts.Inc()

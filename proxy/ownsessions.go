@@ -37,7 +37,7 @@ type ownSession struct {
 }
 
 func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
-	tok := g.liveToken(w, r)
+	tok, scheme := g.liveToken(w, r)
 	if tok == nil {
 		return
 	}
@@ -45,7 +45,7 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 	noteSessionSubject(w, tok, err)
 	if err != nil {
 		g.endedWith(tok, err)
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	out := make([]ownSession, len(list))
@@ -67,7 +67,7 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
-	tok := g.liveToken(w, r)
+	tok, scheme := g.liveToken(w, r)
 	if tok == nil {
 		return
 	}
@@ -76,7 +76,7 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 	noteSessionSubject(w, tok, err)
 	if err != nil {
 		g.endedWith(tok, err)
-		g.fail(w, err) // auth.ErrOtherSession: 404, whoever's it was
+		g.fail(w, scheme, err) // auth.ErrOtherSession: 404, whoever's it was
 		return
 	}
 	g.EndSession(id, auth.ReasonLogout)
@@ -93,21 +93,21 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 // liveToken reads and verifies the token of a request for the caller's own
 // sessions: not expired (Verify), and, from the cookie on an unsafe method,
 // under the CSRF rule. When it is refused, the answer is written and tok is
-// nil.
-func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token {
+// nil. scheme is how the token was presented.
+func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, scheme authScheme) {
 	raw, fromCookie, scheme, bad := g.extractToken(r)
 	switch {
 	case bad != "":
 		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil
+		return nil, scheme
 	case raw == "":
-		g.fail(w, errTokenMissing)
-		return nil
+		g.fail(w, scheme, errTokenMissing)
+		return nil, scheme
 	}
 	if fromCookie && !safeMethod(r.Method) {
 		if reason := g.csrfCheck(r); reason != "" {
 			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil
+			return nil, scheme
 		}
 	}
 	tok, err := g.deps.Verifier.Verify(raw)
@@ -115,10 +115,10 @@ func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token 
 		err = g.checkBinding(w, r, tok, fromCookie, scheme)
 	}
 	if err != nil {
-		g.fail(w, tokenError(scheme, err))
-		return nil
+		g.fail(w, scheme, err)
+		return nil, scheme
 	}
-	return tok
+	return tok, scheme
 }
 
 // endedWith closes the tunnels of tok's session when err says the session

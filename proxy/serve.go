@@ -140,12 +140,12 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		// has no business holding the user's credential.
 		for _, a := range r.Header["Authorization"] {
 			if _, scheme := authorization(a); scheme != schemeNone {
-				fw.bearer = true
+				fw.scheme = scheme
 			}
 		}
 	} else {
 		raw, fromCookie, scheme, bad := g.extractToken(r)
-		fw.bearer = scheme != schemeNone
+		fw.scheme = scheme
 		if bad != "" {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
 			return
@@ -154,7 +154,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
 			// anonymous
 		case raw == "":
-			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
+			g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, errTokenMissing).validation).Inc()
 			return
 		default:
 			tok, ok := g.authorize(w, r, raw, fromCookie, scheme, upgrade)
@@ -163,7 +163,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 			w.subject = tok.Subject
 			if !rt.allowed(tok.Roles) {
-				writeChallenge(w, http.StatusForbidden, errInsufficientScope, "role required")
+				g.fail(w, scheme, errRoleRequired)
 				return
 			}
 			fw.token = tok
@@ -182,7 +182,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool, scheme authScheme, upgrade bool) (*auth.Token, bool) {
 	tok, err := g.deps.Verifier.Verify(raw)
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, tokenError(scheme, err)).validation).Inc()
+		g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, err).validation).Inc()
 		return nil, false
 	}
 	if fromCookie && !safeMethod(r.Method) {
@@ -205,7 +205,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 	// Per request, after Verify whatever its cache said: a cache hit
 	// skips the token's signature, never its proof.
 	if err := g.checkBinding(w, r, tok, fromCookie, scheme); err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
+		g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, err).validation).Inc()
 		return nil, false
 	}
 	if g.cfg.Revocation == RevocationEveryRequest {
@@ -213,7 +213,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, 
 			if reason := auth.EndReason(err); reason != "" {
 				g.EndSession(tok.SessionID, reason)
 			}
-			if p := g.fail(w, err); p.validation != "" {
+			if p := g.fail(w, scheme, err); p.validation != "" {
 				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
 			}
 			return nil, false

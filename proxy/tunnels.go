@@ -116,7 +116,7 @@ func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
 	if fw.token != nil {
 		l, err := g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID)
 		if err != nil {
-			g.fail(w, err)
+			g.fail(w, fw.scheme, err)
 			return
 		}
 		t.session, t.subject = fw.token.SessionID, l.Subject

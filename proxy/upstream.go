@@ -57,7 +57,7 @@ func (g *Gateway) newReverseProxy(rt *route, tr http.RoundTripper) *httputil.Rev
 type forward struct {
 	route  *route
 	token  *auth.Token // nil: anonymous
-	bearer bool        // the Authorization header held a bearer token
+	scheme authScheme  // how the Authorization header held a token, if it did
 }
 
 type forwardKey struct{}
@@ -99,7 +99,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetXForwarded()
 	}
 	if !g.cfg.ForwardToken {
-		if fw.bearer {
+		if fw.scheme != schemeNone {
 			h.Del("Authorization")
 		}
 		removeCookie(h, g.cfg.CookieName)
