@@ -87,6 +87,24 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
+// cookieRule is the reason, if any, to refuse a request whose token came
+// from the cookie: on a state-changing method the CSRF rule (csrfCheck);
+// on a WebSocket handshake (upgrade), a GET, the origin rule. A WebSocket
+// handshake cannot carry X-Requested-With (the browser's WebSocket API
+// cannot set it), but browsers always send Origin on it; a
+// cookie-authenticated upgrade from another origin is cross-site
+// WebSocket hijacking, refused as any other CSRF (adversarial
+// TestAttacks/headers, "cookie WebSocket upgrade from a foreign Origin").
+func (g *Gateway) cookieRule(r *http.Request, upgrade bool) string {
+	switch {
+	case !safeMethod(r.Method):
+		return g.csrfCheck(r)
+	case upgrade:
+		return g.originCheck(r)
+	}
+	return ""
+}
+
 // csrfCheck applies the cookie rule to a state-changing
 // request whose token came from the cookie: X-Requested-With must be
 // present (a cross-site form cannot set it, and a cross-site fetch that sets

@@ -269,36 +269,61 @@ func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) 
 	return c, c.Username != "" && c.Password != ""
 }
 
-// sessionToken reads and verifies the token of an /auth/refresh or
-// /auth/logout request. Only exp is relaxed (VerifyExpired); the cookie's
-// CSRF rule applies as to any state-changing request. When it is refused,
-// the answer is written and failed is the gateway_refreshes_total result
-// it counts as. scheme is how the token was presented.
-func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, scheme authScheme, failed string) {
+// tokenCheck is how requestToken checks a request's token.
+type tokenCheck struct {
+	// expired accepts a token past its exp (VerifyExpired, not Verify):
+	// /auth/refresh and /auth/logout, where a token is only exchanged or
+	// ended.
+	expired bool
+	// verifyFirst verifies the token before the cookie's CSRF and origin
+	// rules, as a proxied request does; the gateway's own endpoints apply
+	// the rules first.
+	verifyFirst bool
+	// upgrade: the request is a WebSocket handshake, whose cookie token is
+	// held to the origin rule (see cookieRule).
+	upgrade bool
+}
+
+// requestToken reads the request's token (extractToken) and verifies it
+// as c says: signature and claims, the cookie's CSRF and origin rules
+// (cookieRule), and its binding (checkBinding). scheme is how the token
+// was presented, for fail's challenge. The error is for fail: a
+// badCredential or a crossSite reason, errTokenMissing (no token at all,
+// an SPA's interceptor firing on a 401 say, which is counted apart from a
+// bad token and stays out of the failure alert), or the verifier's or the
+// binding's.
+func (g *Gateway) requestToken(w http.ResponseWriter, r *http.Request, c tokenCheck) (tok *auth.Token, scheme authScheme, err error) {
 	raw, fromCookie, scheme, bad := g.extractToken(r)
-	if bad != "" {
-		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil, scheme, metrics.RefreshInvalidToken
+	switch {
+	case bad != "":
+		return nil, scheme, badCredential(bad)
+	case raw == "":
+		return nil, scheme, errTokenMissing
 	}
-	if raw == "" {
-		// No token at all (an SPA's interceptor firing on a 401) is not a
-		// bad token: counted apart, it stays out of the failure alert.
-		return nil, scheme, g.fail(w, scheme, errTokenMissing).refresh
-	}
-	if fromCookie {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, scheme, metrics.RefreshInvalidToken
+	if fromCookie && !c.verifyFirst {
+		if reason := g.cookieRule(r, c.upgrade); reason != "" {
+			return nil, scheme, crossSite(reason)
 		}
 	}
-	tok, err := g.deps.Verifier.VerifyExpired(raw)
-	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie, scheme)
+	if c.expired {
+		tok, err = g.deps.Verifier.VerifyExpired(raw)
+	} else {
+		tok, err = g.deps.Verifier.Verify(raw)
 	}
 	if err != nil {
-		return nil, scheme, g.fail(w, scheme, err).refresh
+		return nil, scheme, err
 	}
-	return tok, scheme, ""
+	if fromCookie && c.verifyFirst {
+		if reason := g.cookieRule(r, c.upgrade); reason != "" {
+			return nil, scheme, crossSite(reason)
+		}
+	}
+	// Per request, after Verify whatever its cache said: a cache hit
+	// skips the token's signature, never its proof.
+	if err := g.checkBinding(w, r, tok, fromCookie, scheme); err != nil {
+		return nil, scheme, err
+	}
+	return tok, scheme, nil
 }
 
 // noteSessionSubject records tok's subject for the access log, unless the
@@ -310,9 +335,11 @@ func noteSessionSubject(w http.ResponseWriter, tok *auth.Token, err error) {
 }
 
 func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	tok, scheme, failed := g.sessionToken(w, r)
-	if tok == nil {
-		g.m.Refreshes.WithLabelValues(failed).Inc()
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{expired: true})
+	if err != nil {
+		if p := g.fail(w, scheme, err); p.refresh != "" {
+			g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+		}
 		return
 	}
 	grant, err := g.deps.Sessions.Refresh(r.Context(), tok, g.client(r))
@@ -350,8 +377,9 @@ type logoutRequest struct {
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tok, scheme, _ := g.sessionToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{expired: true})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	// The body is read only once the token is verified: a request that

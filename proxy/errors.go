@@ -67,6 +67,19 @@ var (
 	errRoleRequired = errors.New("role required")
 )
 
+// badCredential is the reason a request's credential is ambiguous (two
+// Authorization headers, a header and a cookie token that differ: see
+// extractToken), a fixed phrase of ours: 400 invalid_request.
+type badCredential string
+
+func (e badCredential) Error() string { return "bad credential: " + string(e) }
+
+// crossSite is the reason the cookie's CSRF or origin rule refused a
+// request (see cookieRule), a fixed phrase of ours: 403 forbidden.
+type crossSite string
+
+func (e crossSite) Error() string { return "cross-site request: " + string(e) }
+
 // problem is the gateway's answer to an error, and how it is counted.
 type problem struct {
 	status int
@@ -106,7 +119,15 @@ func problemFor(err error) problem {
 	}
 	var mbe *http.MaxBytesError
 	var ne net.Error
+	var bad badCredential
+	var cross crossSite
 	switch {
+	case errors.As(err, &bad):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: string(bad),
+			refresh: metrics.RefreshInvalidToken}
+	case errors.As(err, &cross):
+		return problem{status: http.StatusForbidden, code: errForbidden, description: string(cross),
+			refresh: metrics.RefreshInvalidToken}
 	case errors.Is(err, errLoginSource):
 		return problem{status: http.StatusBadGateway, code: errBadGateway, description: "login service unavailable",
 			logged: "login source"}

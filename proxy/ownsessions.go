@@ -37,8 +37,9 @@ type ownSession struct {
 }
 
 func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
-	tok, scheme := g.liveToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	list, err := g.deps.Sessions.Own(r.Context(), tok)
@@ -67,12 +68,13 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
-	tok, scheme := g.liveToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	id := strings.TrimPrefix(r.URL.Path, sessionsPrefix)
-	err := g.deps.Sessions.EndOwn(r.Context(), tok, id)
+	err = g.deps.Sessions.EndOwn(r.Context(), tok, id)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
 		g.endedWith(tok, err)
@@ -88,37 +90,6 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// liveToken reads and verifies the token of a request for the caller's own
-// sessions: not expired (Verify), and, from the cookie on an unsafe method,
-// under the CSRF rule. When it is refused, the answer is written and tok is
-// nil. scheme is how the token was presented.
-func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, scheme authScheme) {
-	raw, fromCookie, scheme, bad := g.extractToken(r)
-	switch {
-	case bad != "":
-		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil, scheme
-	case raw == "":
-		g.fail(w, scheme, errTokenMissing)
-		return nil, scheme
-	}
-	if fromCookie && !safeMethod(r.Method) {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, scheme
-		}
-	}
-	tok, err := g.deps.Verifier.Verify(raw)
-	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie, scheme)
-	}
-	if err != nil {
-		g.fail(w, scheme, err)
-		return nil, scheme
-	}
-	return tok, scheme
 }
 
 // endedWith closes the tunnels of tok's session when err says the session

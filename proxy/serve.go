@@ -144,30 +144,23 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 		}
 	} else {
-		raw, fromCookie, scheme, bad := g.extractToken(r)
+		tok, scheme, err := g.authorize(w, r, upgrade)
 		fw.scheme = scheme
-		if bad != "" {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-			return
-		}
-		switch {
-		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
-			// anonymous
-		case raw == "":
-			g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, errTokenMissing).validation).Inc()
-			return
-		default:
-			tok, ok := g.authorize(w, r, raw, fromCookie, scheme, upgrade)
-			if !ok {
-				return
-			}
+		if errors.Is(err, errTokenMissing) && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0 {
+			err = nil // anonymous
+		} else if err == nil {
 			w.subject = tok.Subject
 			if !rt.allowed(tok.Roles) {
-				g.fail(w, scheme, errRoleRequired)
-				return
+				err = errRoleRequired
 			}
-			fw.token = tok
 		}
+		if err != nil {
+			if p := g.fail(w, scheme, err); p.validation != "" {
+				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
+			}
+			return
+		}
+		fw.token = tok
 	}
 	if upgrade {
 		g.serveTunnel(w, r, fw)
@@ -176,49 +169,24 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
-// authorize verifies a token for a proxied request: signature and claims,
-// the cookie's CSRF rule (and the origin rule on an upgrade), the token's
-// binding, and under every_request the session.
-func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool, scheme authScheme, upgrade bool) (*auth.Token, bool) {
-	tok, err := g.deps.Verifier.Verify(raw)
+// authorize reads and verifies the token of a proxied request
+// (requestToken: signature and claims first, then the cookie's CSRF rule,
+// and the origin rule on an upgrade, then the token's binding), and under
+// every_request checks its session. A valid token is counted; an error is
+// for fail, and counted by the caller.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, upgrade bool) (*auth.Token, authScheme, error) {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade})
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, err).validation).Inc()
-		return nil, false
-	}
-	if fromCookie && !safeMethod(r.Method) {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, false
-		}
-	} else if fromCookie && upgrade {
-		// A WebSocket handshake is a GET, and the browser's WebSocket API
-		// cannot set X-Requested-With; but browsers always send Origin on
-		// it. A cookie-authenticated upgrade from another origin is
-		// cross-site WebSocket hijacking: refused as any other CSRF
-		// (adversarial TestAttacks/headers, "cookie WebSocket upgrade from a
-		// foreign Origin").
-		if reason := g.originCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, false
-		}
-	}
-	// Per request, after Verify whatever its cache said: a cache hit
-	// skips the token's signature, never its proof.
-	if err := g.checkBinding(w, r, tok, fromCookie, scheme); err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, scheme, err).validation).Inc()
-		return nil, false
+		return nil, scheme, err
 	}
 	if g.cfg.Revocation == RevocationEveryRequest {
 		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
 			if reason := auth.EndReason(err); reason != "" {
 				g.EndSession(tok.SessionID, reason)
 			}
-			if p := g.fail(w, scheme, err); p.validation != "" {
-				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
-			}
-			return nil, false
+			return nil, scheme, err
 		}
 	}
 	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
-	return tok, true
+	return tok, scheme, nil
 }
