@@ -344,29 +344,30 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, err := g.deps.Sessions.Refresh(r.Context(), tok, g.client(r))
 	noteSessionSubject(w, tok, err)
-	if errors.Is(err, auth.ErrTokenReused) {
-		g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
-		g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
-			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
-	}
-	switch {
-	case err == nil || errors.Is(err, auth.ErrMint):
+	if err == nil || errors.Is(err, auth.ErrMint) {
+		// The session rotated, whether or not its successor was minted.
 		result := metrics.RefreshSuccess
 		if grant.Grace {
 			result = metrics.RefreshGrace
 		}
 		g.m.Refreshes.WithLabelValues(result).Inc()
-		if err == nil {
-			g.answerToken(w, &grant)
-			return
+	}
+	if reason := auth.EndReason(err); reason != "" {
+		if errors.Is(err, auth.ErrTokenReused) {
+			g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
+			g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
+				"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
 		}
-	case auth.EndReason(err) != "":
-		g.EndSession(tok.SessionID, auth.EndReason(err))
+		g.EndSession(tok.SessionID, reason)
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, scheme, err); p.refresh != "" {
-		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+	if err != nil {
+		if p := g.fail(w, scheme, err); p.refresh != "" {
+			g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+		}
+		return
 	}
+	g.answerToken(w, &grant)
 }
 
 // logoutRequest is the optional body of /auth/logout: no body, {} or no
