@@ -126,7 +126,7 @@ func BenchmarkAuthorize(b *testing.B) {
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := e.gw.authorize(w, r, false); err != nil {
+				if _, _, _, err := e.gw.authorize(w, r, false); err != nil {
 					b.Fatalf("authorize refused: %v", err)
 				}
 			}

@@ -352,13 +352,12 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		}
 		g.m.Refreshes.WithLabelValues(result).Inc()
 	}
-	if reason := auth.EndReason(err); reason != "" {
+	if g.endedWith(tok.SessionID, err) {
 		if errors.Is(err, auth.ErrTokenReused) {
 			g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
 			g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
 				"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
 		}
-		g.EndSession(tok.SessionID, reason)
 		g.clearCookie(w)
 	}
 	if err != nil {

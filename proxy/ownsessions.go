@@ -45,7 +45,7 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 	list, err := g.deps.Sessions.Own(r.Context(), tok)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.endedWith(tok, err)
+		g.endedWith(tok.SessionID, err)
 		g.fail(w, scheme, err)
 		return
 	}
@@ -77,7 +77,7 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 	err = g.deps.Sessions.EndOwn(r.Context(), tok, id)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.endedWith(tok, err)
+		g.endedWith(tok.SessionID, err)
 		g.fail(w, scheme, err) // auth.ErrOtherSession: 404, whoever's it was
 		return
 	}
@@ -90,12 +90,4 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// endedWith closes the tunnels of tok's session when err says the session
-// is over, as a proxied request under every_request would.
-func (g *Gateway) endedWith(tok *auth.Token, err error) {
-	if reason := auth.EndReason(err); reason != "" {
-		g.EndSession(tok.SessionID, reason)
-	}
 }

@@ -134,6 +134,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	}
 
 	fw := &forward{route: rt}
+	var live auth.Liveness // the session, where authorize read it
 	if rt.Auth == AuthNone {
 		// Not verified here, but a bearer token is still never handed to an
 		// upstream unless forward_token says so: a public route's backend
@@ -144,7 +145,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 		}
 	} else {
-		tok, scheme, err := g.authorize(w, r, upgrade)
+		tok, l, scheme, err := g.authorize(w, r, upgrade)
 		fw.scheme = scheme
 		if errors.Is(err, errTokenMissing) && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0 {
 			err = nil // anonymous
@@ -160,10 +161,10 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 			return
 		}
-		fw.token = tok
+		fw.token, live = tok, l
 	}
 	if upgrade {
-		g.serveTunnel(w, r, fw)
+		g.serveTunnel(w, r, fw, live)
 		return
 	}
 	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
@@ -172,21 +173,21 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 // authorize reads and verifies the token of a proxied request
 // (requestToken: signature and claims first, then the cookie's CSRF rule,
 // and the origin rule on an upgrade, then the token's binding), and under
-// every_request checks its session. A valid token is counted; an error is
-// for fail, and counted by the caller.
-func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, upgrade bool) (*auth.Token, authScheme, error) {
-	tok, scheme, err := g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade})
+// every_request checks its session (live: zero under refresh, where it is
+// not read). A valid token is counted; an error is for fail, and counted by
+// the caller.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, upgrade bool) (
+	tok *auth.Token, live auth.Liveness, scheme authScheme, err error) {
+	tok, scheme, err = g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade})
 	if err != nil {
-		return nil, scheme, err
+		return nil, live, scheme, err
 	}
 	if g.cfg.Revocation == RevocationEveryRequest {
-		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
-			if reason := auth.EndReason(err); reason != "" {
-				g.EndSession(tok.SessionID, reason)
-			}
-			return nil, scheme, err
+		if live, err = g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
+			g.endedWith(tok.SessionID, err)
+			return nil, live, scheme, err
 		}
 	}
 	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
-	return tok, scheme, nil
+	return tok, live, scheme, nil
 }
