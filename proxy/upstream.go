@@ -139,21 +139,15 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 }
 
 // trailerCleaner applies the response rules to res.Trailer when the body
-// ends: the transport fills res.Trailer (HTTP/1.1) or replaces it (HTTP/2)
-// before the Read that returns io.EOF returns, and ReverseProxy copies it
-// after Close.
+// is closed: the transport has filled res.Trailer (HTTP/1.1) or replaced
+// it (HTTP/2) by the Read that returns io.EOF, and ReverseProxy closes the
+// body before it copies res.Trailer ("close now, instead of defer, to
+// populate res.Trailer", in copyResponse's caller), so Close is the one
+// place to clean it.
 type trailerCleaner struct {
 	io.ReadCloser
 	res                *http.Response
 	prefix, cookieName string
-}
-
-func (b *trailerCleaner) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		cleanResponseHeaders(b.res.Trailer, b.prefix, b.cookieName)
-	}
-	return n, err
 }
 
 func (b *trailerCleaner) Close() error {
