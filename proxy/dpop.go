@@ -137,8 +137,9 @@ func (g *Gateway) loginBinding(r *http.Request) (string, error) {
 // offerNonce sets a fresh DPoP-Nonce on the answer where nonces are
 // required, so that the client's next proof can carry it (RFC 9449
 // section 8: on refusals that ask for one, and on successful answers).
+// DPoPNonces is set wherever DPoPNonce is (prepareDPoP).
 func (g *Gateway) offerNonce(w http.ResponseWriter) {
-	if g.cfg.DPoPNonce && g.deps.DPoPNonces != nil {
+	if g.cfg.DPoPNonce {
 		w.Header().Set(headerDPoPNonce, g.deps.DPoPNonces.Nonce())
 	}
 }

@@ -206,12 +206,11 @@ func dpopProblem(err error) (problem, bool) {
 	case errors.Is(err, auth.ErrDPoPProofInvalid):
 		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
 			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
-	case errors.Is(err, errUnboundDPoP), errors.Is(err, errBoundBearer):
-		description := "DPoP scheme needs a bound token"
-		if errors.Is(err, errBoundBearer) {
-			description = "bound token needs the DPoP scheme"
-		}
-		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: description,
+	case errors.Is(err, errUnboundDPoP):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "DPoP scheme needs a bound token",
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
+	case errors.Is(err, errBoundBearer):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "bound token needs the DPoP scheme",
 			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
 	case errors.Is(err, auth.ErrBindingMismatch):
 		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token binding does not match its session",

@@ -105,7 +105,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		removeCookie(h, g.cfg.CookieName)
 		// A DPoP proof is bound to the token and this request; it is the
 		// client's credential, as the token is, and no upstream's business.
-		delete(h, "Dpop")
+		delete(h, headerDPoP)
 	}
 	if fw.token != nil {
 		injectClaims(h, g.claims, fw.token)
