@@ -30,7 +30,7 @@ const (
 	errServer            = "server_error"
 )
 
-// realm is the WWW-Authenticate realm of every challenge.
+// realm opens every Bearer challenge (a DPoP one names no realm).
 const realm = `Bearer realm="gateway"`
 
 type errorBody struct {
