@@ -63,6 +63,7 @@ func BenchmarkExtractToken(b *testing.B) {
 		{"bearer", DeliveryBearer, http.Header{"Authorization": {"Bearer " + tok}}},
 		{"cookie", DeliveryBoth, http.Header{"Cookie": {"theme=dark; __Host-gateway=" + tok + "; lang=en"}}},
 		{"bearer and cookie", DeliveryBoth, http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {"__Host-gateway=" + tok}}},
+		{"dpop", DeliveryBearer, http.Header{"Authorization": {"DPoP " + tok}}},
 	}
 	for _, tt := range tests {
 		b.Run(tt.name, func(b *testing.B) {
@@ -113,18 +114,20 @@ var revocations = []struct {
 	everyRequest bool
 }{{"refresh", false}, {"every_request", true}}
 
-// BenchmarkAuthorize is the token check of a proxied request: a verify
-// cache hit, and under every_request the store read.
+// BenchmarkAuthorize is the token check of a proxied request: the
+// Authorization header read, a verify cache hit, and under every_request
+// the store read.
 func BenchmarkAuthorize(b *testing.B) {
 	for _, rv := range revocations {
 		b.Run(rv.name, func(b *testing.B) {
 			e, tok := benchEnv(b, rv.everyRequest)
 			r := httptest.NewRequest("GET", "/api/x", nil)
+			r.Header.Set("Authorization", "Bearer "+tok)
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, ok := e.gw.authorize(w, r, tok, false); !ok {
-					b.Fatalf("authorize refused: %d %s", w.Code, w.Body)
+				if _, _, _, err := e.gw.authorize(w, r, false); err != nil {
+					b.Fatalf("authorize refused: %v", err)
 				}
 			}
 		})
@@ -151,7 +154,7 @@ func BenchmarkRewrite(b *testing.B) {
 		"User-Agent":      {"Mozilla/5.0 (X11; Linux x86_64)"},
 		"X-Auth-Subject":  {"spoofed"},
 	}
-	fw := &forward{route: match(e.gw.table, "/api/users/42"), token: vt, bearer: true}
+	fw := &forward{route: match(e.gw.table, "/api/users/42"), token: vt, scheme: schemeBearer}
 	in = in.WithContext(context.WithValue(in.Context(), forwardKey{}, fw))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,77 +15,66 @@ import (
 // it is the gateway's own, or an allowed one: the CSRF and origin rules
 // below.
 
-// extractToken finds the request's token: Authorization: Bearer, or the
-// cookie where delivery allows it. bad is a reason for 400 invalid_request:
-// two Authorization headers, or a bearer and a cookie token that differ.
-func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie, bearer bool, bad string) {
+// authScheme is how a request's Authorization header presents its token.
+type authScheme uint8
+
+const (
+	// schemeNone: no token in the header (none, another scheme, or the
+	// cookie's token).
+	schemeNone authScheme = iota
+	// schemeBearer: Authorization: Bearer TOKEN (RFC 6750).
+	schemeBearer
+	// schemeDPoP: Authorization: DPoP TOKEN (RFC 9449 section 7.1): the
+	// scheme says the token is bound, which checkBinding holds it to, and
+	// its refusals are DPoP challenges.
+	schemeDPoP
+)
+
+// extractToken finds the request's token: from its one Authorization
+// header (Bearer or DPoP, scheme says which), or the cookie where delivery
+// allows it (fromCookie). bad is a reason for 400 invalid_request: two
+// Authorization headers, or a header and a cookie token that differ.
+func (g *Gateway) extractToken(r *http.Request) (raw string, fromCookie bool, scheme authScheme, bad string) {
 	authz := r.Header["Authorization"]
 	if len(authz) > 1 {
-		return "", false, false, "more than one Authorization header"
+		return "", false, schemeNone, "more than one Authorization header"
 	}
 	if len(authz) == 1 {
-		if t, ok := bearerToken(authz[0]); ok {
-			raw, bearer = t, true
-		}
+		raw, scheme = authorization(authz[0])
 	}
 	if g.cfg.Delivery == DeliveryBearer {
-		return raw, false, bearer, ""
+		return raw, false, scheme, ""
 	}
 	c, n, conflict := cookieValues(r.Header, g.cfg.CookieName)
 	switch {
 	case conflict:
-		return "", false, false, "conflicting token cookies"
+		return "", false, schemeNone, "conflicting token cookies"
 	case n == 0:
-		return raw, false, bearer, ""
-	case bearer && c != raw:
-		return "", false, false, "bearer token and cookie token differ"
-	case bearer:
-		return raw, false, true, ""
+		return raw, false, scheme, ""
+	case scheme == schemeBearer && c != raw:
+		return "", false, schemeNone, "bearer token and cookie token differ"
+	case scheme == schemeDPoP && c != raw:
+		return "", false, schemeNone, "DPoP token and cookie token differ"
+	case scheme != schemeNone:
+		return raw, false, scheme, ""
 	}
-	return c, true, false, ""
+	return c, true, schemeNone, ""
 }
 
-// credential is extractToken that also takes Authorization: DPoP TOKEN
-// (RFC 9449 section 7.1), as the header's token (inHeader): the scheme
-// says the token is bound, which checkBinding holds it to. The bearer path
-// returns at once, as extractToken left it.
-func (g *Gateway) credential(r *http.Request) (raw string, fromCookie, inHeader bool, bad string) {
-	raw, fromCookie, inHeader, bad = g.extractToken(r)
-	if bad != "" || inHeader {
-		return raw, fromCookie, inHeader, bad
-	}
-	authz := r.Header["Authorization"]
-	if len(authz) != 1 {
-		return raw, fromCookie, inHeader, bad
-	}
-	t, ok := dpopToken(authz[0])
+// authorization parses an Authorization header value, "Bearer TOKEN" or
+// "DPoP TOKEN" (the scheme without case, RFC 7235), into its token,
+// trimmed; any other value is schemeNone.
+func authorization(v string) (string, authScheme) {
+	name, token, ok := strings.Cut(v, " ")
 	switch {
-	case !ok:
-		return raw, fromCookie, false, ""
-	case fromCookie && t != raw:
-		return "", false, false, "DPoP token and cookie token differ"
+	case !ok || token == "":
+		return "", schemeNone
+	case strings.EqualFold(name, "bearer"):
+		return strings.TrimSpace(token), schemeBearer
+	case strings.EqualFold(name, "dpop"):
+		return strings.TrimSpace(token), schemeDPoP
 	}
-	return t, false, true, ""
-}
-
-// dpopToken parses "DPoP TOKEN" (scheme without case, RFC 7235).
-func dpopToken(v string) (string, bool) {
-	const scheme = "dpop "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return "", false
-	}
-	return strings.TrimSpace(v[len(scheme):]), true
-}
-
-// dpopScheme reports whether r's one Authorization header uses the DPoP
-// scheme. It reads the header without allocating.
-func dpopScheme(r *http.Request) bool {
-	authz := r.Header["Authorization"]
-	if len(authz) != 1 {
-		return false
-	}
-	_, ok := dpopToken(authz[0])
-	return ok
+	return "", schemeNone
 }
 
 // client is what a session records of the request's client: its
@@ -94,17 +83,26 @@ func (g *Gateway) client(r *http.Request) auth.Client {
 	return auth.Client{UserAgent: r.Header.Get("User-Agent"), Address: clientIP(g.cfg.TrustedProxies, r)}
 }
 
-// bearerToken parses "Bearer TOKEN" (scheme without case, RFC 7235).
-func bearerToken(v string) (string, bool) {
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return "", false
-	}
-	return strings.TrimSpace(v[len(scheme):]), true
-}
-
 func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// cookieRule is the reason, if any, to refuse a request whose token came
+// from the cookie: on a state-changing method the CSRF rule (csrfCheck);
+// on a WebSocket handshake (upgrade), a GET, the origin rule. A WebSocket
+// handshake cannot carry X-Requested-With (the browser's WebSocket API
+// cannot set it), but browsers always send Origin on it; a
+// cookie-authenticated upgrade from another origin is cross-site
+// WebSocket hijacking, refused as any other CSRF (adversarial
+// TestAttacks/headers, "cookie WebSocket upgrade from a foreign Origin").
+func (g *Gateway) cookieRule(r *http.Request, upgrade bool) string {
+	switch {
+	case !safeMethod(r.Method):
+		return g.csrfCheck(r)
+	case upgrade:
+		return g.originCheck(r)
+	}
+	return ""
 }
 
 // csrfCheck applies the cookie rule to a state-changing

@@ -42,19 +42,7 @@ var (
 	// errBoundBearer: a bound token sent with the Bearer scheme, which
 	// would tell an upstream copying the header that it is a bearer token.
 	errBoundBearer = errors.New("bound token with the Bearer scheme")
-	// errDPoPScheme wraps a token's refusal on a request with the DPoP
-	// scheme, so that its challenge is a DPoP one (RFC 9449 section 7.1).
-	errDPoPScheme = errors.New("DPoP scheme")
 )
-
-// tokenError is err, a refusal of r's token, marked for a DPoP challenge
-// when r used the DPoP scheme.
-func tokenError(r *http.Request, err error) error {
-	if dpopScheme(r) {
-		return fmt.Errorf("%w: %w", errDPoPScheme, err)
-	}
-	return err
-}
 
 // checkBinding holds tok to its binding on r, on every request that
 // presents it (proxied, refresh, logout, the own sessions), after its
@@ -63,10 +51,11 @@ func tokenError(r *http.Request, err error) error {
 // token or the cookie cannot make; a token sent with the DPoP scheme must
 // be bound. The proof's ath is checked against a token from the
 // Authorization header; one from the cookie is HttpOnly, which the
-// client's script cannot read nor hash, and is held to the key alone. An
-// unbound token outside the DPoP scheme costs a header lookup.
-func (g *Gateway) checkBinding(w http.ResponseWriter, r *http.Request, tok *auth.Token, fromCookie bool) error {
-	dpop := !fromCookie && dpopScheme(r)
+// client's script cannot read nor hash, and is held to the key alone.
+// scheme is how the token was presented (extractToken). An unbound token
+// outside the DPoP scheme costs nothing.
+func (g *Gateway) checkBinding(w http.ResponseWriter, r *http.Request, tok *auth.Token, fromCookie bool, scheme authScheme) error {
+	dpop := scheme == schemeDPoP
 	switch {
 	case tok.JKT == "" && dpop:
 		return errUnboundDPoP
@@ -148,8 +137,9 @@ func (g *Gateway) loginBinding(r *http.Request) (string, error) {
 // offerNonce sets a fresh DPoP-Nonce on the answer where nonces are
 // required, so that the client's next proof can carry it (RFC 9449
 // section 8: on refusals that ask for one, and on successful answers).
+// DPoPNonces is set wherever DPoPNonce is (prepareDPoP).
 func (g *Gateway) offerNonce(w http.ResponseWriter) {
-	if g.cfg.DPoPNonce && g.deps.DPoPNonces != nil {
+	if g.cfg.DPoPNonce {
 		w.Header().Set(headerDPoPNonce, g.deps.DPoPNonces.Nonce())
 	}
 }

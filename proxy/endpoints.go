@@ -34,7 +34,7 @@ func (g *Gateway) only(method string, h http.HandlerFunc) http.Handler {
 		// connection of a client that declares 1 GiB and sends nothing
 		// (found by the adversarial suite).
 		if r.ContentLength > g.cfg.MaxAuthBodyBytes {
-			g.fail(w, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
+			g.fail(w, schemeNone, &http.MaxBytesError{Limit: g.cfg.MaxAuthBodyBytes})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxAuthBodyBytes)
@@ -87,12 +87,12 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	// Before the password: a login that cannot be bound costs no bcrypt.
 	jkt, err := g.loginBinding(r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	body, err := g.readBody(w, r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	ct := r.Header.Get("Content-Type")
@@ -126,7 +126,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 			relay(w, rej)
 			return
 		}
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	attempt.Release()
@@ -135,7 +135,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	client.JKT = jkt
 	grant, err := g.deps.Sessions.Login(r.Context(), id, client)
 	if err != nil && !errors.Is(err, auth.ErrMint) {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	g.endDisplaced(r, &grant)
@@ -143,7 +143,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 	noteSubject(w, grant.Subject)
 	g.sessionCreated(r, &grant)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, schemeNone, err)
 		return
 	}
 	g.answerToken(w, &grant)
@@ -269,36 +269,61 @@ func parseCredentials(contentType string, body []byte) (auth.Credentials, bool) 
 	return c, c.Username != "" && c.Password != ""
 }
 
-// sessionToken reads and verifies the token of an /auth/refresh or
-// /auth/logout request. Only exp is relaxed (VerifyExpired); the cookie's
-// CSRF rule applies as to any state-changing request. When it is refused,
-// the answer is written and failed is the gateway_refreshes_total result
-// it counts as.
-func (g *Gateway) sessionToken(w http.ResponseWriter, r *http.Request) (tok *auth.Token, failed string) {
-	raw, fromCookie, _, bad := g.credential(r)
-	if bad != "" {
-		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil, metrics.RefreshInvalidToken
+// tokenCheck is how requestToken checks a request's token.
+type tokenCheck struct {
+	// expired accepts a token past its exp (VerifyExpired, not Verify):
+	// /auth/refresh and /auth/logout, where a token is only exchanged or
+	// ended.
+	expired bool
+	// verifyFirst verifies the token before the cookie's CSRF and origin
+	// rules, as a proxied request does; the gateway's own endpoints apply
+	// the rules first.
+	verifyFirst bool
+	// upgrade: the request is a WebSocket handshake, whose cookie token is
+	// held to the origin rule (see cookieRule).
+	upgrade bool
+}
+
+// requestToken reads the request's token (extractToken) and verifies it
+// as c says: signature and claims, the cookie's CSRF and origin rules
+// (cookieRule), and its binding (checkBinding). scheme is how the token
+// was presented, for fail's challenge. The error is for fail: a
+// badCredential or a crossSite reason, errTokenMissing (no token at all,
+// an SPA's interceptor firing on a 401 say, which is counted apart from a
+// bad token and stays out of the failure alert), or the verifier's or the
+// binding's.
+func (g *Gateway) requestToken(w http.ResponseWriter, r *http.Request, c tokenCheck) (tok *auth.Token, scheme authScheme, err error) {
+	raw, fromCookie, scheme, bad := g.extractToken(r)
+	switch {
+	case bad != "":
+		return nil, scheme, badCredential(bad)
+	case raw == "":
+		return nil, scheme, errTokenMissing
 	}
-	if raw == "" {
-		// No token at all (an SPA's interceptor firing on a 401) is not a
-		// bad token: counted apart, it stays out of the failure alert.
-		return nil, g.fail(w, errTokenMissing).refresh
-	}
-	if fromCookie {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, metrics.RefreshInvalidToken
+	if fromCookie && !c.verifyFirst {
+		if reason := g.cookieRule(r, c.upgrade); reason != "" {
+			return nil, scheme, crossSite(reason)
 		}
 	}
-	tok, err := g.deps.Verifier.VerifyExpired(raw)
-	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie)
+	if c.expired {
+		tok, err = g.deps.Verifier.VerifyExpired(raw)
+	} else {
+		tok, err = g.deps.Verifier.Verify(raw)
 	}
 	if err != nil {
-		return nil, g.fail(w, tokenError(r, err)).refresh
+		return nil, scheme, err
 	}
-	return tok, ""
+	if fromCookie && c.verifyFirst {
+		if reason := g.cookieRule(r, c.upgrade); reason != "" {
+			return nil, scheme, crossSite(reason)
+		}
+	}
+	// Per request, after Verify whatever its cache said: a cache hit
+	// skips the token's signature, never its proof.
+	if err := g.checkBinding(w, r, tok, fromCookie, scheme); err != nil {
+		return nil, scheme, err
+	}
+	return tok, scheme, nil
 }
 
 // noteSessionSubject records tok's subject for the access log, unless the
@@ -310,36 +335,38 @@ func noteSessionSubject(w http.ResponseWriter, tok *auth.Token, err error) {
 }
 
 func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	tok, failed := g.sessionToken(w, r)
-	if tok == nil {
-		g.m.Refreshes.WithLabelValues(failed).Inc()
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{expired: true})
+	if err != nil {
+		if p := g.fail(w, scheme, err); p.refresh != "" {
+			g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+		}
 		return
 	}
 	grant, err := g.deps.Sessions.Refresh(r.Context(), tok, g.client(r))
 	noteSessionSubject(w, tok, err)
-	if errors.Is(err, auth.ErrTokenReused) {
-		g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
-		g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
-			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
-	}
-	switch {
-	case err == nil || errors.Is(err, auth.ErrMint):
+	if err == nil || errors.Is(err, auth.ErrMint) {
+		// The session rotated, whether or not its successor was minted.
 		result := metrics.RefreshSuccess
 		if grant.Grace {
 			result = metrics.RefreshGrace
 		}
 		g.m.Refreshes.WithLabelValues(result).Inc()
-		if err == nil {
-			g.answerToken(w, &grant)
-			return
+	}
+	if g.endedWith(tok.SessionID, err) {
+		if errors.Is(err, auth.ErrTokenReused) {
+			g.m.SessionsRevoked.WithLabelValues(auth.ReasonReuseDetected).Inc()
+			g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
+				"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
 		}
-	case auth.EndReason(err) != "":
-		g.EndSession(tok.SessionID, auth.EndReason(err))
 		g.clearCookie(w)
 	}
-	if p := g.fail(w, tokenError(r, err)); p.refresh != "" {
-		g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+	if err != nil {
+		if p := g.fail(w, scheme, err); p.refresh != "" {
+			g.m.Refreshes.WithLabelValues(p.refresh).Inc()
+		}
+		return
 	}
+	g.answerToken(w, &grant)
 }
 
 // logoutRequest is the optional body of /auth/logout: no body, {} or no
@@ -350,15 +377,16 @@ type logoutRequest struct {
 }
 
 func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
-	tok, _ := g.sessionToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{expired: true})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	// The body is read only once the token is verified: a request that
 	// would be refused anyway costs no read.
 	body, err := g.readBody(w, r)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	var req logoutRequest
@@ -367,13 +395,13 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Scope != nil {
-		g.logoutScope(w, r, tok, *req.Scope)
+		g.logoutScope(w, r, tok, scheme, *req.Scope)
 		return
 	}
 	revoked, err := g.deps.Sessions.Logout(r.Context(), tok)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	g.m.Logouts.Inc()
@@ -392,7 +420,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 // their tunnels, and answers 204; the cookie is cleared only where the
 // caller's own session ended. Sessions ended before a store failure stay
 // ended, and are closed and counted before the 503.
-func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.Token, scope string) {
+func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.Token, scheme authScheme, scope string) {
 	ended, err := g.deps.Sessions.LogoutScope(r.Context(), tok, scope)
 	noteSessionSubject(w, tok, err)
 	own := false
@@ -406,7 +434,7 @@ func (g *Gateway) logoutScope(w http.ResponseWriter, r *http.Request, tok *auth.
 			"subject", tok.Subject, "session", tok.SessionID, "sessions", ended, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	if err != nil {
-		g.fail(w, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	g.m.Logouts.Inc()

@@ -30,7 +30,7 @@ const (
 	errServer            = "server_error"
 )
 
-// realm is the WWW-Authenticate realm of every challenge.
+// realm opens every Bearer challenge (a DPoP one names no realm).
 const realm = `Bearer realm="gateway"`
 
 type errorBody struct {
@@ -52,25 +52,6 @@ func writeError(w http.ResponseWriter, status int, code, description string) {
 	w.Write(append(body, '\n'))
 }
 
-// writeChallenge answers 401 or 403 with an RFC 6750 WWW-Authenticate
-// challenge. code "" is the no-token case: a bare challenge with error
-// "unauthorized" in the body.
-func writeChallenge(w http.ResponseWriter, status int, code, description string) {
-	switch code {
-	case "":
-		w.Header().Set("WWW-Authenticate", realm)
-		writeError(w, status, errUnauthorized, description)
-		return
-	case errInsufficientScope:
-		w.Header().Set("WWW-Authenticate", realm+`, error="insufficient_scope"`)
-	default:
-		// description is one of our fixed phrases (auth.Describe and the
-		// session messages): no quotes or backslashes to escape.
-		w.Header().Set("WWW-Authenticate", realm+`, error="`+code+`", error_description="`+description+`"`)
-	}
-	writeError(w, status, code, description)
-}
-
 // Errors of the gateway's own, besides auth's, that reach problemFor.
 var (
 	// errTokenMissing: the request carried no token where one is needed.
@@ -81,7 +62,23 @@ var (
 	// errLoginSource wraps a login source's failure to check credentials
 	// (auth.ErrUpstreamUnavailable, or the request's ctx ending first).
 	errLoginSource = errors.New("login source")
+	// errRoleRequired: the token holds none of the roles its route
+	// requires.
+	errRoleRequired = errors.New("role required")
 )
+
+// badCredential is the reason a request's credential is ambiguous (two
+// Authorization headers, a header and a cookie token that differ: see
+// extractToken), a fixed phrase of ours: 400 invalid_request.
+type badCredential string
+
+func (e badCredential) Error() string { return "bad credential: " + string(e) }
+
+// crossSite is the reason the cookie's CSRF or origin rule refused a
+// request (see cookieRule), a fixed phrase of ours: 403 forbidden.
+type crossSite string
+
+func (e crossSite) Error() string { return "cross-site request: " + string(e) }
 
 // problem is the gateway's answer to an error, and how it is counted.
 type problem struct {
@@ -91,7 +88,7 @@ type problem struct {
 	code string
 	// description is the body's error_description: a fixed phrase of ours.
 	description string
-	// challenge answers with a WWW-Authenticate challenge (writeChallenge).
+	// challenge answers with a WWW-Authenticate challenge (see fail).
 	challenge bool
 	// validation and refresh are the results counted in
 	// gateway_token_validations_total and gateway_refreshes_total by the
@@ -103,8 +100,8 @@ type problem struct {
 	logged string
 	// close asks the client to close its connection (Connection: close).
 	close bool
-	// dpop makes the challenge a DPoP one, with the accepted algs (RFC
-	// 9449 section 7.1), not Bearer.
+	// dpop makes the challenge a DPoP one (RFC 9449 section 7.1)
+	// whatever the request's scheme: the DPoP errors.
 	dpop bool
 	// nonce sets a fresh DPoP-Nonce on the answer (use_dpop_nonce).
 	nonce bool
@@ -122,7 +119,15 @@ func problemFor(err error) problem {
 	}
 	var mbe *http.MaxBytesError
 	var ne net.Error
+	var bad badCredential
+	var cross crossSite
 	switch {
+	case errors.As(err, &bad):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: string(bad),
+			refresh: metrics.RefreshInvalidToken}
+	case errors.As(err, &cross):
+		return problem{status: http.StatusForbidden, code: errForbidden, description: string(cross),
+			refresh: metrics.RefreshInvalidToken}
 	case errors.Is(err, errLoginSource):
 		return problem{status: http.StatusBadGateway, code: errBadGateway, description: "login service unavailable",
 			logged: "login source"}
@@ -132,6 +137,8 @@ func problemFor(err error) problem {
 		return problem{status: http.StatusRequestTimeout, code: errRequestTimeout, description: "body not received in time", close: true}
 	case errors.Is(err, errReadBody):
 		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "unreadable body"}
+	case errors.Is(err, errRoleRequired):
+		return problem{status: http.StatusForbidden, code: errInsufficientScope, description: "role required", challenge: true}
 	case errors.Is(err, errTokenMissing):
 		return problem{status: http.StatusUnauthorized, description: "token missing", challenge: true,
 			validation: metrics.ValidationMissing, refresh: metrics.RefreshMissing}
@@ -199,12 +206,11 @@ func dpopProblem(err error) (problem, bool) {
 	case errors.Is(err, auth.ErrDPoPProofInvalid):
 		return problem{status: http.StatusUnauthorized, code: auth.DPoPErrorInvalidProof, description: auth.DescribeDPoP(err),
 			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
-	case errors.Is(err, errUnboundDPoP), errors.Is(err, errBoundBearer):
-		description := "DPoP scheme needs a bound token"
-		if errors.Is(err, errBoundBearer) {
-			description = "bound token needs the DPoP scheme"
-		}
-		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: description,
+	case errors.Is(err, errUnboundDPoP):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "DPoP scheme needs a bound token",
+			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
+	case errors.Is(err, errBoundBearer):
+		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "bound token needs the DPoP scheme",
 			challenge: true, dpop: true, validation: metrics.ValidationInvalid, refresh: metrics.RefreshInvalidToken}, true
 	case errors.Is(err, auth.ErrBindingMismatch):
 		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token binding does not match its session",
@@ -214,12 +220,13 @@ func dpopProblem(err error) (problem, bool) {
 }
 
 // fail answers with err's problem, logs it if it is the gateway's own, and
-// returns it for the caller to count.
-func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
+// returns it for the caller to count. scheme is how the request presented
+// its token (schemeNone where it presented none, or none was read): a
+// challenge is a DPoP one on a DPoP request (RFC 9449 section 7.1), and
+// for the DPoP errors whatever the scheme; the bare challenge of a request
+// without a token is always Bearer's.
+func (g *Gateway) fail(w http.ResponseWriter, scheme authScheme, err error) problem {
 	p := problemFor(err)
-	if p.challenge && p.code != "" && errors.Is(err, errDPoPScheme) {
-		p.dpop = true
-	}
 	if p.logged != "" {
 		g.log.Error(p.logged, "err", err)
 	}
@@ -229,14 +236,41 @@ func (g *Gateway) fail(w http.ResponseWriter, err error) problem {
 	if p.nonce {
 		g.offerNonce(w)
 	}
-	if p.dpop {
-		// description is DescribeDPoP's: only RFC 6750's characters.
-		w.Header().Set("WWW-Authenticate", `DPoP error="`+p.code+`", error_description="`+p.description+`", algs="`+g.dpopAlgs+`"`)
-		writeError(w, p.status, p.code, p.description)
-	} else if p.challenge {
-		writeChallenge(w, p.status, p.code, p.description)
-	} else {
-		writeError(w, p.status, p.code, p.description)
+	code := p.code
+	if p.challenge {
+		dpop := p.dpop || (scheme == schemeDPoP && p.code != "")
+		w.Header().Set("WWW-Authenticate", g.challenge(dpop, p.code, p.description))
+		if code == "" {
+			code = errUnauthorized
+		}
 	}
+	writeError(w, p.status, code, p.description)
 	return p
+}
+
+// challenge is the WWW-Authenticate value of a refusal with code and
+// description: Bearer's (RFC 6750), or with dpop a DPoP one with the
+// accepted algs (RFC 9449 section 7.1). code "" is the bare challenge of a
+// request without a token; insufficient_scope names the code alone.
+func (g *Gateway) challenge(dpop bool, code, description string) string {
+	var params string
+	switch code {
+	case "":
+	case errInsufficientScope:
+		params = `error="insufficient_scope"`
+	default:
+		// description is one of our fixed phrases (auth.Describe,
+		// auth.DescribeDPoP and the session messages): only RFC 6750's
+		// characters, no quotes or backslashes to escape.
+		params = `error="` + code + `", error_description="` + description + `"`
+	}
+	switch {
+	case dpop && params == "":
+		return `DPoP algs="` + g.dpopAlgs + `"`
+	case dpop:
+		return `DPoP ` + params + `, algs="` + g.dpopAlgs + `"`
+	case params == "":
+		return realm
+	}
+	return realm + ", " + params
 }

@@ -115,7 +115,8 @@ func FuzzCheckPath(f *testing.F) {
 
 // FuzzExtractToken: for any Authorization and Cookie headers, extractToken
 // never panics, refuses ambiguity (two different tokens), and returns a
-// token that is one the client sent, trimmed.
+// token that is one the client sent, trimmed, with the scheme it was sent
+// with (Bearer or DPoP).
 func FuzzExtractToken(f *testing.F) {
 	f.Add("Bearer abc.def.ghi", "", false)
 	f.Add("bearer   abc  ", "__Host-gateway=abc", false)
@@ -125,6 +126,10 @@ func FuzzExtractToken(f *testing.F) {
 	f.Add("Basic YTpi", "__Host-gateway=x", false)
 	f.Add("Bearer x", "", true)
 	f.Add("Bearer", "__Host-gateway=", false)
+	f.Add("DPoP abc.def.ghi", "", false)
+	f.Add("dpop   abc  ", "__Host-gateway=abc", false)
+	f.Add("DPoP a", "__Host-gateway=b", false)
+	f.Add("DPoP x", "", true)
 	f.Fuzz(func(t *testing.T, authz, cookie string, twoAuthz bool) {
 		for _, d := range []Delivery{DeliveryBearer, DeliveryCookie, DeliveryBoth} {
 			g := &Gateway{cfg: Config{Delivery: d, CookieName: "__Host-gateway"}}
@@ -138,7 +143,7 @@ func FuzzExtractToken(f *testing.F) {
 			if cookie != "" {
 				r.Header["Cookie"] = []string{cookie}
 			}
-			raw, fromCookie, bearer, bad := g.extractToken(r)
+			raw, fromCookie, scheme, bad := g.extractToken(r)
 			if bad != "" {
 				if raw != "" {
 					t.Fatalf("extractToken refused (%s) and returned a token", bad)
@@ -148,27 +153,31 @@ func FuzzExtractToken(f *testing.F) {
 			if twoAuthz && authz != "" {
 				t.Fatal("two Authorization headers accepted")
 			}
-			bt, isBearer := bearerToken(authz)
+			at, sent := authorization(authz)
 			cv, n, conflict := cookieValues(r.Header, "__Host-gateway")
 			switch {
 			case raw == "":
 			case fromCookie:
-				if d == DeliveryBearer || n == 0 || conflict || raw != cv || isBearer {
+				if d == DeliveryBearer || n == 0 || conflict || raw != cv || sent != schemeNone || scheme != schemeNone {
 					t.Fatalf("cookie token %q from %q (delivery %v) not as sent", raw, cookie, d)
 				}
 			default:
-				if !isBearer || raw != bt || !bearer {
-					t.Fatalf("bearer token %q from %q not as sent", raw, authz)
+				if sent == schemeNone || raw != at || scheme != sent {
+					t.Fatalf("header token %q (scheme %d) from %q not as sent", raw, scheme, authz)
+				}
+				if prefix := map[authScheme]string{schemeBearer: "bearer ", schemeDPoP: "dpop "}[scheme]; len(authz) <= len(prefix) ||
+					!strings.EqualFold(authz[:len(prefix)], prefix) {
+					t.Fatalf("header token %q (scheme %d) from %q, which has no such scheme", raw, scheme, authz)
 				}
 				if d != DeliveryBearer && n > 0 && cv != raw {
-					t.Fatalf("bearer %q and cookie %q differ but were accepted", raw, cv)
+					t.Fatalf("header token %q and cookie %q differ but were accepted", raw, cv)
 				}
 			}
-			// A bearer token is trimmed (RFC 7235 allows spaces after the
+			// A header token is trimmed (RFC 7235 allows spaces after the
 			// scheme); a cookie value is trimmed as Node, Django and
 			// Werkzeug trim it (cookieSpace), not as strings.TrimSpace.
 			if !fromCookie && raw != strings.TrimSpace(raw) {
-				t.Fatalf("bearer token %q not trimmed", raw)
+				t.Fatalf("header token %q not trimmed", raw)
 			}
 			if fromCookie && raw != trimCookieSpace(raw) {
 				t.Fatalf("cookie token %q not trimmed", raw)

@@ -14,7 +14,8 @@
 // how a path picks one), ownsessions.go (the handlers of GET
 // /auth/sessions and DELETE /auth/sessions/{id}: the caller's own
 // sessions), endpoints.go (the handlers of /auth/login, /auth/refresh,
-// /auth/logout and the JWKS), tunnels.go (upgraded connections and their
+// /auth/logout and the JWKS, and requestToken, the reading of a request's
+// token that every handler shares), tunnels.go (upgraded connections and their
 // sessions), dpop.go (DPoP proofs: the login's binding, the bound token's
 // proof, the nonces), credentials.go (the request's token, the CSRF and origin
 // rules, what a session records of the client), upstream.go (the

@@ -66,13 +66,13 @@ type statusWriter struct {
 	bytes   int64
 	subject string // "" until a token is verified
 
-	g       *Gateway // for the response rules of a 1xx; nil: none apply
+	g       *Gateway // for the response rules of a 1xx
 	id      string   // the request's X-Request-Id
 	sent1xx bool     // an informational answer cleared the header map
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && w.g != nil {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		h := w.Header()
 		cleanResponseHeaders(h, w.g.prefix, w.g.cfg.CookieName)
 		h.Set(HeaderRequestID, w.id)

@@ -37,15 +37,16 @@ type ownSession struct {
 }
 
 func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
-	tok := g.liveToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	list, err := g.deps.Sessions.Own(r.Context(), tok)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.endedWith(tok, err)
-		g.fail(w, err)
+		g.endedWith(tok.SessionID, err)
+		g.fail(w, scheme, err)
 		return
 	}
 	out := make([]ownSession, len(list))
@@ -67,16 +68,17 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
-	tok := g.liveToken(w, r)
-	if tok == nil {
+	tok, scheme, err := g.requestToken(w, r, tokenCheck{})
+	if err != nil {
+		g.fail(w, scheme, err)
 		return
 	}
 	id := strings.TrimPrefix(r.URL.Path, sessionsPrefix)
-	err := g.deps.Sessions.EndOwn(r.Context(), tok, id)
+	err = g.deps.Sessions.EndOwn(r.Context(), tok, id)
 	noteSessionSubject(w, tok, err)
 	if err != nil {
-		g.endedWith(tok, err)
-		g.fail(w, err) // auth.ErrOtherSession: 404, whoever's it was
+		g.endedWith(tok.SessionID, err)
+		g.fail(w, scheme, err) // auth.ErrOtherSession: 404, whoever's it was
 		return
 	}
 	g.EndSession(id, auth.ReasonLogout)
@@ -88,43 +90,4 @@ func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// liveToken reads and verifies the token of a request for the caller's own
-// sessions: not expired (Verify), and, from the cookie on an unsafe method,
-// under the CSRF rule. When it is refused, the answer is written and tok is
-// nil.
-func (g *Gateway) liveToken(w http.ResponseWriter, r *http.Request) *auth.Token {
-	raw, fromCookie, _, bad := g.credential(r)
-	switch {
-	case bad != "":
-		writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-		return nil
-	case raw == "":
-		g.fail(w, errTokenMissing)
-		return nil
-	}
-	if fromCookie && !safeMethod(r.Method) {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil
-		}
-	}
-	tok, err := g.deps.Verifier.Verify(raw)
-	if err == nil {
-		err = g.checkBinding(w, r, tok, fromCookie)
-	}
-	if err != nil {
-		g.fail(w, tokenError(r, err))
-		return nil
-	}
-	return tok
-}
-
-// endedWith closes the tunnels of tok's session when err says the session
-// is over, as a proxied request under every_request would.
-func (g *Gateway) endedWith(tok *auth.Token, err error) {
-	if reason := auth.EndReason(err); reason != "" {
-		g.EndSession(tok.SessionID, reason)
-	}
 }

@@ -112,12 +112,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	if hasIdentityHeader(r.Header, g.prefix) {
 		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		action := "strip"
-		if g.cfg.OnSpoof == SpoofReject {
-			action = "reject"
-		}
 		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
-			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", action)
+			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", g.cfg.OnSpoof.String())
 		if g.cfg.OnSpoof == SpoofReject {
 			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
 			return
@@ -134,92 +130,60 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 	}
 
 	fw := &forward{route: rt}
+	var live auth.Liveness // the session, where authorize read it
 	if rt.Auth == AuthNone {
 		// Not verified here, but a bearer token is still never handed to an
 		// upstream unless forward_token says so: a public route's backend
 		// has no business holding the user's credential.
 		for _, a := range r.Header["Authorization"] {
-			_, isBearer := bearerToken(a)
-			_, isDPoP := dpopToken(a)
-			if isBearer || isDPoP {
-				fw.bearer = true
+			if _, scheme := authorization(a); scheme != schemeNone {
+				fw.scheme = scheme
 			}
 		}
 	} else {
-		raw, fromCookie, bearer, bad := g.credential(r)
-		fw.bearer = bearer
-		if bad != "" {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, bad)
-			return
-		}
-		switch {
-		case raw == "" && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0:
-			// anonymous
-		case raw == "":
-			g.m.TokenValidations.WithLabelValues(g.fail(w, errTokenMissing).validation).Inc()
-			return
-		default:
-			tok, ok := g.authorize(w, r, raw, fromCookie)
-			if !ok {
-				return
-			}
+		tok, l, scheme, err := g.authorize(w, r, upgrade)
+		fw.scheme = scheme
+		if errors.Is(err, errTokenMissing) && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0 {
+			err = nil // anonymous
+		} else if err == nil {
 			w.subject = tok.Subject
 			if !rt.allowed(tok.Roles) {
-				writeChallenge(w, http.StatusForbidden, errInsufficientScope, "role required")
-				return
+				err = errRoleRequired
 			}
-			fw.token = tok
 		}
+		if err != nil {
+			if p := g.fail(w, scheme, err); p.validation != "" {
+				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
+			}
+			return
+		}
+		fw.token, live = tok, l
 	}
 	if upgrade {
-		g.serveTunnel(w, r, fw)
+		g.serveTunnel(w, r, fw, live)
 		return
 	}
 	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
-// authorize verifies a token for a proxied request: signature and claims,
-// the cookie's CSRF rule, and under every_request the session.
-func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, raw string, fromCookie bool) (*auth.Token, bool) {
-	tok, err := g.deps.Verifier.Verify(raw)
+// authorize reads and verifies the token of a proxied request
+// (requestToken: signature and claims first, then the cookie's CSRF rule,
+// and the origin rule on an upgrade, then the token's binding), and under
+// every_request checks its session (live: zero under refresh, where it is
+// not read). A valid token is counted; an error is for fail, and counted by
+// the caller.
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, upgrade bool) (
+	tok *auth.Token, live auth.Liveness, scheme authScheme, err error) {
+	tok, scheme, err = g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade})
 	if err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, tokenError(r, err)).validation).Inc()
-		return nil, false
-	}
-	if fromCookie && !safeMethod(r.Method) {
-		if reason := g.csrfCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, false
-		}
-	} else if fromCookie && r.Header.Get("Upgrade") != "" {
-		// A WebSocket handshake is a GET, and the browser's WebSocket API
-		// cannot set X-Requested-With; but browsers always send Origin on
-		// it. A cookie-authenticated upgrade from another origin is
-		// cross-site WebSocket hijacking: refused as any other CSRF
-		// (adversarial TestAttacks/headers, "cookie WebSocket upgrade from a
-		// foreign Origin").
-		if reason := g.originCheck(r); reason != "" {
-			writeError(w, http.StatusForbidden, errForbidden, reason)
-			return nil, false
-		}
-	}
-	// Per request, after Verify whatever its cache said: a cache hit
-	// skips the token's signature, never its proof.
-	if err := g.checkBinding(w, r, tok, fromCookie); err != nil {
-		g.m.TokenValidations.WithLabelValues(g.fail(w, err).validation).Inc()
-		return nil, false
+		return nil, live, scheme, err
 	}
 	if g.cfg.Revocation == RevocationEveryRequest {
-		if _, err := g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
-			if reason := auth.EndReason(err); reason != "" {
-				g.EndSession(tok.SessionID, reason)
-			}
-			if p := g.fail(w, err); p.validation != "" {
-				g.m.TokenValidations.WithLabelValues(p.validation).Inc()
-			}
-			return nil, false
+		if live, err = g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
+			g.endedWith(tok.SessionID, err)
+			return nil, live, scheme, err
 		}
 	}
 	g.m.TokenValidations.WithLabelValues(metrics.ValidationValid).Inc()
-	return tok, true
+	return tok, live, scheme, nil
 }

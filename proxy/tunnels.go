@@ -62,6 +62,17 @@ func (g *Gateway) EndSession(id, reason string) int {
 	return g.tunnels.endSession(id, reason)
 }
 
+// endedWith closes the tunnels of session id when err, an error of
+// auth.Sessions about it, says the session is over, and reports whether it
+// did.
+func (g *Gateway) endedWith(id string, err error) bool {
+	reason := auth.EndReason(err)
+	if reason != "" {
+		g.EndSession(id, reason)
+	}
+	return reason != ""
+}
+
 // EndSubject is EndSession for every session of subject, for a revocation
 // of all of a user's sessions.
 func (g *Gateway) EndSubject(subject, reason string) int {
@@ -97,9 +108,7 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 			return
 		}
 		_, err := g.deps.Sessions.CheckTunnel(ctx, id)
-		if reason := auth.EndReason(err); reason != "" {
-			g.EndSession(id, reason)
-		} else if err != nil && ctx.Err() == nil {
+		if !g.endedWith(id, err) && err != nil && ctx.Err() == nil {
 			g.log.Warn("session store read", "op", "get", "err", err)
 		}
 	}
@@ -108,19 +117,25 @@ func (g *Gateway) checkTunnels(ctx context.Context) {
 // serveTunnel forwards an upgrade request (Upgrade: websocket on a route
 // that allows it) as a tunnel: a verified token's session is checked first,
 // whatever the revocation mode (an upgraded connection outlives any token,
-// so it is opened for a live session only: 401 otherwise, 503 if the store
-// cannot say), and the request is registered under it until it ends.
-func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward) {
+// so it is opened for a live session only: 401 otherwise, and the
+// session's other tunnels closed, 503 if the store cannot say), and the
+// request is registered under it until it ends. live is the session as
+// authorize read it under every_request, which is not read again; zero, it
+// is read here.
+func (g *Gateway) serveTunnel(w *statusWriter, r *http.Request, fw *forward, live auth.Liveness) {
 	now := g.now()
 	t := &tunnel{routePrefix: fw.route.Prefix}
 	if fw.token != nil {
-		l, err := g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID)
-		if err != nil {
-			g.fail(w, err)
-			return
+		if live.ExpiresAt.IsZero() {
+			var err error
+			if live, err = g.deps.Sessions.CheckTunnel(r.Context(), fw.token.SessionID); err != nil {
+				g.endedWith(fw.token.SessionID, err)
+				g.fail(w, fw.scheme, err)
+				return
+			}
 		}
-		t.session, t.subject = fw.token.SessionID, l.Subject
-		t.deadline, t.deadlineReason = l.ExpiresAt, TunnelExpired
+		t.session, t.subject = fw.token.SessionID, live.Subject
+		t.deadline, t.deadlineReason = live.ExpiresAt, TunnelExpired
 	}
 	if max := fw.route.UpgradeMaxLifetime; max > 0 {
 		if end := now.Add(max); t.deadline.IsZero() || end.Before(t.deadline) {

@@ -57,7 +57,7 @@ func (g *Gateway) newReverseProxy(rt *route, tr http.RoundTripper) *httputil.Rev
 type forward struct {
 	route  *route
 	token  *auth.Token // nil: anonymous
-	bearer bool        // the Authorization header held a bearer token
+	scheme authScheme  // how the Authorization header held a token, if it did
 }
 
 type forwardKey struct{}
@@ -99,13 +99,13 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		pr.SetXForwarded()
 	}
 	if !g.cfg.ForwardToken {
-		if fw.bearer {
+		if fw.scheme != schemeNone {
 			h.Del("Authorization")
 		}
 		removeCookie(h, g.cfg.CookieName)
 		// A DPoP proof is bound to the token and this request; it is the
 		// client's credential, as the token is, and no upstream's business.
-		delete(h, "Dpop")
+		delete(h, headerDPoP)
 	}
 	if fw.token != nil {
 		injectClaims(h, g.claims, fw.token)
@@ -139,21 +139,15 @@ func (g *Gateway) modifyResponse(res *http.Response) error {
 }
 
 // trailerCleaner applies the response rules to res.Trailer when the body
-// ends: the transport fills res.Trailer (HTTP/1.1) or replaces it (HTTP/2)
-// before the Read that returns io.EOF returns, and ReverseProxy copies it
-// after Close.
+// is closed: the transport has filled res.Trailer (HTTP/1.1) or replaced
+// it (HTTP/2) by the Read that returns io.EOF, and ReverseProxy closes the
+// body before it copies res.Trailer ("close now, instead of defer, to
+// populate res.Trailer", in copyResponse's caller), so Close is the one
+// place to clean it.
 type trailerCleaner struct {
 	io.ReadCloser
 	res                *http.Response
 	prefix, cookieName string
-}
-
-func (b *trailerCleaner) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		cleanResponseHeaders(b.res.Trailer, b.prefix, b.cookieName)
-	}
-	return n, err
 }
 
 func (b *trailerCleaner) Close() error {
