@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,14 +27,15 @@ func TestTunnelUpgradeFindsSessionEnded(t *testing.T) {
 	if _, err := e.store.Revoke(t.Context(), a.ID, sessionstore.ReasonAdmin, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if c := upgrade(t, e.addr(), "/ws/again", tokA); c.res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.res.StatusCode)
+	if c := upgrade(t, e.addr(), "/ws/again", tokA); c.Response.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("upgrade with a revoked session's token: status = %d, want 401", c.Response.StatusCode)
 	}
-	open.closed("the revoked session's open tunnel")
-	other.echoes()
-	waitLog(t, &logs, `"event":"tunnel_closed","reason":"admin","route":"/ws/","subject":"alice","session":"`+a.ID+`"`)
-	other.conn.Close()
-	waitNoTunnels(t, e.gw)
+	open.ClosedWithin("the revoked session's open tunnel", 5*time.Second)
+	other.Echoes()
+	wantLog := `"event":"tunnel_closed","reason":"admin","route":"/ws/","subject":"alice","session":"` + a.ID + `"`
+	awaitCond(t, "a log line "+wantLog, func() bool { return strings.Contains(logs.String(), wantLog) })
+	other.Close()
+	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }
 
 // TestTunnelUpgradeReadsSessionOnce: under every_request an upgrade's
@@ -55,7 +57,7 @@ func TestTunnelUpgradeReadsSessionOnce(t *testing.T) {
 	if n := gets.Load(); n != 1 {
 		t.Errorf("session reads for an upgrade = %d, want 1", n)
 	}
-	c.echoes()
-	c.conn.Close()
-	waitNoTunnels(t, e.gw)
+	c.Echoes()
+	c.Close()
+	awaitCond(t, "no tunnels registered", func() bool { return e.gw.tunnels.count() == 0 })
 }
