@@ -213,11 +213,18 @@ func FuzzParseUsers(f *testing.F) {
 			if !strings.HasPrefix(err.Error(), "line ") {
 				t.Fatalf("ParseUsers error %q does not name a line", err)
 			}
-			for _, line := range strings.Split(file, "\n") {
-				name, hash, _ := strings.Cut(strings.TrimSpace(line), ":")
-				// The error may quote the user name, which may look like
-				// anything (the seed "00000000:00000000" came from that).
-				msg := strings.ReplaceAll(err.Error(), strconv.Quote(name), "")
+			// The error may quote a user name, which may look like anything,
+			// even like another line's hash (the seeds "00000000:00000000"
+			// and "00000000:\n:00000000" came from that): every quoted name
+			// is removed before looking for a hash.
+			lines := strings.Split(file, "\n")
+			msg := err.Error()
+			for _, line := range lines {
+				name, _, _ := strings.Cut(strings.TrimSpace(line), ":")
+				msg = strings.ReplaceAll(msg, strconv.Quote(name), "")
+			}
+			for _, line := range lines {
+				_, hash, _ := strings.Cut(strings.TrimSpace(line), ":")
 				if hash = strings.TrimSpace(hash); len(hash) >= 8 && strings.Contains(msg, hash) {
 					t.Fatalf("ParseUsers error %q shows a hash", err)
 				}
