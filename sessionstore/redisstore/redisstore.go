@@ -16,6 +16,8 @@
 //	gw:{NN}:subj   sorted set, all scores 0: subject + 0x00 + ID, read in
 //	               lexical order by List and RevokeSubject
 //	gw:schema      the layout version
+//	gw:replay:HEX  string: an ID a ReplayCache recorded (the DPoP replay
+//	               cache: a hash of a proof's key and jti), expiring by itself
 //
 // Why buckets: Get, Rotate and Revoke receive only a session ID, so the
 // session's keys must be found from the ID alone; and the subject index must
