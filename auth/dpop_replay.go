@@ -142,3 +142,38 @@ func (c *MemoryDPoPReplay) Len() int {
 	}
 	return total
 }
+
+// SharedDPoPReplay is the DPoPReplayCache of replicas behind one load
+// balancer: a cache they all share (Redis), which decides, behind this
+// replica's MemoryDPoPReplay, which refuses at no cost a replay of a
+// proof this replica already saw. The memory cache only ever answers
+// "seen": an id it recorded was handed to the shared cache right after,
+// and the proof was accepted only if the shared cache recorded it, so
+// every id it holds is in the shared cache too, or belongs to a proof
+// that was refused anyway (a client sends a refused proof again only by
+// replaying it). When the memory cache is full, the shared one still
+// decides alone. Errors of the shared cache are returned as they are:
+// the verifier then refuses the proof (fail closed). The zero
+// SharedDPoPReplay is not usable; make one with NewSharedDPoPReplay.
+type SharedDPoPReplay struct {
+	local  *MemoryDPoPReplay
+	shared DPoPReplayCache
+}
+
+// NewSharedDPoPReplay returns shared behind local; a nil local means no
+// memory cache in front.
+func NewSharedDPoPReplay(shared DPoPReplayCache, local *MemoryDPoPReplay) *SharedDPoPReplay {
+	return &SharedDPoPReplay{local: local, shared: shared}
+}
+
+// Seen implements DPoPReplayCache.
+func (c *SharedDPoPReplay) Seen(ctx context.Context, id string, until time.Time) (bool, error) {
+	if c.local != nil {
+		// An error here is only ErrDPoPReplayFull: the shared cache,
+		// which holds everything, still knows.
+		if seen, err := c.local.Seen(ctx, id, until); err == nil && seen {
+			return true, nil
+		}
+	}
+	return c.shared.Seen(ctx, id, until)
+}
