@@ -268,7 +268,7 @@ func (m *Main) buildProxy(dev bool) error {
 			return err
 		}
 	}
-	dpop, nonces, err := dpopVerifier(cfg.Tokens, m.keys.SigningKey(), m.now)
+	dpop, nonces, err := newDPoPVerifier(cfg.Tokens, m.keys.SigningKey(), m.now, m.dpopReplay())
 	if err != nil {
 		return err
 	}
@@ -292,8 +292,15 @@ func (m *Main) buildProxy(dev bool) error {
 // so that replicas sharing the key file accept each other's nonces (behind a
 // round-robin balancer a client would otherwise be refused at every other
 // replica); a key rotation changes it, and a client refused an old nonce is
-// handed a fresh one (use_dpop_nonce) and retries.
+// handed a fresh one (use_dpop_nonce) and retries. Its replay cache is
+// this process's memory alone: see newDPoPVerifier.
 func dpopVerifier(t TokensConfig, signing *auth.Key, now func() time.Time) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
+	return newDPoPVerifier(t, signing, now, nil)
+}
+
+// newDPoPVerifier is dpopVerifier with replay as the proofs' replay cache
+// (Main.dpopReplay); nil means the verifier's own memory cache.
+func newDPoPVerifier(t TokensConfig, signing *auth.Key, now func() time.Time, replay auth.DPoPReplayCache) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
 	var nonces *auth.DPoPNonces
 	if t.DPoPNonce {
 		key, err := signing.DeriveSecret("dpop nonce")
@@ -312,6 +319,7 @@ func dpopVerifier(t TokensConfig, signing *auth.Key, now func() time.Time) (*aut
 		Algorithms: algs,
 		MaxAge:     time.Duration(t.DPoPProofMaxAge),
 		Now:        now,
+		Replay:     replay,
 		Nonces:     nonces,
 	})
 	if err != nil {

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/sessionstore"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore"
 )
@@ -89,4 +91,34 @@ func pingStore(ctx context.Context, st sessionstore.Store) error {
 	ctx, cancel := context.WithTimeout(ctx, readyPingTimeout)
 	defer cancel()
 	return p.Ping(ctx)
+}
+
+// dpopReplay is the DPoP proofs' replay cache for the store: with Redis,
+// the cache every replica on that Redis shares (a proof accepted at one is
+// refused as a replay at the others), behind this replica's memory cache;
+// its calls are observed in gateway_store_operation_duration_seconds as
+// "dpop_replay". With bbolt, nil: the verifier's memory cache, this
+// process's alone (a bbolt file serves one gateway process; several
+// bbolt replicas behind one balancer each refuse only the replays they
+// saw themselves).
+func (m *Main) dpopReplay() auth.DPoPReplayCache {
+	rs, ok := m.store.(*redisstore.Store)
+	if !ok {
+		return nil
+	}
+	shared := observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("dpop_replay")}
+	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(0, m.now))
+}
+
+// observedReplay is a replay cache whose calls' durations go to hist.
+type observedReplay struct {
+	cache auth.DPoPReplayCache
+	hist  prometheus.Observer
+}
+
+func (o observedReplay) Seen(ctx context.Context, id string, until time.Time) (bool, error) {
+	start := time.Now()
+	seen, err := o.cache.Seen(ctx, id, until)
+	o.hist.Observe(time.Since(start).Seconds())
+	return seen, err
 }
