@@ -150,3 +150,35 @@ func TestReplayCacheUnavailable(t *testing.T) {
 	_ = st.Close()
 	try("closed", 10*time.Millisecond)
 }
+
+// BenchmarkReplayCacheSeen is the round trip a DPoP-bound request adds with
+// the Redis store: one SET NX GET of a new ID.
+func BenchmarkReplayCacheSeen(b *testing.B) {
+	c := openOn(b, redistest.Start(b).URL(0), nil).ReplayCache(nil)
+	until := time.Now().Add(time.Minute)
+	i := 0
+	for b.Loop() {
+		i++
+		if seen, err := c.Seen(b.Context(), replayID(strconv.Itoa(i)), until); seen || err != nil {
+			b.Fatalf("Seen = %v, %v", seen, err)
+		}
+	}
+}
+
+// TestReplayCacheCluster: on a Cluster, IDs land on many slots, each one
+// command on its own slot, seen once across two stores.
+func TestReplayCacheCluster(t *testing.T) {
+	srv := redistest.StartCluster(t)
+	opts := &Options{KeyPrefix: "rcl:"}
+	a, b := openOn(t, srv.ClusterURL(), opts).ReplayCache(nil), openOn(t, srv.ClusterURL(), opts).ReplayCache(nil)
+	until := time.Now().Add(time.Minute)
+	for i := range 50 {
+		id := replayID(strconv.Itoa(i))
+		if seen, err := a.Seen(t.Context(), id, until); seen || err != nil {
+			t.Fatalf("ID %d on A: Seen = %v, %v, want false, nil", i, seen, err)
+		}
+		if seen, err := b.Seen(t.Context(), id, until); !seen || err != nil {
+			t.Fatalf("ID %d on B: Seen = %v, %v, want true, nil", i, seen, err)
+		}
+	}
+}
