@@ -14,10 +14,11 @@ package auth
 //  3. typ is "dpop+jwt" (RFC 7515 section 4.1.9: media types compare
 //     case-insensitively, and "application/" may be omitted, so
 //     "application/dpop+jwt" is the same type);
-//  4. alg is one of the configured asymmetric algorithms (ES256, EdDSA);
+//  4. alg is one of the configured asymmetric algorithms (ES256, EdDSA,
+//     Ed25519);
 //     none and HMAC cannot be configured at all;
 //  5. jwk is a public key of the type alg needs (EC P-256 for ES256, OKP
-//     Ed25519 for EdDSA) without any private member;
+//     Ed25519 for EdDSA and Ed25519) without any private member;
 //  6. the signature verifies with that jwk;
 //  7. htm equals the request's method and htu its URI (dpop_htu.go);
 //  8. iat is within [now-MaxAge, now+MaxFutureSkew];
@@ -142,14 +143,31 @@ func DescribeDPoP(err error) string {
 }
 
 // DPoPAlgorithms returns the proof algorithms a DPoPVerifier can accept,
-// ES256 and EdDSA, in a new slice each call (so that no caller can widen
+// ES256, EdDSA and Ed25519, in a new slice each call (so that no caller can widen
 // what others accept). RS256 and HS256 are never among them: RSA keys
 // make proofs and thumbprints large for no gain to a browser client, and
 // an HMAC "proof" would prove nothing.
-func DPoPAlgorithms() []string { return []string{ES256, EdDSA} }
+func DPoPAlgorithms() []string { return []string{ES256, EdDSA, Ed25519} }
+
+// Ed25519 is the fully specified name (RFC 9864) of EdDSA over Ed25519,
+// which newer DPoP clients put in a proof's alg (panva's dpop 2.x does).
+// It is accepted for proofs only, with an OKP Ed25519 jwk, exactly as
+// EdDSA; the gateway's own tokens keep EdDSA.
+const Ed25519 = "Ed25519"
+
+// ed25519Method is golang-jwt's EdDSA method under the name Ed25519.
+// Registering it makes no parser accept it: each one names its methods
+// (WithValidMethods), and only the DPoP verifier names Ed25519.
+type ed25519Method struct{ *jwt.SigningMethodEd25519 }
+
+func (ed25519Method) Alg() string { return Ed25519 }
+
+func init() {
+	jwt.RegisterSigningMethod(Ed25519, func() jwt.SigningMethod { return ed25519Method{jwt.SigningMethodEdDSA} })
+}
 
 // DPoPConfig configures a DPoPVerifier. The zero DPoPConfig is usable: it
-// accepts ES256 and EdDSA proofs up to a minute old, remembers their jti in
+// accepts ES256, EdDSA and Ed25519 proofs up to a minute old, remembers their jti in
 // memory, and issues no nonces.
 type DPoPConfig struct {
 	// Algorithms are the proof algorithms accepted, each one of

@@ -68,7 +68,7 @@ func (k *proofKey) fromHeader(t *jwt.Token) (any, error) {
 }
 
 // publicKeyOfJWK parses jwk as the public key alg needs: EC P-256 (x, y)
-// for ES256, OKP Ed25519 (x) for EdDSA.
+// for ES256, OKP Ed25519 (x) for EdDSA and Ed25519.
 func publicKeyOfJWK(alg string, jwk map[string]any) (any, error) {
 	kty, _ := jwk["kty"].(string)
 	crv, _ := jwk["crv"].(string)
@@ -88,7 +88,7 @@ func publicKeyOfJWK(alg string, jwk map[string]any) (any, error) {
 			return nil, dpopInvalid("invalid jwk header")
 		}
 		return pub, nil
-	case alg == EdDSA && kty == "OKP" && crv == "Ed25519":
+	case (alg == EdDSA || alg == Ed25519) && kty == "OKP" && crv == "Ed25519":
 		x, ok := jwkCoordinate(jwk, "x", ed25519.PublicKeySize)
 		if !ok {
 			return nil, dpopInvalid("invalid jwk header")

@@ -606,3 +606,39 @@ func BenchmarkDPoPVerify(b *testing.B) {
 		})
 	}
 }
+
+// TestDPoPEd25519Name: a proof whose alg is Ed25519, RFC 9864's fully
+// specified name of EdDSA over Ed25519 (what panva's dpop 2.x writes), is
+// accepted with an Ed25519 jwk as EdDSA is, and refused with any other;
+// the gateway's own tokens do not accept the name.
+func TestDPoPEd25519Name(t *testing.T) {
+	f := newDPoPFixture(t, 0)
+	header := authtest.With(f.header(t, f.ed), "alg", Ed25519)
+	raw := authtest.Forge(t, header, f.claims(), authtest.SignAs(Ed25519, f.ed))
+	got, err := f.verifier.Verify(t.Context(), oneProof(raw), getRequest())
+	if err != nil {
+		t.Fatalf("Verify(Ed25519 proof) = %v (%q), want nil", err, DescribeDPoP(err))
+	}
+	if got.Algorithm != Ed25519 || got.JKT != jktOf(t, f.ed.Public()) {
+		t.Errorf("Algorithm, JKT = %q, %q; want %q and the Ed25519 key's thumbprint", got.Algorithm, got.JKT, Ed25519)
+	}
+	ec := authtest.With(f.header(t, f.ec), "alg", Ed25519)
+	_, err = f.verifier.Verify(t.Context(), oneProof(authtest.Forge(t, ec, f.claims(), authtest.SignAs(Ed25519, f.ed))), getRequest())
+	if DescribeDPoP(err) != "jwk does not match alg" {
+		t.Errorf("Verify(Ed25519 alg, EC jwk) = %v, want jwk does not match alg", err)
+	}
+	v, err := NewDPoPVerifier(DPoPConfig{Algorithms: []string{ES256, EdDSA}, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = authtest.Forge(t, header, f.claims(), authtest.SignAs(Ed25519, f.ed))
+	if _, err := v.Verify(t.Context(), oneProof(raw), getRequest()); DescribeDPoP(err) != "unsupported DPoP proof algorithm" {
+		t.Errorf("Verify(Ed25519) with only ES256, EdDSA configured = %v, want unsupported algorithm", err)
+	}
+
+	tf := newFixture(t, EdDSA, 0)
+	h := authtest.With(tf.header(), "alg", Ed25519)
+	if _, err := tf.verifier.Verify(authtest.Forge(t, h, tf.claims(), authtest.SignAs(Ed25519, tf.key.private))); err == nil {
+		t.Error("the gateway's Verify accepted a token with alg Ed25519")
+	}
+}

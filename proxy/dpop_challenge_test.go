@@ -62,7 +62,7 @@ func TestDPoPRequestChallenges(t *testing.T) {
 			chal := res.Header.Get("WWW-Authenticate")
 			eb := errorOf(t, res)
 			if res.StatusCode != tt.status || eb.Error != tt.code ||
-				!strings.HasPrefix(chal, `DPoP error="`+tt.code+`"`) || !strings.Contains(chal, `algs="ES256 EdDSA"`) {
+				!strings.HasPrefix(chal, `DPoP error="`+tt.code+`"`) || !strings.Contains(chal, `algs="ES256 EdDSA Ed25519"`) {
 				t.Errorf("%s %s: %d %q %+v, want %d with a DPoP %s challenge", tt.method, tt.path, res.StatusCode, chal, eb, tt.status, tt.code)
 			}
 		})

@@ -135,7 +135,7 @@ func wantDPoPRefusal(t *testing.T, name string, res *http.Response, code string)
 	chal := res.Header.Get("WWW-Authenticate")
 	eb := errorOf(t, res)
 	if res.StatusCode != http.StatusUnauthorized || eb.Error != code ||
-		!strings.HasPrefix(chal, `DPoP error="`+code+`"`) || !strings.Contains(chal, `algs="ES256 EdDSA"`) {
+		!strings.HasPrefix(chal, `DPoP error="`+code+`"`) || !strings.Contains(chal, `algs="ES256 EdDSA Ed25519"`) {
 		t.Errorf("%s: %d %q %+v, want 401 DPoP %s", name, res.StatusCode, chal, eb, code)
 	}
 }

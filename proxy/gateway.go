@@ -173,7 +173,7 @@ type Gateway struct {
 	buffers *bufferPool
 	tunnels tunnels // the open upgraded connections (tunnels.go)
 	dpop    *auth.DPoPVerifier
-	// dpopAlgs is the algs parameter of a DPoP challenge: "ES256 EdDSA".
+	// dpopAlgs is the algs parameter of a DPoP challenge: "ES256 EdDSA Ed25519".
 	dpopAlgs string
 }
 

@@ -130,7 +130,7 @@ function client(base, keypair) {
         nonce = res.headers.get('DPoP-Nonce') ?? nonce;
         const json = text ? JSON.parse(text) : {};
         if (attempt === 0 && json.error === 'use_dpop_nonce' && res.headers.get('DPoP-Nonce')) continue;
-        return { status: res.status, json, challenge: res.headers.get('WWW-Authenticate') ?? '', attempts: attempt + 1 };
+        return { status: res.status, json, challenge: res.headers.get('WWW-Authenticate') ?? '', attempts: attempt + 1, proof };
       }
     },
   };
@@ -177,6 +177,14 @@ test('proofs of the dpop library are accepted end to end (ES256)', async () => {
   const keypair = await generateKeyPair('ES256');
   const { login } = await session(client(base, keypair), keypair);
   assert.equal(login.attempts, 1, 'no nonce asked for where dpop_nonce is false');
+});
+
+test('proofs of the dpop library are accepted end to end (Ed25519, RFC 9864 alg name)', async () => {
+  const base = await startGateway('ed25519', '');
+  const keypair = await generateKeyPair('Ed25519');
+  const { login } = await session(client(base, keypair), keypair);
+  assert.equal(JSON.parse(Buffer.from(login.proof.split('.')[0], 'base64url')).alg, 'Ed25519',
+    'the library wrote the fully specified alg name');
 });
 
 test('proofs of the dpop library are accepted with server nonces (dpop_nonce = true)', async () => {
