@@ -139,6 +139,8 @@ async function listSessions() {
     return;
   }
   const list = await res.json();
+  // After a reload the page learns here that the session (and its key) came back.
+  if ($('status').textContent === 'logged out') $('status').textContent = 'logged in (kept across the reload)';
   for (const s of list) {
     const tr = rows.insertRow();
     tr.dataset.id = s.session_id;
