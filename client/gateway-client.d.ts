@@ -24,6 +24,18 @@ export interface ClientOptions {
   channel?: Pick<BroadcastChannel, 'postMessage' | 'onmessage'> | null;
   /** The clock, in milliseconds; Date.now by default (for tests). */
   now?: () => number;
+  /**
+   * Sign a DPoP proof (RFC 9449) for every request, so that a login binds
+   * the session to this browser's key. Default: true where WebCrypto and
+   * IndexedDB exist, false elsewhere. false: no proofs, bearer sessions.
+   */
+  dpop?: boolean;
+  /**
+   * Where the DPoP key pair is kept: globalThis.indexedDB by default
+   * (database "spa-gateway-client", store "dpop-keys"); null or absent: a
+   * key in memory, for this page's life only.
+   */
+  indexedDB?: IDBFactory | null;
 }
 
 /**
@@ -61,8 +73,12 @@ export interface LoginError extends Error {
 export interface GatewayClient {
   /** Logs in; rejects with a LoginError when refused. */
   login(username: string, password: string): Promise<void>;
-  /** Ends the session at the gateway and dispatches "sessionended" with reason "logout"; resolves true on 204. */
-  logout(): Promise<boolean>;
+  /**
+   * Ends the session at the gateway and dispatches "sessionended" with
+   * reason "logout"; resolves true on 204. scope "others" ends every other
+   * session of the user and keeps this one (no event); "all" ends every one.
+   */
+  logout(options?: { scope?: 'others' | 'all' }): Promise<boolean>;
   /**
    * fetch with the session's token; a 401 "token expired" is refreshed once
    * and the request retried once. A string input is relative to baseURL.
@@ -72,6 +88,12 @@ export interface GatewayClient {
   timeLeft(): number | null;
   /** The delivery in use. */
   readonly delivery: 'cookie' | 'bearer';
+  /** Whether the last token answer was token_type "DPoP" (a session bound to this client's key); null before any. */
+  readonly bound: boolean | null;
+  /** Whether DPoP proofs are sent. */
+  readonly dpop: boolean;
+  /** The RFC 7638 thumbprint of the DPoP key (a bound token's cnf.jkt), creating the key if there is none; null without DPoP. */
+  thumbprint(): Promise<string | null>;
   addEventListener(type: 'sessionended', listener: (ev: SessionEndedEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: 'refreshed', listener: (ev: RefreshedEvent) => void, options?: boolean | AddEventListenerOptions): void;
   removeEventListener(type: 'sessionended' | 'refreshed', listener: (ev: any) => void, options?: boolean | EventListenerOptions): void;

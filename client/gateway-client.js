@@ -12,10 +12,25 @@
 // ever refreshes by itself: a session stays alive only while the app makes
 // requests, as the gateway's idle timeout intends.
 //
+// DPoP (RFC 9449), on by default where WebCrypto and IndexedDB exist: the
+// client holds a non-extractable ECDSA P-256 key, stored in IndexedDB (so
+// that it survives reloads and is shared by the app's tabs, yet cannot be
+// read out, not even by the page's own scripts), and signs a proof for
+// every request it sends: login, refresh, logout and every fetch. A login
+// with a proof binds the session to the key: a token or cookie copied out
+// of the browser is refused anywhere the key is not.
+//
 // No dependencies; runs in browsers and in Node 20+.
 
 const LOCK_NAME = 'gateway-refresh';
 const CHANNEL_NAME = 'gateway-session';
+
+// The DPoP key: one record in one IndexedDB store, created under the Web
+// Lock KEY_LOCK so that tabs starting together make one key, not two.
+const KEY_DB = 'spa-gateway-client';
+const KEY_STORE = 'dpop-keys';
+const KEY_ID = 'default';
+const KEY_LOCK = 'gateway-dpop-key';
 
 // Refresh failures that mean the session is over, as the gateway words them.
 const SESSION_OVER = new Set(['session expired', 'session revoked', 'token reuse detected']);
@@ -55,6 +70,130 @@ async function isExpired(res) {
   return e.error === 'invalid_token' && e.description === 'token expired';
 }
 
+// ---- DPoP proofs (RFC 9449 section 4) ----
+
+const utf8 = new TextEncoder();
+
+function b64url(bytes) {
+  let s = '';
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+const b64urlJSON = (v) => b64url(utf8.encode(JSON.stringify(v)));
+
+async function sha256b64url(text) {
+  return b64url(await crypto.subtle.digest('SHA-256', utf8.encode(text)));
+}
+
+function idbDone(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+const isKeyPair = (v) => v && typeof v === 'object' && v.privateKey && v.publicKey;
+
+function generateKeyPair() {
+  // extractable false: the private key can sign, never be exported; the
+  // public key of a generated pair is always exportable (for the jwk).
+  return crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign']);
+}
+
+// storedKeyPair returns the pair stored in IndexedDB, creating it if there
+// is none. The final read and the write share one readwrite transaction,
+// which IndexedDB runs one at a time: even without Web Locks, two tabs
+// racing end up with the one pair that was stored first.
+async function storedKeyPair(idb) {
+  const open = idb.open(KEY_DB, 1);
+  open.onupgradeneeded = () => open.result.createObjectStore(KEY_STORE);
+  const db = await idbDone(open);
+  try {
+    const found = await idbDone(db.transaction(KEY_STORE, 'readonly').objectStore(KEY_STORE).get(KEY_ID));
+    if (isKeyPair(found)) return found;
+    const fresh = await generateKeyPair();
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(KEY_STORE, 'readwrite');
+      const store = tx.objectStore(KEY_STORE);
+      let pair = fresh;
+      const get = store.get(KEY_ID);
+      get.onsuccess = () => {
+        if (isKeyPair(get.result)) pair = get.result;
+        else store.put({ privateKey: fresh.privateKey, publicKey: fresh.publicKey }, KEY_ID);
+      };
+      tx.oncomplete = () => resolve(pair);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error || new Error('IndexedDB transaction aborted'));
+    });
+  } finally {
+    // Closed at once, so that a deleteDatabase (a "forget this device")
+    // is never blocked by an idle tab.
+    db.close();
+  }
+}
+
+/**
+ * createProver returns the signer of one key pair's proofs, loading the
+ * pair on first use: from IndexedDB (idb), under the Web Lock KEY_LOCK
+ * (locks) where there are locks, or a pair in memory when there is no
+ * IndexedDB or it fails (private windows of some browsers): proofs still
+ * work, for this page's life only.
+ */
+function createProver({ idb, locks, now }) {
+  let loaded = null;
+  function load() {
+    if (!loaded) {
+      loaded = (async () => {
+        let pair;
+        if (idb) {
+          try {
+            pair = await (locks ? locks.request(KEY_LOCK, () => storedKeyPair(idb)) : storedKeyPair(idb));
+          } catch {
+            pair = null;
+          }
+        }
+        if (!pair) pair = await generateKeyPair();
+        const { crv, kty, x, y } = await crypto.subtle.exportKey('jwk', pair.publicKey);
+        const jwk = { crv, kty, x, y }; // the public members only, RFC 7638 order
+        return { pair, jwk, thumbprint: await sha256b64url(JSON.stringify(jwk)) };
+      })();
+      loaded.catch(() => { loaded = null; });
+    }
+    return loaded;
+  }
+  let athCache = { token: null, ath: '' };
+  return {
+    async thumbprint() {
+      return (await load()).thumbprint;
+    },
+    // proof signs a proof for method and url (its query and fragment cut
+    // off); token, when one is sent, is bound in by ath; nonce is the
+    // server's latest, if any.
+    async proof(method, url, token, nonce) {
+      const { pair, jwk } = await load();
+      const u = new URL(url);
+      u.search = '';
+      u.hash = '';
+      const claims = {
+        jti: b64url(crypto.getRandomValues(new Uint8Array(16))),
+        htm: method.toUpperCase(),
+        htu: u.href,
+        iat: Math.floor(now() / 1000),
+      };
+      if (token) {
+        if (athCache.token !== token) athCache = { token, ath: await sha256b64url(token) };
+        claims.ath = athCache.ath;
+      }
+      if (nonce) claims.nonce = nonce;
+      const input = `${b64urlJSON({ typ: 'dpop+jwt', alg: 'ES256', jwk })}.${b64urlJSON(claims)}`;
+      // WebCrypto's ECDSA signature is r || s, as JWS ES256 wants it.
+      const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, pair.privateKey, utf8.encode(input));
+      return `${input}.${b64url(sig)}`;
+    },
+  };
+}
+
 /**
  * createClient returns a client of the gateway at baseURL.
  * @param {import('./gateway-client').ClientOptions} [options]
@@ -70,15 +209,24 @@ export function createClient(options = {}) {
     locks = globalThis.navigator?.locks,
     channel: channelOption,
     now = () => Date.now(),
+    indexedDB: idb = globalThis.indexedDB,
   } = options;
+  const dpop = options.dpop ?? Boolean(globalThis.crypto?.subtle && idb);
   if (delivery !== 'cookie' && delivery !== 'bearer') {
     throw new TypeError(`delivery must be "cookie" or "bearer", not ${JSON.stringify(delivery)}`);
   }
+  if (dpop && !globalThis.crypto?.subtle) {
+    throw new TypeError('dpop needs WebCrypto (crypto.subtle): a secure context (https or localhost)');
+  }
+  const prover = dpop ? createProver({ idb, locks, now }) : null;
+  let nonce = null; // the gateway's latest DPoP-Nonce
   const base = baseURL.replace(/\/+$/, '');
   const events = new EventTarget();
 
   // The session as this tab knows it. token: bearer delivery only.
   let token = null;
+  let scheme = 'Bearer'; // of the token: 'DPoP' when the session is bound
+  let bound = null; // from the last token answer's token_type; null: unknown
   let expiresAt = 0; // ms; 0: unknown
   let refreshDeadline = 0; // ms; 0: unknown
   let generation = 0; // bumped on every new token (ours or another tab's)
@@ -102,6 +250,7 @@ export function createClient(options = {}) {
         if (delivery === 'bearer') {
           if (token === null || msg.previous !== token) return;
           token = msg.token;
+          scheme = msg.scheme;
         }
         adopt(msg.expiresIn, msg.refreshExpiresIn);
         dispatch('refreshed', { byOtherTab: true });
@@ -143,23 +292,49 @@ export function createClient(options = {}) {
     events.dispatchEvent(ev);
   }
 
-  function authHeaders(headers) {
-    const h = new Headers(headers);
+  // withCredentials returns req with the session's credentials (the token
+  // unless anonymous, as the login is) and, with DPoP, a fresh proof: one
+  // per request sent, as each proof's jti may be used only once. A bearer
+  // token is bound in by the proof's ath; the cookie, which the page cannot
+  // read, is not (the gateway holds it to the key alone).
+  async function withCredentials(req, credentials, anonymous) {
+    const h = new Headers(req.headers);
+    let sent = null;
     if (delivery === 'cookie') {
       h.set('X-Requested-With', 'XMLHttpRequest');
-    } else if (token !== null && !h.has('Authorization')) {
-      h.set('Authorization', `Bearer ${token}`);
+    } else if (h.has('Authorization')) {
+      sent = /^DPoP (.+)$/.exec(h.get('Authorization'))?.[1] ?? null;
+    } else if (token !== null && !anonymous) {
+      sent = token;
+      h.set('Authorization', `${scheme} ${token}`);
     }
-    return h;
+    if (prover) h.set('DPoP', await prover.proof(req.method, req.url, sent, nonce));
+    return new Request(req, { headers: h, credentials });
   }
 
-  function post(path) {
-    return fetchImpl(base + path, {
+  // call sends req (left unused: each attempt sends a clone) and answers a
+  // use_dpop_nonce refusal by one retry with the nonce it came with. Every
+  // answer's DPoP-Nonce is kept for the next proof.
+  async function call(req, credentials = 'same-origin', anonymous = false) {
+    let res = await fetchImpl(await withCredentials(req.clone(), credentials, anonymous));
+    if (!prover) return res;
+    const given = res.headers.get('DPoP-Nonce');
+    if (given) nonce = given;
+    if (given && (res.status === 400 || res.status === 401) &&
+        (await errorOf(res)).error === 'use_dpop_nonce') {
+      res = await fetchImpl(await withCredentials(req.clone(), credentials, anonymous));
+      nonce = res.headers.get('DPoP-Nonce') || nonce;
+    }
+    return res;
+  }
+
+  function post(path, body) {
+    return call(new Request(base + path, {
       method: 'POST',
-      headers: authHeaders(),
-      credentials: 'same-origin',
+      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
-    });
+    }));
   }
 
   async function acceptTokenResponse(res) {
@@ -170,6 +345,8 @@ export function createClient(options = {}) {
       }
       token = body.access_token;
     }
+    bound = body.token_type === 'DPoP';
+    scheme = bound ? 'DPoP' : 'Bearer';
     adopt(Number(body.expires_in) || 0, Number(body.refresh_expires_in) || 0);
     return body;
   }
@@ -193,7 +370,7 @@ export function createClient(options = {}) {
           type: 'refreshed',
           expiresIn: Number(body.expires_in) || 0,
           refreshExpiresIn: Number(body.refresh_expires_in) || 0,
-          ...(delivery === 'bearer' ? { token, previous } : {}),
+          ...(delivery === 'bearer' ? { token, previous, scheme } : {}),
         });
       }
       dispatch('refreshed', { byOtherTab: false });
@@ -202,6 +379,10 @@ export function createClient(options = {}) {
     if (res.status !== 401) return 'failed';
     const e = await errorOf(res);
     if (e.description === 'token not expired') return 'early';
+    // A refused proof says nothing of the session, which may well be
+    // alive (a clock off by more than the gateway's window, say): not an
+    // end, and no other tab is told to drop it.
+    if (e.error === 'invalid_dpop_proof') return 'failed';
     end(e.description || 'unauthorized', true);
     return 'ended';
   }
@@ -242,10 +423,7 @@ export function createClient(options = {}) {
 
   async function send(input, init) {
     const req = new Request(typeof input === 'string' ? base + input : input, init);
-    const attempt = () => fetchImpl(new Request(req.clone(), {
-      headers: authHeaders(req.headers),
-      credentials: init?.credentials ?? 'same-origin',
-    }));
+    const attempt = () => call(req, init?.credentials ?? 'same-origin');
     if (shouldRefreshEarly()) await refresh(generation, null);
     const seen = generation;
     const res = await attempt();
@@ -266,13 +444,12 @@ export function createClient(options = {}) {
 
   return {
     async login(username, password) {
-      const res = await fetchImpl(base + '/auth/login', {
+      const res = await call(new Request(base + '/auth/login', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'XMLHttpRequest' },
         body: JSON.stringify({ username, password }),
-        credentials: 'same-origin',
         cache: 'no-store',
-      });
+      }), 'same-origin', true);
       if (!res.ok) {
         let description = '';
         try {
@@ -287,10 +464,14 @@ export function createClient(options = {}) {
       await acceptTokenResponse(res);
     },
 
-    async logout() {
+    async logout({ scope } = {}) {
+      if (scope === 'others') {
+        // This session stays: nothing ends here.
+        return (await post('/auth/logout', { scope })).status === 204;
+      }
       let res;
       try {
-        res = await post('/auth/logout');
+        res = await post('/auth/logout', scope === undefined ? undefined : { scope });
       } finally {
         end('logout', true);
       }
@@ -306,6 +487,18 @@ export function createClient(options = {}) {
 
     get delivery() {
       return delivery;
+    },
+
+    get bound() {
+      return bound;
+    },
+
+    get dpop() {
+      return prover !== null;
+    },
+
+    async thumbprint() {
+      return prover ? prover.thumbprint() : null;
     },
 
     addEventListener(type, listener, opts) {

@@ -212,3 +212,116 @@ test('a refused login rejects with the status', async (t) => {
   await assert.rejects(c.login('demo', 'nope'), (err) => err.status === 401 && /invalid username or password/.test(err.message));
   assert.equal(c.timeLeft(), null);
 });
+
+/** decodeProof splits a DPoP proof and checks its ES256 signature with its own jwk. */
+async function decodeProof(proof) {
+  const [h, p, s] = proof.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  const claims = JSON.parse(Buffer.from(p, 'base64url'));
+  const key = await crypto.subtle.importKey('jwk', header.jwk, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
+  const valid = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, Buffer.from(s, 'base64url'), new TextEncoder().encode(`${h}.${p}`));
+  return { header, claims, valid };
+}
+
+const sha256 = async (text) => Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))).toString('base64url');
+
+test('DPoP: every request carries a fresh proof of one key', async (t) => {
+  const tests = [
+    { name: 'bearer: Authorization DPoP, ath the token hash', delivery: 'bearer' },
+    { name: 'cookie: no Authorization, proofs without ath', delivery: 'cookie' },
+  ];
+  for (const tt of tests) {
+    await t.test(tt.name, async (t) => {
+      const gw = await gateway(t, { delivery: tt.delivery });
+      const jar = { value: '' };
+      const c = client(t, { baseURL: gw.url, delivery: tt.delivery, dpop: true, ...(tt.delivery === 'cookie' ? { fetch: cookieJarFetch(jar) } : {}) });
+      assert.equal(c.dpop, true);
+      assert.equal(c.bound, null, 'bound before any login');
+      const started = Math.floor(Date.now() / 1000);
+      await c.login('demo', 'demo');
+      assert.equal(c.bound, true, 'token_type DPoP');
+      assert.equal((await c.fetch('/api/hello?q=1#frag', { method: 'PUT', body: 'x' })).status, 200);
+      gw.expire();
+      assert.equal((await c.fetch('/api/after')).status, 200, 'refreshed and retried');
+      assert.equal(await c.logout(), true);
+      assert.deepEqual(gw.seen.map((s) => `${s.method} ${s.path}`),
+        ['POST /auth/login', 'PUT /api/hello?q=1', 'GET /api/after', 'POST /auth/refresh', 'GET /api/after', 'POST /auth/logout']);
+
+      const thumbprint = await c.thumbprint();
+      const jtis = new Set();
+      for (const s of gw.seen) {
+        assert.ok(s.dpop, `${s.path}: no DPoP header`);
+        const { header, claims, valid } = await decodeProof(s.dpop);
+        assert.ok(valid, `${s.path}: signature`);
+        assert.equal(header.typ, 'dpop+jwt');
+        assert.equal(header.alg, 'ES256');
+        assert.deepEqual(Object.keys(header.jwk).sort(), ['crv', 'kty', 'x', 'y'], 'public members only, no d');
+        assert.equal(header.jwk.crv, 'P-256');
+        const { crv, kty, x, y } = header.jwk;
+        assert.equal(await sha256(JSON.stringify({ crv, kty, x, y })), thumbprint, 'thumbprint() is the key of the proofs');
+        assert.equal(claims.htm, s.method);
+        assert.equal(claims.htu, gw.url + s.path.replace(/\?.*$/, ''), 'htu without query or fragment');
+        assert.ok(claims.iat >= started && claims.iat <= Math.floor(Date.now() / 1000) + 1, `iat ${claims.iat}`);
+        assert.match(claims.jti, /^[A-Za-z0-9_-]{22,}$/);
+        jtis.add(claims.jti);
+        assert.equal(claims.nonce, undefined, 'no nonce the gateway did not give');
+        if (tt.delivery === 'bearer' && s.path !== '/auth/login') {
+          assert.match(s.authorization, /^DPoP /);
+          assert.equal(claims.ath, await sha256(s.authorization.slice(5)), `${s.path}: ath`);
+        } else {
+          assert.equal(s.authorization, '');
+          assert.equal(claims.ath, undefined, `${s.path}: ath without a token in Authorization`);
+        }
+      }
+      assert.equal(jtis.size, gw.seen.length, 'a new jti per request, the retries too');
+    });
+  }
+});
+
+test('DPoP: a use_dpop_nonce refusal is retried once with the new nonce', async (t) => {
+  const gw = await gateway(t, { delivery: 'bearer', nonce: true });
+  const c = client(t, { baseURL: gw.url, delivery: 'bearer', dpop: true });
+  await c.login('demo', 'demo'); // 400 use_dpop_nonce, then 200
+  assert.equal(gw.counts.nonceRefused, 1);
+  assert.equal(gw.counts.login, 1, 'the refused login never reached the password check');
+  assert.equal((await c.fetch('/api/a')).status, 200, 'the nonce is remembered');
+  assert.equal(gw.counts.nonceRefused, 1);
+  gw.rotateNonce();
+  assert.equal((await c.fetch('/api/b')).status, 200, 'a stale nonce: 401, then the retry');
+  assert.equal(gw.counts.nonceRefused, 2);
+  const last = await decodeProof(gw.seen.at(-1).dpop);
+  const stale = await decodeProof(gw.seen.at(-2).dpop);
+  assert.notEqual(last.claims.nonce, stale.claims.nonce);
+  assert.notEqual(last.claims.jti, stale.claims.jti, 'the retry is a new proof');
+  // A gateway that keeps refusing gets one retry, not a loop.
+  gw.setAPIAlwaysExpired(false);
+  const before = gw.seen.length;
+  const orig = gw.rotateNonce;
+  const flaky = createClient({ baseURL: gw.url, delivery: 'bearer', dpop: true, channel: null, locks: null,
+    fetch: async (req) => { orig(); return fetch(req); } });
+  t.after(() => flaky.close());
+  await assert.rejects(flaky.login('demo', 'demo'), (err) => err.status === 400);
+  assert.equal(gw.seen.length - before, 2, 'one retry');
+});
+
+test('DPoP off: no proofs, Bearer tokens', async (t) => {
+  const gw = await gateway(t, { delivery: 'bearer' });
+  const c = client(t, { baseURL: gw.url, delivery: 'bearer', dpop: false });
+  await c.login('demo', 'demo');
+  assert.equal(c.bound, false);
+  assert.equal(await c.thumbprint(), null);
+  assert.equal((await c.fetch('/api/hello')).status, 200);
+  assert.deepEqual(gw.seen.map((s) => s.dpop), ['', '']);
+  assert.match(gw.seen.at(-1).authorization, /^Bearer /);
+});
+
+test('logout with scope others keeps this session', async (t) => {
+  const gw = await gateway(t, { delivery: 'bearer' });
+  const ended = [];
+  const c = client(t, { baseURL: gw.url, delivery: 'bearer', dpop: true, onSessionEnded: (r) => ended.push(r) });
+  await c.login('demo', 'demo');
+  assert.equal(await c.logout({ scope: 'others' }), true);
+  assert.deepEqual(ended, []);
+  assert.ok(c.timeLeft() > 0);
+  assert.match(gw.seen.at(-1).authorization, /^DPoP /, 'still holds its token');
+});

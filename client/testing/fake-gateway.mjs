@@ -1,25 +1,29 @@
 // A small stand-in for the gateway's session endpoints, over real HTTP on
 // 127.0.0.1, with the gateway's answers: login, refresh (rotation, reuse
 // detection, "token not expired"), logout, and a protected /api/ echo. Time
-// is the test's: expire() makes every current token expired.
+// is the test's: expire() makes every current token expired. With nonce, it
+// asks every DPoP proof for its latest DPoP-Nonce as RFC 9449 section 8
+// says (it reads the proof's claims, checking no signature: the gateway's
+// own tests do that); a login with a DPoP header answers token_type DPoP.
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 
-export async function startFakeGateway({ delivery = 'bearer', allowEarly = false } = {}) {
+export async function startFakeGateway({ delivery = 'bearer', allowEarly = false, nonce = false } = {}) {
   const tokens = new Map(); // token -> { sid, expired, rotated }
   const sessions = new Map(); // sid -> { revoked, reason }
   const counts = { login: 0, refresh: 0, reuse: 0, api: 0, logout: 0 };
   const seen = []; // { path, authorization, cookie, xrw }
   let refreshExpiresIn = 3600;
   let apiAlwaysExpired = false;
+  let currentNonce = nonce ? randomUUID() : '';
 
   function mint(sid) {
     const t = randomUUID();
     tokens.set(t, { sid, expired: false, early: false, rotated: false });
     return t;
   }
-  function answerToken(res, t) {
-    const body = { token_type: 'Bearer', expires_in: 60, refresh_expires_in: refreshExpiresIn };
+  function answerToken(res, t, bound) {
+    const body = { token_type: bound ? 'DPoP' : 'Bearer', expires_in: 60, refresh_expires_in: refreshExpiresIn };
     if (delivery !== 'cookie') body.access_token = t;
     const headers = { 'Content-Type': 'application/json' };
     if (delivery !== 'bearer') headers['Set-Cookie'] = `__Host-gateway=${t}; Path=/; HttpOnly; Secure; SameSite=Strict`;
@@ -36,6 +40,7 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
   function tokenOf(req) {
     const a = req.headers.authorization;
     if (a && a.startsWith('Bearer ')) return { raw: a.slice(7), cookie: false };
+    if (a && a.startsWith('DPoP ')) return { raw: a.slice(5), cookie: false };
     const m = /(?:^|;\s*)__Host-gateway=([^;]+)/.exec(req.headers.cookie || '');
     return m ? { raw: m[1], cookie: true } : { raw: '', cookie: false };
   }
@@ -45,7 +50,26 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       const { raw, cookie } = tokenOf(req);
-      seen.push({ path: req.url, method: req.method, authorization: req.headers.authorization || '', cookie: req.headers.cookie || '', xrw: req.headers['x-requested-with'] || '' });
+      const dpop = req.headers.dpop || '';
+      seen.push({ path: req.url, method: req.method, authorization: req.headers.authorization || '', cookie: req.headers.cookie || '', xrw: req.headers['x-requested-with'] || '', dpop });
+      if (nonce && dpop) {
+        let claims = {};
+        try {
+          claims = JSON.parse(Buffer.from(dpop.split('.')[1], 'base64url'));
+        } catch {
+          // no claims: no nonce
+        }
+        if (claims.nonce !== currentNonce) {
+          counts.nonceRefused = (counts.nonceRefused || 0) + 1;
+          const status = req.url === '/auth/login' ? 400 : 401;
+          res.writeHead(status, {
+            'Content-Type': 'application/json',
+            'DPoP-Nonce': currentNonce,
+            ...(status === 401 ? { 'WWW-Authenticate': 'DPoP error="use_dpop_nonce", error_description="nonce required"' } : {}),
+          }).end('{"error":"use_dpop_nonce","error_description":"nonce required"}');
+          return;
+        }
+      }
       if (cookie && req.method === 'POST' && !req.headers['x-requested-with']) {
         res.writeHead(403, { 'Content-Type': 'application/json' }).end('{"error":"forbidden","error_description":"X-Requested-With header required"}');
         return;
@@ -60,7 +84,7 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
         }
         const sid = randomUUID();
         sessions.set(sid, { revoked: false });
-        answerToken(res, mint(sid));
+        answerToken(res, mint(sid), dpop !== '');
         return;
       }
       if (req.url === '/auth/refresh') {
@@ -76,7 +100,7 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
           return challenge(res, 'token reuse detected');
         }
         tok.rotated = true;
-        return answerToken(res, mint(tok.sid));
+        return answerToken(res, mint(tok.sid), dpop !== '');
       }
       if (req.url === '/auth/logout') {
         counts.logout++;
@@ -115,6 +139,8 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
     nearExpiry() { for (const t of tokens.values()) t.early = true; },
     setRefreshExpiresIn(n) { refreshExpiresIn = n; },
     setAPIAlwaysExpired(v) { apiAlwaysExpired = v; },
+    /** rotateNonce makes the current DPoP-Nonce stale: the next proof is refused with use_dpop_nonce. */
+    rotateNonce() { currentNonce = randomUUID(); },
     revokeAll(reason) { for (const s of sessions.values()) { s.revoked = true; s.reason = reason; } },
     close() { server.closeAllConnections(); return new Promise((r) => server.close(r)); },
   };

@@ -49,9 +49,12 @@ func TestDevDemoPage(t *testing.T) {
 		wantBody     string
 	}{
 		{"GET", "/", 200, "text/html", `<form id="login-form">`},
+		{"GET", "/", 200, "text/html", `<button id="steal"`},
+		{"GET", "/", 200, "text/html", `<button id="logout-others"`},
 		{"HEAD", "/", 200, "text/html", ""},
 		{"GET", "/client/gateway-client.js", 200, "text/javascript", "export function createClient"},
 		{"GET", "/client/demo.js", 200, "text/javascript", "gateway-client.js"},
+		{"GET", "/client/demo.js", 200, "text/javascript", "/auth/sessions"},
 		{"GET", "/client/demo.css", 200, "text/css", "body"},
 		{"GET", "/api/hello", 401, "application/json", "unauthorized"},
 		{"POST", "/", 404, "", ""},

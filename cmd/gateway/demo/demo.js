@@ -1,12 +1,43 @@
-// The demo page of gateway serve --dev: cookie delivery, the client library
-// of client/ (served at /client/gateway-client.js).
+// The demo page of gateway serve --dev: cookie delivery and DPoP, the
+// client library of client/ (served at /client/gateway-client.js).
 import { createClient } from '/client/gateway-client.js';
 
-const client = createClient({ delivery: 'cookie' });
+// stolen is the latest access token of the login and refresh answers (the
+// dev gateway delivers it in the body too): what a thief reading the
+// page's traffic would copy. The client itself never keeps it.
+let stolen = '';
+
+async function watchingFetch(req) {
+  const res = await fetch(req);
+  const path = new URL(req.url).pathname;
+  if (res.ok && (path === '/auth/login' || path === '/auth/refresh')) {
+    try {
+      stolen = (await res.clone().json()).access_token || '';
+      showTokenKey();
+    } catch {
+      // not JSON: nothing to copy
+    }
+  }
+  return res;
+}
+
+const client = createClient({ delivery: 'cookie', fetch: watchingFetch });
 window.gatewayClient = client; // for the browser tests and the console
+window.demo = { token: () => stolen };
 
 const $ = (id) => document.getElementById(id);
 let refreshes = 0;
+
+function showTokenKey() {
+  try {
+    const claims = JSON.parse(atob(stolen.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    $('jkt').textContent = claims.cnf?.jkt || 'none: a bearer token';
+  } catch {
+    $('jkt').textContent = '–';
+  }
+}
+
+client.thumbprint().then((t) => { $('key').textContent = t ?? 'no DPoP in this browser'; });
 
 function log(text, cls) {
   const li = document.createElement('li');
@@ -38,7 +69,8 @@ $('login-form').addEventListener('submit', async (ev) => {
   try {
     await client.login($('username').value, $('password').value);
     $('status').textContent = `logged in as ${$('username').value}`;
-    log('logged in', 'ok');
+    log(client.bound ? 'logged in: the session is bound to this browser\'s key' : 'logged in', 'ok');
+    await listSessions();
   } catch (err) {
     $('status').textContent = `login refused: ${err.message}`;
     log(`login refused (${err.status}): ${err.message}`, 'bad');
@@ -73,6 +105,75 @@ $('call').addEventListener('click', async () => {
 $('logout').addEventListener('click', async () => {
   await client.logout();
   render();
+});
+
+// The thief's replay: the token alone, no proof, no cookie.
+$('steal').addEventListener('click', async () => {
+  const out = $('stolen');
+  out.replaceChildren();
+  const statuses = [];
+  for (const scheme of ['DPoP', 'Bearer']) {
+    const res = await fetch('/api/hello', { headers: { Authorization: `${scheme} ${stolen}` }, credentials: 'omit', cache: 'no-store' });
+    const li = document.createElement('li');
+    li.textContent = `Authorization: ${scheme} <token>, no proof: ${res.status} ${res.headers.get('WWW-Authenticate') || ''}`;
+    li.className = res.ok ? 'bad' : 'ok';
+    out.append(li);
+    statuses.push(res.status);
+  }
+  $('steal').dataset.statuses = statuses.join(',');
+});
+
+function cell(tr, text) {
+  const td = tr.insertCell();
+  td.textContent = text;
+  return td;
+}
+
+async function listSessions() {
+  const res = await client.fetch('/auth/sessions', { cache: 'no-store' });
+  const rows = $('sessions').tBodies[0];
+  rows.replaceChildren();
+  if (!res.ok) {
+    cell(rows.insertRow(), `${res.status}: log in to see them`).colSpan = 5;
+    $('sessions').dataset.count = '0';
+    return;
+  }
+  const list = await res.json();
+  // After a reload the page learns here that the session (and its key) came back.
+  if ($('status').textContent === 'logged out') $('status').textContent = 'logged in (kept across the reload)';
+  for (const s of list) {
+    const tr = rows.insertRow();
+    tr.dataset.id = s.session_id;
+    cell(tr, new Date(s.created_at).toLocaleTimeString());
+    cell(tr, new Date(s.refreshed_at).toLocaleTimeString());
+    cell(tr, `${s.client} ${s.user_agent.slice(0, 40)}`).title = s.user_agent;
+    cell(tr, s.bound ? 'yes' : 'no');
+    const td = tr.insertCell();
+    if (s.current) {
+      td.textContent = 'this one';
+      $('bound').textContent = s.bound ? 'yes: every request needs a proof of this browser\'s key' : 'no: a bearer session';
+      $('bound').dataset.bound = String(s.bound);
+    } else {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = 'End';
+      b.addEventListener('click', async () => {
+        const r = await client.fetch(`/auth/sessions/${encodeURIComponent(s.session_id)}`, { method: 'DELETE' });
+        log(`ended session ${s.session_id.slice(0, 8)}…: ${r.status}`, r.ok ? 'ok' : 'bad');
+        await listSessions();
+      });
+      td.append(b);
+    }
+  }
+  $('sessions').dataset.count = String(list.length);
+}
+
+$('list-sessions').addEventListener('click', listSessions);
+
+$('logout-others').addEventListener('click', async () => {
+  const ok = await client.logout({ scope: 'others' });
+  log(ok ? 'logged out every other device' : 'could not log out the other devices', ok ? 'ok' : 'bad');
+  await listSessions();
 });
 
 render();
