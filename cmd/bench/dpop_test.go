@@ -103,7 +103,7 @@ func TestSelectModes(t *testing.T) {
 		t.Errorf("default modes = %q; want the 12 unbound ones and EdDSA refresh bound", def)
 	}
 	got := names(selectModes(regexp.MustCompile("ES256 every_request bound"), false))
-	if want := []string{"ES256 every_request bound", "ES256 every_request reused"}; !slices.Equal(got, want) {
+	if want := []string{"ES256 every_request reused", "ES256 every_request bound"}; !slices.Equal(got, want) {
 		t.Errorf("selectModes(ES256 every_request bound) = %q, want %q (the unbound one it is compared with)", got, want)
 	}
 	if all := selectModes(regexp.MustCompile("."), false); len(all) != 18 {

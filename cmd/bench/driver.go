@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -310,15 +309,14 @@ func selectModes(re *regexp.Regexp, defaults bool) []mode {
 		for _, rev := range benchRevocations {
 			for _, tok := range benchTokens {
 				m := mode{alg, rev, tok}
-				if defaults && m.inDefault() || !defaults && re.MatchString(m.String()) {
+				selected := func(m mode) bool {
+					return defaults && m.inDefault() || !defaults && re.MatchString(m.String())
+				}
+				bound := mode{alg, rev, tokBound}
+				if selected(m) || m == bound.unbound() && selected(bound) {
 					ms = append(ms, m)
 				}
 			}
-		}
-	}
-	for _, m := range ms {
-		if m.token == tokBound && !slices.Contains(ms, m.unbound()) {
-			ms = append(ms, m.unbound())
 		}
 	}
 	return ms
