@@ -1,7 +1,8 @@
 // Command bench is the gateway's load benchmark. On 127.0.0.1 it starts an
 // upstream, a bare httputil.ReverseProxy and the gateway binary in several
 // modes (EdDSA, ES256, HS256; revocation "refresh" and "every_request"; one
-// token reused, or a new token on every request), each in a process of its
+// token reused, a new token on every request, or one DPoP-bound token with
+// a new proof on every request), each in a process of its
 // own, and puts the same load on the bare proxy and on each gateway mode in
 // turn, round after round (A B A B ...). It prints requests per second,
 // p50/p99 latency, CPU time and heap allocations per request of the proxy
