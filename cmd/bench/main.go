@@ -1,7 +1,8 @@
 // Command bench is the gateway's load benchmark. On 127.0.0.1 it starts an
 // upstream, a bare httputil.ReverseProxy and the gateway binary in several
 // modes (EdDSA, ES256, HS256; revocation "refresh" and "every_request"; one
-// token reused, or a new token on every request), each in a process of its
+// token reused, a new token on every request, or one DPoP-bound token with
+// a new proof on every request), each in a process of its
 // own, and puts the same load on the bare proxy and on each gateway mode in
 // turn, round after round (A B A B ...). It prints requests per second,
 // p50/p99 latency, CPU time and heap allocations per request of the proxy
@@ -50,6 +51,8 @@ type options struct {
 	warmup         time.Duration
 	conns          int
 	modes          string
+	proofAlg       string
+	proofRate      int
 	pool           int
 	sessions       int
 	latencyConns   int
@@ -73,8 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.duration, "duration", 2*time.Second, "measurement window of one run")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unrecorded load before each window")
 	fs.IntVar(&o.conns, "conns", 64, "keep-alive connections of the throughput runs")
-	fs.StringVar(&o.modes, "modes", ".", "`regexp` selecting modes by name (\"EdDSA refresh reused\", \"HS256 every_request fresh\", ...)")
+	fs.StringVar(&o.modes, "modes", "", "`regexp` selecting modes by name (\"EdDSA refresh reused\", \"HS256 every_request fresh\", \"ES256 refresh bound\", ...; \"\": every reused and fresh mode and EdDSA refresh bound; \".\": all)")
+	fs.StringVar(&o.proofAlg, "proof-alg", "ES256", "`algorithm` of the bound modes' DPoP proofs: ES256 (the browser client's) or EdDSA")
 	fs.IntVar(&o.pool, "pool", 0, "fresh tokens minted per algorithm (0: enough for -rounds at 10,000 req/s)")
+	fs.IntVar(&o.proofRate, "proof-rate", 10000, "requests a second the proofs of one bound run are made for, before it")
 	fs.IntVar(&o.sessions, "sessions", 1000, "sessions seeded in each gateway's store; tokens name them")
 	fs.IntVar(&o.latencyConns, "latency-conns", 1, "connections of the latency runs (0: skip them)")
 	fs.IntVar(&o.refreshClients, "refresh-clients", 64, "clients of the refresh runs, one session each (0: skip them)")
@@ -100,8 +105,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -role %q", o.role)
 	}
-	if o.rounds < 1 || o.duration <= 0 || o.conns < 1 {
-		return fmt.Errorf("-rounds, -duration and -conns must be positive")
+	if o.rounds < 1 || o.duration <= 0 || o.conns < 1 || o.proofRate < 1 {
+		return fmt.Errorf("-rounds, -duration, -conns and -proof-rate must be positive")
 	}
 	if o.pool == 0 {
 		o.pool = int(float64(o.rounds+1) * (o.warmup + o.duration).Seconds() * 10000)

@@ -115,10 +115,17 @@ func (d *driver) runProfile(rep *report) error {
 			}
 			p, err = d.startGateway(m.alg, m.revocation, "profile-"+kind, kind)
 			var src tokenSource = fixedToken(d.algs[m.alg].reused)
-			if m.token == tokFresh {
+			switch m.token {
+			case tokFresh:
 				src = &poolCursor{pool: d.algs[m.alg].pool}
+			case tokBound:
+				if err == nil {
+					wl, _, err = d.loads(m)
+				}
 			}
-			wl = newProxyLoad(src)
+			if wl == nil {
+				wl = newProxyLoad(src)
+			}
 		}
 		if err != nil {
 			return err

@@ -54,6 +54,7 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "\n## Results\n\n%s, %s/%s, GOMAXPROCS %d; %d rounds of %v (after %v of warm-up) per mode and proxy, interleaved.\n",
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0), o.rounds, o.duration, o.warmup)
 	r.writeThroughput(w)
+	r.writeBound(w)
 	r.writeLatency(w)
 	r.writeRefresh(w)
 	r.writeBig(w)
@@ -96,6 +97,50 @@ func (r *report) writeThroughput(w io.Writer) {
 			med(ps, func(p pair) float64 { return p.gw.allocs }),
 			med(ps, func(p pair) float64 { return p.bare.allocs }),
 			errs)
+	}
+}
+
+// boundRatios are a bound mode's gateway req/s over its unbound mode's,
+// within each round that measured both.
+func (r *report) boundRatios(m mode) []float64 {
+	bound, unbound := r.pairs[m], r.pairs[m.unbound()]
+	var out []float64
+	for i := range min(len(bound), len(unbound)) {
+		out = append(out, bound[i].gw.res.rate()/unbound[i].gw.res.rate())
+	}
+	return out
+}
+
+// writeBound writes the bound modes against their unbound ones, if the run
+// measured any.
+func (r *report) writeBound(w io.Writer) {
+	header := false
+	for _, m := range r.modes {
+		ratios := r.boundRatios(m)
+		if m.token != tokBound || len(ratios) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\n### Bound sessions (DPoP, %s proofs), %d connections\n\n", r.o.proofAlg, r.o.conns)
+			fmt.Fprintln(w, "Ratio: the gateway's req/s with the bound token and a new proof per request over its req/s with the unbound token reused, within a round; the median, then each round's.")
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "| mode | bound req/s | unbound req/s | **bound / unbound** | per round | CPU µs/req bound / unbound | allocs/req bound / unbound |")
+			fmt.Fprintln(w, "| --- | ---: | ---: | ---: | --- | ---: | ---: |")
+			header = true
+		}
+		bound, unbound := r.pairs[m], r.pairs[m.unbound()]
+		var per []string
+		for _, v := range ratios {
+			per = append(per, fmt.Sprintf("%.2f", v))
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | **%.2f** | %s | %.0f / %.0f | %.1f / %.1f |\n", m,
+			med(bound, func(p pair) float64 { return p.gw.res.rate() }),
+			med(unbound, func(p pair) float64 { return p.gw.res.rate() }),
+			median(ratios), strings.Join(per, " "),
+			med(bound, func(p pair) float64 { return µs(p.gw.cpu) }),
+			med(unbound, func(p pair) float64 { return µs(p.gw.cpu) }),
+			med(bound, func(p pair) float64 { return p.gw.allocs }),
+			med(unbound, func(p pair) float64 { return p.gw.allocs }))
 	}
 }
 
@@ -192,6 +237,12 @@ func (r *report) writeTargets(w io.Writer) {
 			ts = append(ts, target{t.what, fmt.Sprintf("%.2f×", v), v >= t.want})
 		}
 	}
+	for _, m := range r.modes {
+		if ratios := r.boundRatios(m); m.token == tokBound && len(ratios) > 0 {
+			v := median(ratios)
+			ts = append(ts, target{fmt.Sprintf("%s session, new proof per request: ≥ 0.5× unbound (issue 13)", m), fmt.Sprintf("%.2f×", v), v >= 0.5})
+		}
+	}
 	if len(r.latency) > 0 {
 		v := med(r.latency, p99Ratio)
 		ts = append(ts, target{fmt.Sprintf("p99 at %d connection(s): ≤ 1.2× bare", r.o.latencyConns), fmt.Sprintf("%.2f×", v), v <= 1.2})
@@ -213,7 +264,7 @@ func (r *report) writeTargets(w io.Writer) {
 	if len(ts) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n### Targets (issue 6)\n\n| target | this run | met |\n| --- | ---: | --- |\n")
+	fmt.Fprintf(w, "\n### Targets (issue 6; issue 13 for bound sessions)\n\n| target | this run | met |\n| --- | ---: | --- |\n")
 	for _, t := range ts {
 		fmt.Fprintf(w, "| %s | %s | %s |\n", t.what, t.got, map[bool]string{true: "yes", false: "**no**"}[t.met])
 	}
