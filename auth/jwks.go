@@ -79,16 +79,28 @@ type jwksKey struct {
 // jwksCache say. Its errors are ErrKeysUnavailable and an invalid "unknown
 // key id".
 func (c *jwksCache) lookup(ctx context.Context, kid string) (jwksKey, error) {
-	if s := c.usable(); s != nil {
-		if k, ok := s.keys[kid]; ok {
-			if !c.now().Before(s.refreshAt) {
-				c.fetch(ctx, false)
-			}
+	s := c.usable()
+	if s != nil {
+		k, ok := s.keys[kid]
+		if ok && c.now().Before(s.refreshAt) {
 			return k, nil
+		}
+		if ok {
+			// Due: this request fetches (unless another is, or one just
+			// did), and reads the set again, so that a key the issuer
+			// removed stops verifying with the fetch that saw it go.
+			c.fetch(ctx, false)
+			if s = c.usable(); s == nil {
+				return jwksKey{}, ErrKeysUnavailable
+			}
+			if k, ok = s.keys[kid]; ok {
+				return k, nil
+			}
+			return jwksKey{}, invalid("unknown key id")
 		}
 	}
 	c.fetch(ctx, true)
-	s := c.usable()
+	s = c.usable()
 	if s == nil {
 		return jwksKey{}, ErrKeysUnavailable
 	}
