@@ -70,7 +70,7 @@ func TestExternalVerifyAccepts(t *testing.T) {
 
 func TestExternalVerifyRefuses(t *testing.T) {
 	f := newExternalFixture(t, nil)
-	f.idp.AddKey(t, "ec", "ES384") // published, but ES384 is not configured
+	f.idp.AddKey(t, "ec", "ES384")                 // published, but ES384 is not configured
 	pubPEM := []byte("-----BEGIN PUBLIC KEY-----") // any bytes serve as the HMAC secret of the confusion attack
 	with := func(edit func(map[string]any)) map[string]any {
 		c := f.claims()
