@@ -39,6 +39,12 @@ var (
 	// malformed, bad signature, wrong alg, issuer, audience, nbf or iat.
 	// The wrapping error's message says which.
 	ErrTokenInvalid = errors.New("invalid token")
+	// ErrKeysUnavailable means the token names an external issuer whose
+	// keys the gateway does not have: its JWKS was never fetched, or not
+	// for longer than ExternalConfig.MaxStale. It says nothing of the token
+	// and is not an ErrTokenInvalid: the failure is the gateway's, and
+	// passes when the issuer answers again (the proxy answers 503).
+	ErrKeysUnavailable = errors.New("issuer keys unavailable")
 )
 
 // Token is a verified access token. Its fields are read-only; a Token may be
@@ -61,6 +67,11 @@ type Token struct {
 	// json.Number, so 1700000000 prints as such and not as 1.7e+09), for
 	// injecting [headers.claims]. Never modify it.
 	Claims map[string]any
+	// External is the name of the external issuer ([[tokens.external]])
+	// that signed the token, "" for the gateway's own tokens. An external
+	// token names no session: its SessionID is always "", so it can
+	// never be refreshed, end a session or list sessions.
+	External string
 }
 
 // MintClaims is what Minter.Mint puts in a token, besides iss and aud which

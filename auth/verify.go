@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,18 @@ type Verifier struct {
 	now      func() time.Time
 	parser   *jwt.Parser
 	cache    *tokenCache // nil: no cache
+	// keyFn is v.keyFunc, made once: a method value built per call would
+	// allocate on every verification.
+	keyFn func(*jwt.Token) (any, error)
+	// algs are the accepted algs ([alg] for the gateway's own tokens).
+	algs []string
+	// external is the name of the external issuer whose tokens these are
+	// (ExternalVerifier), "" for the gateway's own. An external token's
+	// subject and roles come from subjectClaim and rolesClaim, and its
+	// sid is never read: it names no session of ours.
+	external     string
+	subjectClaim string
+	rolesClaim   string
 }
 
 // NewVerifier returns a Verifier for cfg, or an error listing every problem
@@ -87,7 +100,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.CacheSize > 0 {
 		cache = newTokenCache(cfg.CacheSize)
 	}
-	return &Verifier{
+	v := &Verifier{
 		cache:    cache,
 		keys:     cfg.Keys,
 		alg:      cfg.Algorithm,
@@ -103,7 +116,12 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 			jwt.WithStrictDecoding(),
 			jwt.WithoutClaimsValidation(),
 		),
-	}, nil
+		algs:         []string{cfg.Algorithm},
+		subjectClaim: "sub",
+		rolesClaim:   "roles",
+	}
+	v.keyFn = v.keyFunc
+	return v, nil
 }
 
 // Verify checks raw completely and returns the token it holds. Errors
@@ -116,12 +134,12 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 // returned to every caller that presents it: callers must not modify it.
 func (v *Verifier) Verify(raw string) (*Token, error) {
 	if v.cache == nil {
-		return v.verify(raw, true)
+		return v.verify(raw, v.keyFn, true)
 	}
 	if tok := v.cache.get(raw, v.now(), v.leeway); tok != nil {
 		return tok, nil
 	}
-	tok, err := v.verify(raw, true)
+	tok, err := v.verify(raw, v.keyFn, true)
 	if err == nil {
 		v.cache.put(tok)
 	}
@@ -134,12 +152,13 @@ func (v *Verifier) Verify(raw string) (*Token, error) {
 // exactly as by Verify. Callers decide themselves what an unexpired token
 // means to them, from Token.ExpiresAt.
 func (v *Verifier) VerifyExpired(raw string) (*Token, error) {
-	return v.verify(raw, false)
+	return v.verify(raw, v.keyFn, false)
 }
 
 // verify is the one verification path; enforceExp is the only difference
-// between Verify and VerifyExpired.
-func (v *Verifier) verify(raw string, enforceExp bool) (*Token, error) {
+// between Verify and VerifyExpired. keyFn picks the key (v.keyFn for the
+// gateway's own keys, ExternalVerifier's for an issuer's JWKS).
+func (v *Verifier) verify(raw string, keyFn jwt.Keyfunc, enforceExp bool) (*Token, error) {
 	if len(raw) > MaxTokenBytes {
 		return nil, invalid("token too large")
 	}
@@ -150,7 +169,7 @@ func (v *Verifier) verify(raw string, enforceExp bool) (*Token, error) {
 	}
 	now := v.now()
 	claims := &claimSet{}
-	parsed, err := v.parser.ParseWithClaims(raw, claims, v.keyFunc)
+	parsed, err := v.parser.ParseWithClaims(raw, claims, keyFn)
 	if err != nil {
 		return nil, v.classify(parsed, err)
 	}
@@ -165,25 +184,24 @@ func (v *Verifier) verify(raw string, enforceExp bool) (*Token, error) {
 	if err := v.checkAudience(m["aud"]); err != nil {
 		return nil, err
 	}
-	tok := &Token{Raw: raw, Claims: m}
-	switch sub := m["sub"].(type) {
-	case string:
-		if sub == "" {
-			return nil, invalid("missing sub claim")
-		}
-		tok.Subject = sub
-	case nil:
-		return nil, invalid("missing sub claim")
-	default:
-		return nil, invalid("invalid sub claim")
-	}
-	if tok.SessionID, err = optionalString(m, "sid"); err != nil {
+	tok := &Token{Raw: raw, Claims: m, External: v.external}
+	if tok.Subject, err = subject(m, v.subjectClaim); err != nil {
 		return nil, err
+	}
+	if v.external == "" {
+		if tok.SessionID, err = optionalString(m, "sid"); err != nil {
+			return nil, err
+		}
 	}
 	if tok.ID, err = optionalString(m, "jti"); err != nil {
 		return nil, err
 	}
-	if tok.Roles, err = roles(m); err != nil {
+	if v.external == "" {
+		tok.Roles, err = roles(m)
+	} else if v.rolesClaim != "" {
+		tok.Roles, err = externalRoles(m, v.rolesClaim)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if tok.JKT, err = confirmation(m); err != nil {
@@ -247,11 +265,14 @@ func (v *Verifier) classify(parsed *jwt.Token, err error) error {
 	if errors.As(err, &te) {
 		return te
 	}
+	if errors.Is(err, ErrKeysUnavailable) {
+		return ErrKeysUnavailable
+	}
 	if errors.Is(err, jwt.ErrTokenMalformed) {
 		return invalid("malformed token")
 	}
 	if parsed != nil {
-		if alg, _ := parsed.Header["alg"].(string); alg != v.alg {
+		if alg, _ := parsed.Header["alg"].(string); !slices.Contains(v.algs, alg) {
 			return invalid("unexpected signing algorithm")
 		}
 	}
@@ -284,6 +305,20 @@ func (v *Verifier) checkAudience(aud any) error {
 		return invalid("invalid aud claim")
 	}
 	return invalid("audience mismatch")
+}
+
+// subject returns the claim name of m, which must be a non-empty string.
+func subject(m map[string]any, name string) (string, error) {
+	switch sub := m[name].(type) {
+	case string:
+		if sub != "" {
+			return sub, nil
+		}
+	case nil:
+	default:
+		return "", invalid("invalid " + name + " claim")
+	}
+	return "", invalid("missing " + name + " claim")
 }
 
 func optionalString(m map[string]any, name string) (string, error) {

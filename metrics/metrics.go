@@ -65,7 +65,18 @@ type Metrics struct {
 	UpstreamErrors       *prometheus.CounterVec
 	SpoofedHeaders       *prometheus.CounterVec
 	StoreOperationLength *prometheus.HistogramVec
+	// JWKSFetches counts the fetches of external issuers' key sets, by
+	// issuer name and result (JWKSSuccess, JWKSError).
+	JWKSFetches *prometheus.CounterVec
+	// JWKSLastSuccess is the Unix time of each issuer's last good fetch.
+	JWKSLastSuccess *prometheus.GaugeVec
 }
+
+// Label values of gateway_jwks_fetches_total's "result".
+const (
+	JWKSSuccess = "success"
+	JWKSError   = "error"
+)
 
 // proxyBuckets run from 100µs to 10s: a verified request through a local
 // sidecar is sub-millisecond, a slow legacy backend takes seconds.
@@ -135,6 +146,14 @@ func newMetrics() *Metrics {
 			Help:    "Session store operations, by operation.",
 			Buckets: proxyBuckets,
 		}, []string{"op"}),
+		JWKSFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_jwks_fetches_total",
+			Help: "Fetches of external issuers' JWKS, by issuer name and result.",
+		}, []string{"issuer", "result"}),
+		JWKSLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_jwks_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful fetch of each external issuer's JWKS.",
+		}, []string{"issuer"}),
 	}
 }
 
@@ -147,6 +166,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 		m.Logins, m.Refreshes, m.Logouts, m.SessionsCreated, m.SessionsRevoked,
 		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
+		m.JWKSFetches, m.JWKSLastSuccess,
 	} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -282,6 +282,11 @@ type tokenCheck struct {
 	// upgrade: the request is a WebSocket handshake, whose cookie token is
 	// held to the origin rule (see cookieRule).
 	upgrade bool
+	// issuers, if not nil, verifies instead of Deps.Verifier: a route
+	// that accepts external issuers. The gateway's own endpoints never
+	// set it, so an external token never refreshes, logs out or lists
+	// sessions: it fails there as an issuer mismatch.
+	issuers *auth.Issuers
 }
 
 // requestToken reads the request's token (extractToken) and verifies it
@@ -305,9 +310,12 @@ func (g *Gateway) requestToken(w http.ResponseWriter, r *http.Request, c tokenCh
 			return nil, scheme, crossSite(reason)
 		}
 	}
-	if c.expired {
+	switch {
+	case c.expired:
 		tok, err = g.deps.Verifier.VerifyExpired(raw)
-	} else {
+	case c.issuers != nil:
+		tok, err = c.issuers.Verify(r.Context(), raw)
+	default:
 		tok, err = g.deps.Verifier.Verify(raw)
 	}
 	if err != nil {

@@ -176,6 +176,11 @@ func problemFor(err error) problem {
 	case errors.Is(err, auth.ErrStoreUnavailable):
 		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "session store unavailable",
 			logged: "session store unavailable"}
+	case errors.Is(err, auth.ErrKeysUnavailable):
+		// The gateway's failure, not the token's: an external issuer's
+		// keys were never fetched, or not for longer than max_stale.
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "issuer keys unavailable",
+			logged: "issuer keys unavailable"}
 	case errors.Is(err, auth.ErrBadCredentials):
 		return problem{status: http.StatusUnauthorized, code: errInvalidGrant, description: "invalid username or password"}
 	case errors.Is(err, auth.ErrMint):

@@ -125,7 +125,17 @@ type Route struct {
 	// connections. Requests refused before forwarding (401, 403, 400) do
 	// not count. Zero means no limit.
 	MaxInFlight int
+	// Accept names the issuers whose tokens the route takes: AcceptGateway
+	// for the gateway's own, and the names of Deps.External. Nil means
+	// only the gateway's own. An external issuer's tokens name no
+	// session: on a WebSocket route they are refused (an upgrade needs a
+	// live session), and under every_request they are not checked
+	// against the store.
+	Accept []string
 }
+
+// AcceptGateway is the name of the gateway's own tokens in Route.Accept.
+const AcceptGateway = "gateway"
 
 // Deps are the parts the gateway works with. Verifier, Keys, Sessions and
 // Metrics are required; Login may be nil (then /auth/login answers 404).
@@ -149,7 +159,10 @@ type Deps struct {
 	// Config.DPoPNonce.
 	DPoPNonces *auth.DPoPNonces
 	Metrics    *metrics.Metrics
-	Logger     *slog.Logger
+	// External are the other issuers whose tokens routes may accept
+	// (Route.Accept), by name. Nil means none.
+	External map[string]*auth.ExternalVerifier
+	Logger   *slog.Logger
 	// Now is the clock of the tunnels' deadlines; nil means time.Now. The
 	// session rules take theirs from Sessions.
 	Now func() time.Time
@@ -182,6 +195,9 @@ type route struct {
 	Route
 	proxy   http.Handler
 	roleSet map[string]struct{}
+	// issuers verifies the route's tokens when it accepts an external
+	// issuer; nil means only the gateway's own, with Deps.Verifier.
+	issuers *auth.Issuers
 	// inFlight counts the requests being forwarded, for MaxInFlight.
 	inFlight atomic.Int64
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/spa-gateway/gateway/auth"
 )
 
 // routes builds the main listener's whole surface. ServeHTTP looks a
@@ -66,6 +68,9 @@ func (g *Gateway) newRoute(r Route) (*route, error) {
 		return nil, fmt.Errorf("proxy: route %q has no upstream", r.Prefix)
 	}
 	rt := &route{Route: r}
+	if err := g.prepareAccept(rt); err != nil {
+		return nil, err
+	}
 	if len(r.RequireRoles) > 0 {
 		rt.roleSet = make(map[string]struct{}, len(r.RequireRoles))
 		for _, x := range r.RequireRoles {
@@ -149,4 +154,32 @@ func (g *Gateway) limitInFlight(rt *route, next http.Handler) http.Handler {
 		defer rt.inFlight.Add(-1)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// prepareAccept gives rt its Issuers when it accepts an external issuer.
+// A route of the gateway's own tokens alone keeps Deps.Verifier, so that
+// its requests pay for no look at the token's iss.
+func (g *Gateway) prepareAccept(rt *route) error {
+	if rt.Accept == nil || slices.Equal(rt.Accept, []string{AcceptGateway}) {
+		return nil
+	}
+	var gateway *auth.Verifier
+	var external []*auth.ExternalVerifier
+	for _, name := range rt.Accept {
+		if name == AcceptGateway {
+			gateway = g.deps.Verifier
+			continue
+		}
+		e := g.deps.External[name]
+		if e == nil {
+			return fmt.Errorf("proxy: route %q accepts %q, which is no external issuer", rt.Prefix, name)
+		}
+		external = append(external, e)
+	}
+	is, err := auth.NewIssuers(gateway, external...)
+	if err != nil {
+		return fmt.Errorf("proxy: route %q: %w", rt.Prefix, err)
+	}
+	rt.issuers = is
+	return nil
 }

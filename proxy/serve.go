@@ -141,7 +141,7 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 			}
 		}
 	} else {
-		tok, l, scheme, err := g.authorize(w, r, upgrade)
+		tok, l, scheme, err := g.authorizeWith(w, r, rt.issuers, upgrade)
 		fw.scheme = scheme
 		if errors.Is(err, errTokenMissing) && rt.Auth == AuthOptional && len(rt.RequireRoles) == 0 {
 			err = nil // anonymous
@@ -174,11 +174,20 @@ func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
 // the caller.
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, upgrade bool) (
 	tok *auth.Token, live auth.Liveness, scheme authScheme, err error) {
-	tok, scheme, err = g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade})
+	return g.authorizeWith(w, r, nil, upgrade)
+}
+
+// authorizeWith is authorize with the route's issuers (nil: the gateway's
+// own tokens only, with Deps.Verifier).
+func (g *Gateway) authorizeWith(w http.ResponseWriter, r *http.Request, issuers *auth.Issuers, upgrade bool) (
+	tok *auth.Token, live auth.Liveness, scheme authScheme, err error) {
+	tok, scheme, err = g.requestToken(w, r, tokenCheck{verifyFirst: true, upgrade: upgrade, issuers: issuers})
 	if err != nil {
 		return nil, live, scheme, err
 	}
-	if g.cfg.Revocation == RevocationEveryRequest {
+	// An external token names no session of ours: there is nothing to
+	// revoke it in, so every_request does not apply to it.
+	if g.cfg.Revocation == RevocationEveryRequest && tok.External == "" {
 		if live, err = g.deps.Sessions.Check(r.Context(), tok.SessionID); err != nil {
 			g.endedWith(tok.SessionID, err)
 			return nil, live, scheme, err

@@ -151,6 +151,10 @@ type TokensConfig struct {
 	// DPoPProofMaxAge is how old a proof's iat may be, and how long its
 	// jti is remembered against replay.
 	DPoPProofMaxAge Duration `toml:"dpop_proof_max_age"`
+
+	// External are the [[tokens.external]] tables: other issuers whose
+	// tokens routes may accept (see external.go). Empty means none.
+	External []ExternalTokensConfig `toml:"external"`
 }
 
 // StoreConfig is the [store] table: where sessions live.
@@ -257,6 +261,10 @@ type RouteConfig struct {
 	// MaxInFlight bounds the requests forwarded to the upstream at once
 	//; one more gets 503 at once. Zero means no limit.
 	MaxInFlight int `toml:"max_in_flight"`
+	// Accept names the issuers whose tokens the route takes: "gateway"
+	// for the gateway's own, and names of [[tokens.external]]. Empty
+	// means ["gateway"].
+	Accept []string `toml:"accept"`
 }
 
 // StoreBackend is the store.backend key: where sessions live. Like the
@@ -361,7 +369,8 @@ func Default() Config {
 // DefaultRoute returns the defaults of a [[route]] table's keys; Prefix and
 // Upstream have none.
 func DefaultRoute() RouteConfig {
-	return RouteConfig{Auth: proxy.AuthRequired, RequireRoles: []string{}, Timeout: Duration(30 * time.Second)}
+	return RouteConfig{Auth: proxy.AuthRequired, RequireRoles: []string{}, Timeout: Duration(30 * time.Second),
+		Accept: []string{proxy.AcceptGateway}}
 }
 
 // Duration is a time.Duration written in TOML as a Go duration string

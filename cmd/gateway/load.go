@@ -80,6 +80,14 @@ func defaultsFor(raw map[string]any) Config {
 			cfg.Route[i] = DefaultRoute()
 		}
 	}
+	if t, ok := raw["tokens"].(map[string]any); ok {
+		if ext, ok := asArray(t["external"]); ok {
+			cfg.Tokens.External = make([]ExternalTokensConfig, len(ext))
+			for i := range cfg.Tokens.External {
+				cfg.Tokens.External[i] = DefaultExternal()
+			}
+		}
+	}
 	if h, ok := raw["headers"].(map[string]any); ok {
 		if _, ok := h["claims"]; ok {
 			cfg.Headers.Claims = nil

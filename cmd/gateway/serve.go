@@ -110,6 +110,7 @@ type Main struct {
 	store             sessionstore.Store
 	keys              *auth.KeySet
 	verifier          *auth.Verifier
+	external          map[string]*auth.ExternalVerifier // by name
 	minter            *auth.Minter
 	login             auth.Authenticator // nil: /auth/login is left to the routes
 	sessions          *auth.Sessions
@@ -268,6 +269,9 @@ func (m *Main) buildProxy(dev bool) error {
 			return err
 		}
 	}
+	if m.external, err = externalVerifiers(cfg.Tokens, m.now, m.met); err != nil {
+		return err
+	}
 	dpop, nonces, err := newDPoPVerifier(cfg.Tokens, m.keys.SigningKey(), m.now, m.dpopReplay())
 	if err != nil {
 		return err
@@ -281,6 +285,7 @@ func (m *Main) buildProxy(dev bool) error {
 		DPoP:       dpop,
 		DPoPNonces: nonces,
 		Metrics:    m.met,
+		External:   m.external,
 		Logger:     m.log,
 		Now:        m.now,
 	})
@@ -394,6 +399,7 @@ func proxyConfig(cfg Config) proxy.Config {
 			WebSocket:    r.Websocket,
 			Timeout:      time.Duration(r.Timeout),
 			MaxInFlight:  r.MaxInFlight,
+			Accept:       r.Accept,
 
 			UpgradeMaxLifetime: time.Duration(r.UpgradeMaxLifetime),
 		})

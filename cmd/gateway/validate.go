@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	c.validateLogin(&p)
 	c.validateHeaders(&p)
 	c.validateRoutes(&p)
+	c.validateExternal(&p)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
