@@ -11,18 +11,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/spa-gateway/gateway/auth"
 )
-
-// version is the gateway's version, set at build time with
-// -ldflags "-X main.version=v1.2.3". "dev" means not set: the module
-// version from the build info is used when there is one.
-var version = "dev"
 
 // Exit codes, as the README documents them.
 const (
@@ -78,7 +71,7 @@ Commands:
   keygen         write a new signing key (--alg ALG --out FILE)
   hash-password  read a password on stdin, print its bcrypt hash
   sessions       list or revoke a subject's sessions on a running gateway (admin API)
-  version        print the version
+  version        print the version (also: gateway --version)
   help           print this help, or a command's (gateway help keygen)
 
 Run 'gateway <command> -h' for a command's flags.
@@ -112,7 +105,7 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return keygenCmd(rest, stdout, stderr)
 	case "hash-password":
 		return hashPasswordCmd(rest, stdin, stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		return versionCmd(rest, stdout, stderr)
 	case "sessions":
 		return sessionsCmd(ctx, rest, stdout, stderr)
@@ -428,25 +421,4 @@ func hashPasswordCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintln(stdout, hash)
 	return nil
-}
-
-func versionCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("version", "version", "Prints the gateway's version and the Go version it was built with.", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, versionString())
-	return nil
-}
-
-// versionString is "gateway VERSION (GOVERSION, OS/ARCH)".
-func versionString() string {
-	v, goVersion := version, runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-	}
-	return fmt.Sprintf("gateway %s (%s, %s/%s)", v, goVersion, runtime.GOOS, runtime.GOARCH)
 }

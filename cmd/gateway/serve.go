@@ -81,8 +81,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *adminListen != "" {
 		cfg.Admin.Listen = *adminListen
 	}
+	if err := serveConfig(ctx, cfg, *dev, hup, stdout, stderr); err != nil {
+		// From here on a failure is logged in log.format, so that a JSON
+		// log stays JSON lines for the collector that parses it; run then
+		// only maps it to its exit code.
+		cfg.Log.NewLogger(stderr).Error("serve failed", "err", err)
+		return reportedError{err}
+	}
+	return nil
+}
 
-	m, err := newMain(cfg, *dev, stderr)
+// serveConfig builds the gateway from cfg, listens, and runs it until ctx
+// ends; SIGHUPs arriving on hup are logged and ignored.
+func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+	m, err := newMain(cfg, dev, stderr)
 	if err != nil {
 		return err
 	}
@@ -93,7 +105,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hupCtx, stopHup := context.WithCancel(context.Background())
 	defer stopHup()
 	go m.ignoreHangups(hupCtx, hup)
-	if *dev {
+	if dev {
 		if err := m.printDevTour(ctx, stdout); err != nil {
 			return err
 		}
@@ -150,6 +162,9 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	if m.met, err = metrics.New(m.reg, m.activeSessions); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	bv := readBuildVersion()
+	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
+	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
 	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, m.met))
 	if err = m.buildProxy(dev); err != nil {
 		return nil, err
