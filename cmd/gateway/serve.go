@@ -32,8 +32,9 @@ SIGTERM or SIGINT. SIGHUP is logged and ignored (configuration reload is not
 supported yet).
 
 With --dev it needs no file: an ephemeral EdDSA key, a store in a temporary
-directory, user demo / password demo, and an echo upstream under /api/ that
-answers with the headers it received.`
+directory, user demo / password demo, an echo upstream under /api/ that
+answers with the headers it received, and the admin API on with a new token
+in the same directory (it prints a "gateway sessions list" line to try).`
 
 // serve is the "serve" command: parse flags, load the configuration, build
 // the gateway, run it until ctx ends.
