@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -55,6 +56,16 @@ type UsersFile struct {
 	// dummy is compared against for unknown users, so that they cost the
 	// same bcrypt time as known ones.
 	dummy []byte
+	// costs counts the users of each bcrypt cost.
+	costs map[int]int
+}
+
+// Costs returns how many users of the file have each bcrypt cost. More
+// than one entry means logins of some users take measurably longer than
+// others', and unknown users (checked at the most common cost) can be told
+// from them: see ParseUsers.
+func (u *UsersFile) Costs() map[int]int {
+	return maps.Clone(u.costs)
 }
 
 // LoadUsersFile reads the users file at path: see ParseUsers. Errors name
@@ -130,6 +141,7 @@ func ParseUsers(r io.Reader, roles map[string][]string) (*UsersFile, error) {
 		return nil, fmt.Errorf("dummy hash: %w", err)
 	}
 	u.dummy = dummy
+	u.costs = costs
 	return u, nil
 }
 

@@ -223,3 +223,18 @@ func TestHashPassword(t *testing.T) {
 		}
 	}
 }
+
+func TestUsersFileCosts(t *testing.T) {
+	file := "alice:" + hashFor(t, "a") + "\nbob:" + vector2y + "\ncarol:" + vector2b + "\n"
+	u, err := ParseUsers(strings.NewReader(file), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := u.Costs(), map[int]int{hashCost: 1, 5: 2}
+	if hashCost == 5 {
+		want = map[int]int{5: 3}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Costs() = %v, want %v", got, want)
+	}
+}

@@ -44,6 +44,12 @@ const (
 	BoundFalse = "false"
 )
 
+// Label values of gateway_config_reloads_total's "result".
+const (
+	ReloadSuccess = "success"
+	ReloadFailure = "failure" // the old configuration keeps serving
+)
+
 // RouteAuth is the "route" label of the gateway's own endpoints (/auth/...,
 // /.well-known/jwks.json); RouteUnmatched that of requests no route matched.
 const (
@@ -70,6 +76,16 @@ type Metrics struct {
 	JWKSFetches *prometheus.CounterVec
 	// JWKSLastSuccess is the Unix time of each issuer's last good fetch.
 	JWKSLastSuccess *prometheus.GaugeVec
+
+	// BuildInfo is gateway_build_info{version,goversion}, set to 1 by the
+	// command for its own version; it has no series until then.
+	BuildInfo *prometheus.GaugeVec
+	// ConfigReloads and ConfigLastReloadSuccess are the configuration
+	// reload's metrics (issue 15): registered now so that the shipped
+	// alert and dashboard find them; they stay at zero until something
+	// reloads and sets them.
+	ConfigReloads           *prometheus.CounterVec
+	ConfigLastReloadSuccess prometheus.Gauge
 }
 
 // Label values of gateway_jwks_fetches_total's "result".
@@ -154,6 +170,18 @@ func newMetrics() *Metrics {
 			Name: "gateway_jwks_last_success_timestamp_seconds",
 			Help: "Unix time of the last successful fetch of each external issuer's JWKS.",
 		}, []string{"issuer"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_build_info",
+			Help: "Always 1, labelled with the gateway's version and the Go version it was built with.",
+		}, []string{"version", "goversion"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_config_reloads_total",
+			Help: "Configuration reloads, by result (failure: the previous configuration keeps serving).",
+		}, []string{"result"}),
+		ConfigLastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last configuration successfully loaded (at start-up or by a reload).",
+		}),
 	}
 }
 
@@ -167,6 +195,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
 		m.JWKSFetches, m.JWKSLastSuccess,
+		m.BuildInfo, m.ConfigReloads, m.ConfigLastReloadSuccess,
 	} {
 		if err := reg.Register(c); err != nil {
 			return err
@@ -199,5 +228,8 @@ func (m *Metrics) knownLabels() {
 	}
 	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {
 		m.TokenValidations.WithLabelValues(r)
+	}
+	for _, r := range []string{ReloadSuccess, ReloadFailure} {
+		m.ConfigReloads.WithLabelValues(r)
 	}
 }

@@ -430,3 +430,41 @@ func accessToken(t testing.TB, res *http.Response) string {
 	}
 	return body.AccessToken
 }
+
+// TestBinaryServeDevAdminToken runs the "gateway sessions list" line that
+// serve --dev prints, as printed, with the binary: it lists demo's session
+// through the admin API and the token file --dev wrote, which is removed at
+// exit.
+func TestBinaryServeDevAdminToken(t *testing.T) {
+	p := start(t, "serve", "--dev", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+	_, adminAddr := p.addrs(t)
+	lineRE := regexp.MustCompile(`(?m)^\s*gateway (sessions list .*)$`)
+	var line []string
+	deadline := time.Now().Add(10 * time.Second)
+	for line == nil && time.Now().Before(deadline) {
+		line = lineRE.FindStringSubmatch(p.stdout.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+	if line == nil {
+		t.Fatalf("no gateway sessions list line in stdout:\n%s", p.stdout.String())
+	}
+	args := strings.Fields(line[1])
+	if !strings.Contains(line[1], "--admin http://"+adminAddr) {
+		t.Errorf("sessions line %q does not name the admin listener %s", line[1], adminAddr)
+	}
+	tokenFile := args[len(args)-1]
+	if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin token file %s: %v, %v; want mode 0600", tokenFile, fi, err)
+	}
+	stdout, stderr, code := runBinary(t, "", args...)
+	if code != 0 || !strings.HasPrefix(stdout, "SESSION") || strings.Count(stdout, "\n") != 2 {
+		t.Errorf("gateway %s: exit %d, stdout %q, stderr %q; want 0 and demo's session", line[1], code, stdout, stderr)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0", code)
+	}
+	if _, err := os.Stat(tokenFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("admin token file after exit: %v, want removed", err)
+	}
+}

@@ -9,20 +9,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/spa-gateway/gateway/auth"
 )
-
-// version is the gateway's version, set at build time with
-// -ldflags "-X main.version=v1.2.3". "dev" means not set: the module
-// version from the build info is used when there is one.
-var version = "dev"
 
 // Exit codes, as the README documents them.
 const (
@@ -78,7 +72,7 @@ Commands:
   keygen         write a new signing key (--alg ALG --out FILE)
   hash-password  read a password on stdin, print its bcrypt hash
   sessions       list or revoke a subject's sessions on a running gateway (admin API)
-  version        print the version
+  version        print the version (also: gateway --version)
   help           print this help, or a command's (gateway help keygen)
 
 Run 'gateway <command> -h' for a command's flags.
@@ -107,12 +101,12 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	case "serve":
 		return serve(ctx, rest, stdout, stderr)
 	case "check-config":
-		return checkConfigCmd(rest, stdout, stderr)
+		return checkConfigCmd(ctx, rest, stdout, stderr)
 	case "keygen":
 		return keygenCmd(rest, stdout, stderr)
 	case "hash-password":
 		return hashPasswordCmd(rest, stdin, stdout, stderr)
-	case "version":
+	case "version", "--version", "-version":
 		return versionCmd(rest, stdout, stderr)
 	case "sessions":
 		return sessionsCmd(ctx, rest, stdout, stderr)
@@ -183,11 +177,13 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
+func checkConfigCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check-config", "check-config --config FILE",
 		"Validates the configuration file and every file it names (keys, users file,\n"+
 			"admin token, TLS files), and reports every problem at once, each naming its\n"+
-			"key. Prints \"ok: FILE\" and exits 0, or exits 2.", stderr)
+			"key. Prints \"ok: FILE\" and exits 0, or exits 2. With \"ok\", stderr notes what a valid\n"+
+			"configuration will do that may be unintended: login disabled, an upstream not\n"+
+			"answering (each is dialled, for a second at most), a users file mixing bcrypt costs.", stderr)
 	path := fs.String("config", "", "the configuration `FILE`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -195,7 +191,8 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 	if *path == "" {
 		return usageError{errors.New("check-config: --config FILE is required")}
 	}
-	if _, err := loadConfig(*path); err != nil {
+	cfg, err := loadConfig(*path)
+	if err != nil {
 		for _, p := range problemsOf(err) {
 			var ce *ConfigError
 			if errors.As(p, &ce) && (ce.Key != "" || ce.Line > 0) {
@@ -216,6 +213,9 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 		return reportedError{err}
 	}
 	fmt.Fprintf(stdout, "ok: %s\n", *path)
+	for _, n := range configNotes(ctx, cfg, new(net.Dialer).DialContext) {
+		fmt.Fprintln(stderr, n) // diagnostics: stdout keeps the one "ok" line scripts read
+	}
 	return nil
 }
 
@@ -404,12 +404,27 @@ func writeSecretFile(path string, data []byte, force bool) (err error) {
 const maxPasswordBytes = 72
 
 func hashPasswordCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("hash-password", "hash-password < password.txt",
+	fs := newFlagSet("hash-password", "hash-password [NAME] < password.txt",
 		"Reads one line from stdin (the password, without its line ending) and prints\n"+
-			"its bcrypt hash, for a users file line \"name:HASH\". Input is not hidden:\n"+
-			"pipe it, or type it and press Enter then Ctrl-D.", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+			"its bcrypt hash; with NAME, the whole users file line \"NAME:HASH\". Input is\n"+
+			"not hidden: pipe it, or type it and press Enter then Ctrl-D.", stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return reportedError{usageError{err}}
+	}
+	var name string
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		name = fs.Arg(0)
+		if name == "" || name != strings.TrimSpace(name) || strings.ContainsAny(name, ":\r\n") || strings.HasPrefix(name, "#") {
+			// What ParseUsers would read back as another name, or not at all.
+			return usageError{fmt.Errorf("hash-password: NAME %q cannot be a users file name (no \":\", line break, leading \"#\" or surrounding spaces)", name)}
+		}
+	default:
+		return usageError{fmt.Errorf("hash-password: unexpected argument %q (see gateway hash-password -h)", fs.Arg(1))}
 	}
 	line, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -426,27 +441,9 @@ func hashPasswordCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	if err != nil {
 		return fmt.Errorf("hash-password: %w", err)
 	}
+	if name != "" {
+		hash = name + ":" + hash
+	}
 	fmt.Fprintln(stdout, hash)
 	return nil
-}
-
-func versionCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("version", "version", "Prints the gateway's version and the Go version it was built with.", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, versionString())
-	return nil
-}
-
-// versionString is "gateway VERSION (GOVERSION, OS/ARCH)".
-func versionString() string {
-	v, goVersion := version, runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-	}
-	return fmt.Sprintf("gateway %s (%s, %s/%s)", v, goVersion, runtime.GOOS, runtime.GOARCH)
 }

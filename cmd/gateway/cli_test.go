@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -296,6 +297,85 @@ func TestExitCode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := exitCode(tt.err); got != tt.want {
 				t.Errorf("exitCode(%v) = %d, want %d", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestHashPasswordName: with NAME, the output is a whole users file line
+// that the users file parser accepts and that logs NAME in.
+func TestHashPasswordName(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "wonderland\n", "hash-password", "alice")
+	if code != 0 {
+		t.Fatalf("exit code = %d, want 0 (stderr %q)", code, stderr)
+	}
+	name, hash, ok := strings.Cut(strings.TrimSuffix(stdout, "\n"), ":")
+	if !ok || name != "alice" || !strings.HasPrefix(hash, "$2") {
+		t.Fatalf("stdout = %q, want alice:HASH", stdout)
+	}
+	users, err := auth.ParseUsers(strings.NewReader(stdout), nil)
+	if err != nil {
+		t.Fatalf("ParseUsers(%q) = %v", stdout, err)
+	}
+	if _, err := users.Authenticate(t.Context(), auth.Credentials{Username: "alice", Password: "wonderland"}); err != nil {
+		t.Errorf("Authenticate(alice, wonderland) = %v, want nil", err)
+	}
+	for _, bad := range [][]string{{"al:ice"}, {"#alice"}, {" alice"}, {""}, {"alice", "bob"}} {
+		code, stdout, stderr := runCmd(t, "wonderland\n", append([]string{"hash-password"}, bad...)...)
+		if code != 2 || stdout != "" || stderr == "" {
+			t.Errorf("hash-password %q: exit %d, stdout %q, stderr %q; want 2, nothing and a message", bad, code, stdout, stderr)
+		}
+	}
+}
+
+// TestCheckConfigNotes: a valid configuration that is inert in some way
+// still passes (exit 0, "ok" on stdout), and stderr says what it will do.
+func TestCheckConfigNotes(t *testing.T) {
+	up := okUpstream(t)
+	// A port that was free a moment ago: nothing answers there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	mixed := t.TempDir()
+	h4, _ := bcrypt.GenerateFromPassword([]byte("a"), bcrypt.MinCost)
+	h5, _ := bcrypt.GenerateFromPassword([]byte("b"), bcrypt.MinCost+1)
+	writeFile(t, mixed, "users", "alice:"+string(h4)+"\nbob:"+string(h5)+"\ncarol:"+string(h5)+"\n")
+	writeKey(t, mixed, "signing.pem", auth.EdDSA)
+	tests := []struct {
+		name       string
+		config     string
+		want, omit []string
+	}{
+		{"one upstream answering, one not", writeConfig(t, "[[route]]\nprefix = \"/b/\"\nupstream = \""+up+"\"\n"),
+			[]string{`route[0] (prefix "/api/"): upstream http://127.0.0.1:9000 is not answering`},
+			[]string{"route[1]", "login is disabled", "bcrypt costs"}},
+		{"login disabled, upstream down", writeFile(t, t.TempDir(), "gateway.toml", "[tokens]\nkey_file = \""+
+			filepath.Join(mixed, "signing.pem")+"\"\n[[route]]\nprefix = \"/\"\nupstream = \""+dead+"\"\n"),
+			[]string{"note: login is disabled", `route[0] (prefix "/"): upstream ` + dead + " is not answering", "502"},
+			[]string{"bcrypt costs"}},
+		{"mixed costs", writeFile(t, mixed, "gateway.toml", "[tokens]\nkey_file = \"signing.pem\"\n[login]\nusers_file = \"users\"\n"+
+			"[[route]]\nprefix = \"/\"\nupstream = \""+up+"\"\n"),
+			[]string{"warning: login.users_file ", "users mixes bcrypt costs (4: 1 user, 5: 2 users)", "htpasswd -B -C 12"},
+			[]string{"login is disabled", "not answering"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCmd(t, "", "check-config", "--config", tt.config)
+			if code != 0 || stdout != "ok: "+tt.config+"\n" {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and ok", code, stdout, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr = %q, want it to contain %q", stderr, w)
+				}
+			}
+			for _, o := range tt.omit {
+				if strings.Contains(stderr, o) {
+					t.Errorf("stderr = %q, want no %q", stderr, o)
+				}
 			}
 		})
 	}

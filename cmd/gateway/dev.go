@@ -26,7 +26,8 @@ import (
 // devConfig is the configuration of serve --dev: the defaults, a store in a
 // new temporary directory (the caller removes it), one-minute tokens (or
 // accessTTL, when not zero, with no refresh grace) in both the body and a
-// cookie, and text logs.
+// cookie, text logs, and the admin API on with a new token in the same
+// directory (dir/admin-token, mode 0600), for gateway sessions to try.
 func devConfig(accessTTL time.Duration) (Config, error) {
 	cfg := Default()
 	dir, err := os.MkdirTemp("", "gateway-dev-")
@@ -34,6 +35,11 @@ func devConfig(accessTTL time.Duration) (Config, error) {
 		return cfg, err
 	}
 	cfg.Store.Path = filepath.Join(dir, "gateway.db")
+	cfg.Admin.TokenFile = filepath.Join(dir, "admin-token")
+	if err := writeSecretFile(cfg.Admin.TokenFile, []byte(rand.Text()+"\n"), false); err != nil {
+		os.RemoveAll(dir)
+		return cfg, fmt.Errorf("dev admin token: %w", err)
+	}
 	cfg.Tokens.Delivery = proxy.DeliveryBoth
 	// A one-minute token, so that trying a refresh takes a minute, not 15.
 	cfg.Tokens.AccessTTL = Duration(time.Minute)
@@ -176,8 +182,10 @@ func (m *Main) printDevTour(ctx context.Context, w io.Writer) error {
   curl -s -X POST %[1]s/auth/refresh -H "Authorization: Bearer $TOKEN"
   # log out
   curl -si -X POST %[1]s/auth/logout -H "Authorization: Bearer $TOKEN"
-  # metrics
-  curl -s http://%[2]s/metrics | grep ^gateway_
-`, base, m.AdminAddr(), t.Algorithm, filepath.Dir(m.cfg.Store.Path), tok, t.AccessTTL)
+  # the counters on the admin listener
+  curl -s http://%[2]s/metrics | grep -E '^gateway_(logins|refreshes)_total'
+  # demo's sessions through the admin API, whose token --dev wrote (from a checkout: go run ./cmd/gateway sessions ...)
+  gateway sessions list --subject demo --admin http://%[2]s --token-file %[7]s
+`, base, m.AdminAddr(), t.Algorithm, filepath.Dir(m.cfg.Store.Path), tok, t.AccessTTL, m.cfg.Admin.TokenFile)
 	return nil
 }

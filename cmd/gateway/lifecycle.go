@@ -52,7 +52,8 @@ func (m *Main) Run(ctx context.Context) error {
 	go m.gw.WatchTunnels(sweepCtx, time.Duration(m.cfg.Server.UpgradeCheckInterval))
 
 	m.ready.Store(true)
-	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS())
+	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS(),
+		"version", readBuildVersion().version)
 
 	var runErr error
 	select {

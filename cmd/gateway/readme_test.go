@@ -2,15 +2,20 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v2"
 
 	"github.com/spa-gateway/gateway/metrics"
+	"github.com/spa-gateway/gateway/proctest"
 )
 
 // recordingRegisterer keeps the collectors registered through it.
@@ -187,5 +192,78 @@ func TestCIRunsTheREADMETestCommand(t *testing.T) {
 	}
 	if !found {
 		t.Errorf(".ci/run does not run the README's test command %q", command)
+	}
+}
+
+// TestReadmeTour runs the README's tour against the binary: the serve
+// line's flags, then the shell block with curl, as written, but for the
+// addresses (free ports instead of 8080 and 9090) and time (the access
+// token's lifetime and the sleep past it scaled down to seconds, after
+// checking that the README's sleep outlasts its lifetime). The output must
+// hold what the tour's comments promise.
+func TestReadmeTour(t *testing.T) {
+	curl := proctest.Need(t, "curl", "apt-get install curl")
+	data, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tour, ok := strings.Cut(string(data), "## A two-minute tour")
+	if !ok {
+		t.Fatal("README has no tour")
+	}
+	serveLine := regexp.MustCompile(`(?m)^    go run \./cmd/gateway (serve --dev.*)$`).FindStringSubmatch(tour)
+	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(tour)
+	if serveLine == nil || block == nil {
+		t.Fatal("the tour lacks its serve line or its sh block")
+	}
+	args := strings.Fields(serveLine[1])
+	ttlAt := slices.Index(args, "--dev-access-ttl")
+	if ttlAt < 0 || ttlAt+1 >= len(args) {
+		t.Fatalf("the tour's serve line %q has no --dev-access-ttl", serveLine[1])
+	}
+	ttl, err := time.ParseDuration(args[ttlAt+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeps := regexp.MustCompile(`(?m)^sleep (\d+)$`).FindAllStringSubmatch(block[1], -1)
+	if len(sleeps) != 1 {
+		t.Fatalf("the tour has %d sleep lines, want the one past the token's lifetime", len(sleeps))
+	}
+	if s, _ := strconv.Atoi(sleeps[0][1]); time.Duration(s)*time.Second <= ttl || time.Duration(s)*time.Second > ttl+5*time.Second {
+		t.Errorf("the tour sleeps %ss for tokens of %v: want just past their lifetime", sleeps[0][1], ttl)
+	}
+
+	args[ttlAt+1] = "2s"
+	p := start(t, append(args, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")...)
+	mainAddr, adminAddr := p.addrs(t)
+	script := strings.NewReplacer("localhost:8080", mainAddr, "localhost:9090", adminAddr,
+		"sleep "+sleeps[0][1], "sleep 3").Replace(block[1])
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(curl)+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the tour's shell block: %v\n%s", err, out)
+	}
+	got := string(out)
+	rest := got
+	for _, want := range []string{
+		`"X-Auth-Subject": "demo"`,
+		"HTTP/1.1 401", `Bearer realm="gateway"`,
+		`{"error":"invalid_token","error_description":"token not expired"}`,
+		`{"error":"invalid_token","error_description":"token reuse detected"}`,
+		"HTTP/1.1 204",
+		`gateway_logins_total{result="success"} 2`,
+		`gateway_refreshes_total{result="reuse_detected"} 1`,
+		`gateway_refreshes_total{result="success"} 1`,
+	} {
+		i := strings.Index(rest, want)
+		if i < 0 {
+			t.Errorf("the tour's output lacks %q after what came before it:\n%s", want, got)
+			continue
+		}
+		rest = rest[i+len(want):]
+	}
+	if strings.Contains(got, "root") || strings.Contains(got, "_bucket") {
+		t.Errorf("the tour's output shows the spoofed header or histogram buckets:\n%s", got)
 	}
 }

@@ -32,8 +32,9 @@ SIGTERM or SIGINT. SIGHUP is logged and ignored (configuration reload is not
 supported yet).
 
 With --dev it needs no file: an ephemeral EdDSA key, a store in a temporary
-directory, user demo / password demo, and an echo upstream under /api/ that
-answers with the headers it received.`
+directory, user demo / password demo, an echo upstream under /api/ that
+answers with the headers it received, and the admin API on with a new token
+in the same directory (it prints a "gateway sessions list" line to try).`
 
 // serve is the "serve" command: parse flags, load the configuration, build
 // the gateway, run it until ctx ends.
@@ -81,8 +82,20 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *adminListen != "" {
 		cfg.Admin.Listen = *adminListen
 	}
+	if err := serveConfig(ctx, cfg, *dev, hup, stdout, stderr); err != nil {
+		// From here on a failure is logged in log.format, so that a JSON
+		// log stays JSON lines for the collector that parses it; run then
+		// only maps it to its exit code.
+		cfg.Log.NewLogger(stderr).Error("serve failed", "err", err)
+		return reportedError{err}
+	}
+	return nil
+}
 
-	m, err := newMain(cfg, *dev, stderr)
+// serveConfig builds the gateway from cfg, listens, and runs it until ctx
+// ends; SIGHUPs arriving on hup are logged and ignored.
+func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+	m, err := newMain(cfg, dev, stderr)
 	if err != nil {
 		return err
 	}
@@ -93,7 +106,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hupCtx, stopHup := context.WithCancel(context.Background())
 	defer stopHup()
 	go m.ignoreHangups(hupCtx, hup)
-	if *dev {
+	if dev {
 		if err := m.printDevTour(ctx, stdout); err != nil {
 			return err
 		}
@@ -151,6 +164,9 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	if m.met, err = metrics.New(m.reg, m.activeSessions); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	bv := readBuildVersion()
+	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
+	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
 	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, m.met))
 	if err = m.buildProxy(dev); err != nil {
 		return nil, err
