@@ -65,6 +65,8 @@ type Metrics struct {
 	UpstreamErrors       *prometheus.CounterVec
 	SpoofedHeaders       *prometheus.CounterVec
 	StoreOperationLength *prometheus.HistogramVec
+	// ForwardAuth counts the answers of /auth/verify (forwardauth.go).
+	ForwardAuth *prometheus.CounterVec
 }
 
 // proxyBuckets run from 100µs to 10s: a verified request through a local
@@ -135,6 +137,7 @@ func newMetrics() *Metrics {
 			Help:    "Session store operations, by operation.",
 			Buckets: proxyBuckets,
 		}, []string{"op"}),
+		ForwardAuth: newForwardAuth(),
 	}
 }
 
@@ -147,6 +150,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 		m.Logins, m.Refreshes, m.Logouts, m.SessionsCreated, m.SessionsRevoked,
 		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
+		m.ForwardAuth,
 	} {
 		if err := reg.Register(c); err != nil {
 			return err

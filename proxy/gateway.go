@@ -2,14 +2,17 @@
 // route, verifies the token, cleans the headers and forwards the request
 // through an httputil.ReverseProxy; and it serves the gateway's own
 // endpoints (/auth/login, /auth/refresh, /auth/logout, the caller's own
-// sessions at /auth/sessions, the JWKS).
+// sessions at /auth/sessions, the JWKS, and /auth/verify, the forward-auth
+// answer for an ingress that proxies requests itself).
 //
 // proxy speaks HTTP only: the tokens, the login sources and the session
 // rules are package auth's (auth.Sessions), and every error a handler meets
 // becomes its answer in one place, problemFor (errors.go).
 //
 // Each file uses only the files after it in this list, top to bottom:
-// serve.go (New, ServeHTTP, the proxied request's checks), routes.go (the
+// serve.go (New, ServeHTTP, the proxied request's checks), verify.go
+// (forward-auth: /auth/verify decides for the request an ingress
+// describes, with the checks of a proxied one), routes.go (the
 // whole surface: the gateway's own endpoints beside the route table, and
 // how a path picks one), ownsessions.go (the handlers of GET
 // /auth/sessions and DELETE /auth/sessions/{id}: the caller's own

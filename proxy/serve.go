@@ -66,6 +66,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := g.routes(); err != nil {
 		return nil, err
 	}
+	// Forward-auth (verify.go), among the own endpoints; here rather than
+	// in routes, which verify.go's path checks use.
+	g.own[verifyPath] = http.HandlerFunc(g.handleVerify)
 	return g, nil
 }
 
