@@ -147,3 +147,16 @@ func testIngress(t *testing.T, in *ingress, logs func() string) {
 		t.Errorf("proof of another URI: %d", res.StatusCode)
 	}
 }
+
+// TestCaddyForwardAuth runs deploy/caddy/Caddyfile, as shipped, in a real
+// caddy in front of the gateway and an upstream.
+func TestCaddyForwardAuth(t *testing.T) {
+	e := forwardAuthEnv(t)
+	c := fronttest.StartCaddy(t, func(listen string) string {
+		return shippedConfig(t, "../deploy/caddy/Caddyfile",
+			"127.0.0.1:8080", e.srv.Listener.Addr().String(),
+			"127.0.0.1:3000", e.upstream.Listener.Addr().String(),
+			":80 {", "http://"+listen+" {")
+	})
+	testIngress(t, &ingress{e: e, addr: c.Addr}, c.Log)
+}
