@@ -25,7 +25,8 @@
 // ReverseProxy and its hooks), observe.go (the access log, the events, the
 // status writer), errors.go (the answers), gateway.go (the types every
 // file names: Config, Deps, Gateway, Route and its prepared route),
-// headers.go (the request and response header rules), cookie.go (the
+// cors.go (CORS for the allowed origins: preflights, the answers'
+// headers), headers.go (the request and response header rules), cookie.go (the
 // token cookie's names as backends read them), path.go (the path checks),
 // tunnelregistry.go (the open tunnels by session), bufferpool.go
 // (ReverseProxy's copy buffers), modes.go (the enumerated settings).
@@ -73,7 +74,9 @@ type Config struct {
 	CookieName string
 	// AllowedOrigins are the origins, besides the request's own, allowed to
 	// make state-changing requests with the cookie, and to log in where
-	// Delivery sets it. "null" is never allowed, even if listed.
+	// Delivery sets it; and the origins granted CORS, with credentials, on
+	// /auth/ and the routes with Route.CORS (cors.go). "null" is never
+	// allowed, even if listed.
 	AllowedOrigins []string
 	// Revocation is when a token's session is checked in the store:
 	// RevocationEveryRequest checks it on each proxied request, not only at
@@ -122,6 +125,11 @@ type Route struct {
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// the gateway answers 504. Zero means 30s.
 	Timeout time.Duration
+	// CORS answers preflights at the gateway and adds the CORS headers
+	// for Config.AllowedOrigins to the answers (cors.go), the upstream's
+	// own CORS headers removed. False leaves CORS to the upstream, and
+	// forwards preflights as any request.
+	CORS bool
 	// MaxInFlight bounds the requests forwarded to Upstream at once; one
 	// more is answered 503 at once (never queued), so that a slow or
 	// flooded backend cannot pile up the gateway's goroutines and

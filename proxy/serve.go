@@ -100,6 +100,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h := ownHandler(g.own, path); h != nil {
 		label = metrics.RouteAuth
+		if strings.HasPrefix(path, "/auth/") && path != verifyPath && g.serveCORS(sw, r) {
+			return // a preflight of /auth/
+		}
 		h.ServeHTTP(sw, r)
 		return
 	}
@@ -109,6 +112,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	label = rt.Prefix
+	if rt.CORS && g.serveCORS(sw, r) {
+		return // a preflight: never forwarded (cors.go)
+	}
 	g.serveRoute(sw, r, rt)
 }
 

@@ -257,6 +257,9 @@ type RouteConfig struct {
 	// MaxInFlight bounds the requests forwarded to the upstream at once
 	//; one more gets 503 at once. Zero means no limit.
 	MaxInFlight int `toml:"max_in_flight"`
+	// CORS answers preflights at the gateway and grants CORS, with
+	// credentials, to tokens.allowed_origins on this route (proxy.Route.CORS).
+	CORS bool `toml:"cors"`
 }
 
 // StoreBackend is the store.backend key: where sessions live. Like the

@@ -386,6 +386,7 @@ func proxyConfig(cfg Config) proxy.Config {
 			WebSocket:    r.Websocket,
 			Timeout:      time.Duration(r.Timeout),
 			MaxInFlight:  r.MaxInFlight,
+			CORS:         r.CORS,
 
 			UpgradeMaxLifetime: time.Duration(r.UpgradeMaxLifetime),
 		})
