@@ -86,6 +86,8 @@ type Metrics struct {
 	// reloads and sets them.
 	ConfigReloads           *prometheus.CounterVec
 	ConfigLastReloadSuccess prometheus.Gauge
+	// ForwardAuth counts the answers of /auth/verify (forwardauth.go).
+	ForwardAuth *prometheus.CounterVec
 }
 
 // Label values of gateway_jwks_fetches_total's "result".
@@ -182,6 +184,7 @@ func newMetrics() *Metrics {
 			Name: "gateway_config_last_reload_success_timestamp_seconds",
 			Help: "Unix time of the last configuration successfully loaded (at start-up or by a reload).",
 		}),
+		ForwardAuth: newForwardAuth(),
 	}
 }
 
@@ -196,6 +199,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
 		m.JWKSFetches, m.JWKSLastSuccess,
 		m.BuildInfo, m.ConfigReloads, m.ConfigLastReloadSuccess,
+		m.ForwardAuth,
 	} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -2,14 +2,17 @@
 // route, verifies the token, cleans the headers and forwards the request
 // through an httputil.ReverseProxy; and it serves the gateway's own
 // endpoints (/auth/login, /auth/refresh, /auth/logout, the caller's own
-// sessions at /auth/sessions, the JWKS).
+// sessions at /auth/sessions, the JWKS, and /auth/verify, the forward-auth
+// answer for an ingress that proxies requests itself).
 //
 // proxy speaks HTTP only: the tokens, the login sources and the session
 // rules are package auth's (auth.Sessions), and every error a handler meets
 // becomes its answer in one place, problemFor (errors.go).
 //
 // Each file uses only the files after it in this list, top to bottom:
-// serve.go (New, ServeHTTP, the proxied request's checks), routes.go (the
+// serve.go (New, ServeHTTP, the proxied request's checks), verify.go
+// (forward-auth: /auth/verify decides for the request an ingress
+// describes, with the checks of a proxied one), routes.go (the
 // whole surface: the gateway's own endpoints beside the route table, and
 // how a path picks one), ownsessions.go (the handlers of GET
 // /auth/sessions and DELETE /auth/sessions/{id}: the caller's own
@@ -22,7 +25,8 @@
 // ReverseProxy and its hooks), observe.go (the access log, the events, the
 // status writer), errors.go (the answers), gateway.go (the types every
 // file names: Config, Deps, Gateway, Route and its prepared route),
-// headers.go (the request and response header rules), cookie.go (the
+// cors.go (CORS for the allowed origins: preflights, the answers'
+// headers), headers.go (the request and response header rules), cookie.go (the
 // token cookie's names as backends read them), path.go (the path checks),
 // tunnelregistry.go (the open tunnels by session), bufferpool.go
 // (ReverseProxy's copy buffers), modes.go (the enumerated settings).
@@ -70,7 +74,9 @@ type Config struct {
 	CookieName string
 	// AllowedOrigins are the origins, besides the request's own, allowed to
 	// make state-changing requests with the cookie, and to log in where
-	// Delivery sets it. "null" is never allowed, even if listed.
+	// Delivery sets it; and the origins granted CORS, with credentials, on
+	// /auth/ and the routes with Route.CORS (cors.go). "null" is never
+	// allowed, even if listed.
 	AllowedOrigins []string
 	// Revocation is when a token's session is checked in the store:
 	// RevocationEveryRequest checks it on each proxied request, not only at
@@ -119,6 +125,11 @@ type Route struct {
 	// Timeout bounds the wait for the upstream's response headers; past it
 	// the gateway answers 504. Zero means 30s.
 	Timeout time.Duration
+	// CORS answers preflights at the gateway and adds the CORS headers
+	// for Config.AllowedOrigins to the answers (cors.go), the upstream's
+	// own CORS headers removed. False leaves CORS to the upstream, and
+	// forwards preflights as any request.
+	CORS bool
 	// MaxInFlight bounds the requests forwarded to Upstream at once; one
 	// more is answered 503 at once (never queued), so that a slow or
 	// flooded backend cannot pile up the gateway's goroutines and

@@ -22,6 +22,9 @@ const (
 	EventSessionRevoked = "session_revoked"
 	EventSpoofedHeader  = "spoofed_header"
 	EventTunnelClosed   = "tunnel_closed"
+	// EventForwardUntrusted: /auth/verify called by a peer outside
+	// trusted_proxies (verify.go).
+	EventForwardUntrusted = "forward_untrusted"
 )
 
 // accessLog writes the one access-log line of a request on the main

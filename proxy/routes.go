@@ -11,7 +11,9 @@ import (
 	"github.com/spa-gateway/gateway/auth"
 )
 
-// routes builds the main listener's whole surface. ServeHTTP looks a
+// routes builds the main listener's whole surface but /auth/verify, which
+// New adds to the own endpoints (verify.go uses routes' path checks, so it
+// comes before this file). ServeHTTP looks a
 // request's checked path (checkPath) up in this order:
 //
 //  1. the gateway's own endpoints, before any route (a route "/auth/"

@@ -66,6 +66,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if err := g.routes(); err != nil {
 		return nil, err
 	}
+	// Forward-auth (verify.go), among the own endpoints; here rather than
+	// in routes, which verify.go's path checks use.
+	g.own[verifyPath] = http.HandlerFunc(g.handleVerify)
 	return g, nil
 }
 
@@ -97,6 +100,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h := ownHandler(g.own, path); h != nil {
 		label = metrics.RouteAuth
+		if strings.HasPrefix(path, "/auth/") && path != verifyPath && g.serveCORS(sw, r) {
+			return // a preflight of /auth/
+		}
 		h.ServeHTTP(sw, r)
 		return
 	}
@@ -106,6 +112,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	label = rt.Prefix
+	if rt.CORS && g.serveCORS(sw, r) {
+		return // a preflight: never forwarded (cors.go)
+	}
 	g.serveRoute(sw, r, rt)
 }
 

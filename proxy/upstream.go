@@ -124,6 +124,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 // cleaned now, and the values once the body has been read.
 func (g *Gateway) modifyResponse(res *http.Response) error {
 	cleanResponseHeaders(res.Header, g.prefix, g.cfg.CookieName)
+	if fw, _ := res.Request.Context().Value(forwardKey{}).(*forward); fw != nil && fw.route.CORS {
+		dropUpstreamCORS(res.Header)
+	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// No trailers on a tunnel, whose body ReverseProxy needs writable.
 		return nil

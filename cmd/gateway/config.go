@@ -265,6 +265,9 @@ type RouteConfig struct {
 	// for the gateway's own, and names of [[tokens.external]]. Empty
 	// means ["gateway"].
 	Accept []string `toml:"accept"`
+	// CORS answers preflights at the gateway and grants CORS, with
+	// credentials, to tokens.allowed_origins on this route (proxy.Route.CORS).
+	CORS bool `toml:"cors"`
 }
 
 // StoreBackend is the store.backend key: where sessions live. Like the

@@ -416,6 +416,7 @@ func proxyConfig(cfg Config) proxy.Config {
 			Timeout:      time.Duration(r.Timeout),
 			MaxInFlight:  r.MaxInFlight,
 			Accept:       r.Accept,
+			CORS:         r.CORS,
 
 			UpgradeMaxLifetime: time.Duration(r.UpgradeMaxLifetime),
 		})

@@ -36,6 +36,12 @@ type NginxOptions struct {
 	// Directives are more lines for the location block, each a complete
 	// directive with its ";".
 	Directives []string
+	// HTTP, when set, replaces the generated server block and everything
+	// above: it returns the directives of the http {} block (upstream,
+	// server, map...) of a configuration as its users write it, such as
+	// deploy/nginx/gateway.conf, given the address nginx must listen on.
+	// StartNginx's upstream is then unused. Nil generates the block.
+	HTTP func(listen string) string
 }
 
 // Nginx is one nginx process started by StartNginx.
@@ -104,18 +110,9 @@ func accepts(addr string) error {
 // (no master, so no worker switching to another user, and a kill stops
 // it), every file it writes inside dir.
 func nginxConfig(dir, listen, upstream string, opts NginxOptions) string {
-	var loc strings.Builder
-	if opts.Host != "" {
-		fmt.Fprintf(&loc, "\t\t\tproxy_set_header Host %s;\n", opts.Host)
-	}
-	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n")
-	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-Host $http_host;\n")
-	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-Proto $scheme;\n")
-	if opts.Bind != "" {
-		fmt.Fprintf(&loc, "\t\t\tproxy_bind %s;\n", opts.Bind)
-	}
-	for _, d := range opts.Directives {
-		fmt.Fprintf(&loc, "\t\t\t%s\n", d)
+	server := generatedServer(listen, upstream, opts)
+	if opts.HTTP != nil {
+		server = opts.HTTP(listen)
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
 	return fmt.Sprintf(`daemon off;
@@ -136,13 +133,30 @@ http {
 	uwsgi_temp_path %s;
 	scgi_temp_path %s;
 
-	server {
+%s
+}
+`, p("nginx.pid"), p("error.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"), server)
+}
+
+// generatedServer is the server block of StartNginx's defaults and opts.
+func generatedServer(listen, upstream string, opts NginxOptions) string {
+	var loc strings.Builder
+	if opts.Host != "" {
+		fmt.Fprintf(&loc, "\t\t\tproxy_set_header Host %s;\n", opts.Host)
+	}
+	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n")
+	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-Host $http_host;\n")
+	loc.WriteString("\t\t\tproxy_set_header X-Forwarded-Proto $scheme;\n")
+	if opts.Bind != "" {
+		fmt.Fprintf(&loc, "\t\t\tproxy_bind %s;\n", opts.Bind)
+	}
+	for _, d := range opts.Directives {
+		fmt.Fprintf(&loc, "\t\t\t%s\n", d)
+	}
+	return fmt.Sprintf(`	server {
 		listen %s;
 		location / {
 			proxy_pass http://%s;
 %s		}
-	}
-}
-`, p("nginx.pid"), p("error.log"), p("body"), p("proxy"), p("fastcgi"), p("uwsgi"), p("scgi"),
-		listen, upstream, loc.String())
+	}`, listen, upstream, loc.String())
 }
