@@ -169,3 +169,22 @@ func BenchmarkAuthorizeExternal(b *testing.B) {
 		})
 	}
 }
+
+// TestVerifyExternalToken: forward-auth takes the original route's
+// issuers, as a proxied request does: an external token passes for a
+// route that accepts its issuer, with its identity, and not for one that
+// takes the gateway's tokens only.
+func TestVerifyExternalToken(t *testing.T) {
+	e, idp := externalEnv(t, trustLoopback(t))
+	ext := externalToken(t, e, idp)
+	res := e.do("GET", "/auth/verify", described(bearer(ext), "GET", "/ext/x"), "")
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("X-Auth-Subject") != "svc-7" {
+		t.Errorf("external token for /ext/: %d, subject %q; want 200 svc-7", res.StatusCode, res.Header.Get("X-Auth-Subject"))
+	}
+	res = e.do("GET", "/auth/verify", described(bearer(ext), "GET", "/api/x"), "")
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("external token for /api/ (gateway tokens only): %d, want 401", res.StatusCode)
+	}
+}
