@@ -16,6 +16,7 @@ const (
 	errInvalidRequest    = "invalid_request"
 	errInvalidToken      = "invalid_token"
 	errInvalidGrant      = "invalid_grant"
+	errAccessDenied      = "access_denied"
 	errInsufficientScope = "insufficient_scope"
 	errUnauthorized      = "unauthorized"
 	errForbidden         = "forbidden"
@@ -173,6 +174,16 @@ func problemFor(err error) problem {
 	case errors.Is(err, auth.ErrTokenReused):
 		return problem{status: http.StatusUnauthorized, code: errInvalidToken, description: "token reuse detected", challenge: true,
 			validation: metrics.ValidationRevoked, refresh: metrics.RefreshReuseDetected}
+	case errors.Is(err, auth.ErrLoginState):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest,
+			description: "login state missing, expired or not this browser's; start the login again"}
+	case errors.Is(err, auth.ErrIDToken):
+		return problem{status: http.StatusBadRequest, code: errInvalidGrant, description: "the identity provider's ID token was refused"}
+	case errors.Is(err, auth.ErrIdPRefused):
+		return problem{status: http.StatusBadRequest, code: errAccessDenied, description: "the identity provider did not log you in"}
+	case errors.Is(err, auth.ErrIdPUnavailable):
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "identity provider unavailable",
+			logged: "identity provider unavailable", refresh: metrics.RefreshIdPUnavailable}
 	case errors.Is(err, auth.ErrStoreUnavailable):
 		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "session store unavailable",
 			logged: "session store unavailable"}
