@@ -63,27 +63,19 @@ type OP struct {
 	// Addr is 127.0.0.1:PORT.
 	Addr string
 
-	bin  string
-	env  []string
-	mu   sync.Mutex
-	proc *proctest.Proc
+	bin, users, redirects string
+	env                   []string
+	mu                    sync.Mutex
+	proc                  *proctest.Proc
 }
 
-// Start starts the OP with redirectURIs as the redirect (and callback)
-// URIs of its clients, and stops it when tb ends.
+// Start starts the OP on a free loopback port with redirectURIs as the
+// redirect (and callback) URIs of its clients, and stops it when tb ends.
 func Start(tb testing.TB, redirectURIs ...string) *OP {
 	tb.Helper()
-	bin := need(tb)
-	users := filepath.Join(tb.TempDir(), "users.json")
-	if err := writeUsers(users, Alice, Bob); err != nil {
-		tb.Fatal(err)
-	}
-	op := &OP{bin: bin}
+	op := newOP(tb, redirectURIs)
 	proc, err := proctest.Start("/usr/bin/env", func(addr string) []string {
-		_, port, _ := net.SplitHostPort(addr)
-		op.Addr, op.Issuer = addr, "http://localhost:"+port+"/"
-		op.env = []string{"PORT=" + port, "USERS_FILE=" + users, "REDIRECT_URI=" + strings.Join(redirectURIs, ",")}
-		return append(append([]string{}, op.env...), bin)
+		return op.args(addr)
 	}, ready)
 	if err != nil {
 		tb.Fatalf("start the OpenID Provider: %v", err)
@@ -91,6 +83,40 @@ func Start(tb testing.TB, redirectURIs ...string) *OP {
 	op.proc = proc
 	tb.Cleanup(func() { op.current().Kill() })
 	return op
+}
+
+// StartAt is Start on addr (127.0.0.1:PORT), for a test that must name the
+// OP's issuer before it starts it.
+func StartAt(tb testing.TB, addr string, redirectURIs ...string) *OP {
+	tb.Helper()
+	op := newOP(tb, redirectURIs)
+	proc, err := proctest.StartAt(addr, "/usr/bin/env", op.args(addr), ready)
+	if err != nil {
+		tb.Fatalf("start the OpenID Provider: %v", err)
+	}
+	op.proc = proc
+	tb.Cleanup(func() { op.current().Kill() })
+	return op
+}
+
+// newOP finds the binary and writes the users file.
+func newOP(tb testing.TB, redirectURIs []string) *OP {
+	tb.Helper()
+	bin := need(tb)
+	users := filepath.Join(tb.TempDir(), "users.json")
+	if err := writeUsers(users, Alice, Bob); err != nil {
+		tb.Fatal(err)
+	}
+	return &OP{bin: bin, users: users, redirects: strings.Join(redirectURIs, ",")}
+}
+
+// args are the arguments of /usr/bin/env that run the OP on addr: the
+// example OP is configured by its environment only.
+func (op *OP) args(addr string) []string {
+	_, port, _ := net.SplitHostPort(addr)
+	op.Addr, op.Issuer = addr, "http://localhost:"+port+"/"
+	op.env = []string{"PORT=" + port, "USERS_FILE=" + op.users, "REDIRECT_URI=" + op.redirects}
+	return append(append([]string{}, op.env...), op.bin)
 }
 
 func (op *OP) current() *proctest.Proc {
