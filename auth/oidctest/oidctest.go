@@ -85,20 +85,6 @@ func Start(tb testing.TB, redirectURIs ...string) *OP {
 	return op
 }
 
-// StartAt is Start on addr (127.0.0.1:PORT), for a test that must name the
-// OP's issuer before it starts it.
-func StartAt(tb testing.TB, addr string, redirectURIs ...string) *OP {
-	tb.Helper()
-	op := newOP(tb, redirectURIs)
-	proc, err := proctest.StartAt(addr, "/usr/bin/env", op.args(addr), ready)
-	if err != nil {
-		tb.Fatalf("start the OpenID Provider: %v", err)
-	}
-	op.proc = proc
-	tb.Cleanup(func() { op.current().Kill() })
-	return op
-}
-
 // newOP finds the binary and writes the users file.
 func newOP(tb testing.TB, redirectURIs []string) *OP {
 	tb.Helper()

@@ -102,11 +102,11 @@ func TestBinaryOIDC(t *testing.T) {
 	up := &subjectUpstream{}
 	upstream := httptest.NewServer(up)
 	t.Cleanup(upstream.Close)
-	opAddr, err := proctest.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := "http://localhost:" + opAddr[strings.LastIndexByte(opAddr, ':')+1:] + "/"
+	// The OP's port is found by starting it once; it is then down until
+	// the gateway runs.
+	op := oidctest.Start(t, base+"/auth/oidc/callback")
+	op.Stop()
+	issuer := op.Issuer
 	if err := os.WriteFile(filepath.Join(dir, "oidc-secret"), []byte(oidctest.ClientSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ recheck = "refresh"
 		t.Fatalf("login with the OP down = %s, want 503", res.Status)
 	}
 
-	op := oidctest.StartAt(t, opAddr, base+"/auth/oidc/callback")
+	op.Restart(t)
 	var authURL string
 	deadline := time.Now().Add(20 * time.Second)
 	for authURL == "" {
