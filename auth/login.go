@@ -19,6 +19,23 @@ type Identity struct {
 	Subject string
 	// Roles become the token's "roles"; nil or empty for none.
 	Roles []string
+	// IdP is the identity provider of an OpenID Connect login (OIDC.Finish),
+	// kept with the session, server-side; the zero value for every other
+	// login.
+	IdP IdPLogin
+}
+
+// IdPLogin is what an OpenID Connect login keeps with its session, never
+// sent to the browser: the provider's Issuer, its "sid" claim (SessionID,
+// "" when it sent none, kept for back-channel logout), its refresh token
+// sealed with OIDCConfig.Secret (RefreshToken, "" when it issued none), and
+// the raw ID token (the id_token_hint of the provider's logout). The zero
+// value is no provider.
+type IdPLogin struct {
+	Issuer       string
+	SessionID    string
+	RefreshToken string
+	IDToken      string
 }
 
 // Credentials is what a client sent to POST /auth/login.

@@ -57,6 +57,7 @@ const (
 	ReasonReuseDetected = sessionstore.ReasonReuseDetected
 	ReasonAdmin         = sessionstore.ReasonAdmin
 	ReasonSessionLimit  = sessionstore.ReasonSessionLimit
+	ReasonIdPRefused    = sessionstore.ReasonIdPRefused
 )
 
 // Reasons EndReason gives for a session that is over without a recorded
@@ -137,6 +138,10 @@ type SessionsConfig struct {
 	// request's goroutine, on every_request's hot path too, so it must be
 	// cheap.
 	ObserveStore func(op string, d time.Duration)
+	// IdP, if not nil, rechecks each refresh of a session logged in with
+	// OpenID Connect at its provider (login.oidc.recheck = "refresh"; see
+	// recheck); nil never asks the provider.
+	IdP IdPChecker
 }
 
 // Sessions owns the rules of the gateway's server-side sessions: it builds a
@@ -227,6 +232,10 @@ func (s *Sessions) Login(ctx context.Context, id Identity, c Client) (Grant, err
 		RefreshUserAgent: c.UserAgent,
 		RefreshClient:    c.Address,
 		JKT:              c.JKT,
+		Issuer:           id.IdP.Issuer,
+		IdPSessionID:     id.IdP.SessionID,
+		IdPRefreshToken:  id.IdP.RefreshToken,
+		IDToken:          id.IdP.IDToken,
 	}
 	var limited []string
 	err := s.write(ctx, "create", func(ctx context.Context) (err error) {
@@ -248,7 +257,10 @@ func (s *Sessions) Login(ctx context.Context, id Identity, c Client) (Grant, err
 // as the session's last refresh's. The rules, in the order they are
 // applied, are the ones below; the first that fails is the error. On
 // success, or with ErrMint, Grant.Grace says whether the successor was
-// re-issued within the grace.
+// re-issued within the grace. With SessionsConfig.IdP, an OpenID Connect
+// session's refresh is also the provider's: its refusal is
+// ErrSessionRevoked (EndReason ReasonIdPRefused), and a provider that
+// cannot be asked an error wrapping ErrIdPUnavailable (nothing changed).
 func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, error) {
 	now := s.now()
 	// 1. The token names a session: one minted without "sid" (by another
@@ -262,7 +274,14 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, er
 	if now.Before(tok.ExpiresAt.Add(-s.cfg.RefreshBeforeExpiry)) {
 		return Grant{}, ErrTokenNotExpired
 	}
-	// 3. The store's part, in one atomic step (sessionstore.Store.Rotate),
+	// 3. With IdP, the current token of a live session logged in with
+	// OpenID Connect is rechecked at its provider first (recheck): a
+	// refusal revokes the session, an unreachable provider changes nothing.
+	idpRT, err := s.recheck(ctx, tok)
+	if err != nil {
+		return Grant{}, err
+	}
+	// 4. The store's part, in one atomic step (sessionstore.Store.Rotate),
 	// so that two gateways can never both rotate one token:
 	//   - the session exists (else ErrSessionUnknown);
 	//   - it is not revoked (else ErrSessionRevoked);
@@ -276,7 +295,7 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, er
 	//     whole session (ReasonReuseDetected), ErrTokenReused.
 	var res sessionstore.RotateResult
 	c = c.bounded()
-	err := s.write(ctx, "rotate", func(ctx context.Context) (err error) {
+	err = s.write(ctx, "rotate", func(ctx context.Context) (err error) {
 		res, err = s.store.Rotate(ctx, sessionstore.RotateRequest{
 			SessionID:   tok.SessionID,
 			JTI:         tok.ID,
@@ -286,19 +305,21 @@ func (s *Sessions) Refresh(ctx context.Context, tok *Token, c Client) (Grant, er
 			Grace:       s.cfg.RefreshGrace,
 			UserAgent:   c.UserAgent,
 			Client:      c.Address,
+
+			IdPRefreshToken: idpRT,
 		})
 		return err
 	})
 	if err != nil {
 		return Grant{}, storeError(err)
 	}
-	// 4. The token's binding is the session's: the caller checked the
+	// 5. The token's binding is the session's: the caller checked the
 	// proof against the token's cnf.jkt, and only the store says which key
 	// the session was bound to at login. Refresh never changes it.
 	if res.Session.JKT != tok.JKT {
 		return Grant{}, ErrBindingMismatch
 	}
-	// 5. Mint the session's current token, its exp capped at the session's
+	// 6. Mint the session's current token, its exp capped at the session's
 	// absolute end (grant).
 	g, err := s.grant(&res.Session, now)
 	g.Grace = res.Grace

@@ -19,6 +19,19 @@ const (
 	RefreshExpired        = "expired"
 	RefreshReuseDetected  = "reuse_detected"
 	RefreshMissing        = "missing" // the request carried no token
+	// RefreshIdPUnavailable: an OpenID Connect session's provider could not
+	// be asked (login.oidc.recheck = "refresh"); nothing changed (503).
+	RefreshIdPUnavailable = "idp_unavailable"
+)
+
+// Label values of gateway_oidc_logins_total's "result": how a callback
+// from the OpenID Provider ended.
+const (
+	OIDCSuccess        = "success"
+	OIDCRefused        = "refused"          // error= from the provider, or its refusal of the code
+	OIDCInvalidState   = "invalid_state"    // login state missing, expired, forged or not this browser's
+	OIDCInvalidIDToken = "invalid_id_token" // the ID token failed a check
+	OIDCUnavailable    = "unavailable"      // the provider, or the session store, could not be reached
 )
 
 // Label values of gateway_token_validations_total's "result".
@@ -88,6 +101,9 @@ type Metrics struct {
 	ConfigLastReloadSuccess prometheus.Gauge
 	// ForwardAuth counts the answers of /auth/verify (forwardauth.go).
 	ForwardAuth *prometheus.CounterVec
+	// OIDCLogins counts the callbacks of OpenID Connect logins by result;
+	// a successful one also counts in Logins as a success.
+	OIDCLogins *prometheus.CounterVec
 }
 
 // Label values of gateway_jwks_fetches_total's "result".
@@ -134,6 +150,10 @@ func newMetrics() *Metrics {
 			Name: "gateway_sessions_created_total",
 			Help: "Sessions created by a login, by whether they are bound to a DPoP key.",
 		}, []string{"bound"}),
+		OIDCLogins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_oidc_logins_total",
+			Help: "OpenID Connect login callbacks by result.",
+		}, []string{"result"}),
 		SessionsRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_sessions_revoked_total",
 			Help: "Sessions revoked, by reason.",
@@ -196,7 +216,7 @@ func (m *Metrics) register(reg prometheus.Registerer, activeSessions func() floa
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Logins, m.Refreshes, m.Logouts, m.SessionsCreated, m.SessionsRevoked,
 		m.TokenValidations, m.HTTPRequests, m.HTTPRequestDuration,
-		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength,
+		m.UpstreamErrors, m.SpoofedHeaders, m.StoreOperationLength, m.OIDCLogins,
 		m.JWKSFetches, m.JWKSLastSuccess,
 		m.BuildInfo, m.ConfigReloads, m.ConfigLastReloadSuccess,
 		m.ForwardAuth,
@@ -221,13 +241,16 @@ func (m *Metrics) knownLabels() {
 		m.Logins.WithLabelValues(r)
 	}
 	for _, r := range []string{RefreshSuccess, RefreshGrace, RefreshNotExpired, RefreshInvalidToken,
-		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected, RefreshMissing} {
+		RefreshUnknownSession, RefreshRevoked, RefreshExpired, RefreshReuseDetected, RefreshMissing, RefreshIdPUnavailable} {
 		m.Refreshes.WithLabelValues(r)
 	}
 	for _, b := range []string{BoundTrue, BoundFalse} {
 		m.SessionsCreated.WithLabelValues(b)
 	}
-	for _, r := range []string{"logout", "reuse_detected", "admin", "session_limit"} {
+	for _, r := range []string{OIDCSuccess, OIDCRefused, OIDCInvalidState, OIDCInvalidIDToken, OIDCUnavailable} {
+		m.OIDCLogins.WithLabelValues(r)
+	}
+	for _, r := range []string{"logout", "reuse_detected", "admin", "session_limit", "idp_refused"} {
 		m.SessionsRevoked.WithLabelValues(r)
 	}
 	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {

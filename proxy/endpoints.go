@@ -366,6 +366,11 @@ func (g *Gateway) handleRefresh(w http.ResponseWriter, r *http.Request) {
 			g.log.Warn("token reuse detected; session revoked", "event", EventReuseDetected, "subject", tok.Subject, "session", tok.SessionID,
 				"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID))
 		}
+		if auth.EndReason(err) == auth.ReasonIdPRefused {
+			g.m.SessionsRevoked.WithLabelValues(auth.ReasonIdPRefused).Inc()
+			g.log.Info("session revoked", "event", EventSessionRevoked, "reason", auth.ReasonIdPRefused, "subject", tok.Subject,
+				"session", tok.SessionID, "request_id", r.Header.Get(HeaderRequestID))
+		}
 		g.clearCookie(w)
 	}
 	if err != nil {
@@ -420,8 +425,7 @@ func (g *Gateway) handleLogout(w http.ResponseWriter, r *http.Request) {
 			"session", tok.SessionID, "request_id", r.Header.Get(HeaderRequestID))
 	}
 	g.clearCookie(w)
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
+	answerLogout(w, g.endSessionURL(r, tok.SessionID))
 }
 
 // logoutScope ends the caller's other sessions, or all of them, closes
@@ -470,15 +474,7 @@ func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 		resp.AccessToken = grant.Token
 	}
 	if g.cfg.Delivery != DeliveryBearer {
-		http.SetCookie(w, &http.Cookie{
-			Name:     g.cfg.CookieName,
-			Value:    grant.Token,
-			Path:     "/",
-			MaxAge:   max(int(seconds(grant.RefreshDeadline.Sub(grant.Now))), 1),
-			HttpOnly: true,
-			Secure:   true,
-			SameSite: http.SameSiteStrictMode,
-		})
+		g.setTokenCookie(w, grant)
 	}
 	body, _ := json.Marshal(resp)
 	h := w.Header()
@@ -486,6 +482,20 @@ func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	w.Write(append(body, '\n'))
+}
+
+// setTokenCookie sets grant's token as the token cookie, for as long as
+// its session may be refreshed.
+func (g *Gateway) setTokenCookie(w http.ResponseWriter, grant *auth.Grant) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     g.cfg.CookieName,
+		Value:    grant.Token,
+		Path:     "/",
+		MaxAge:   max(int(seconds(grant.RefreshDeadline.Sub(grant.Now))), 1),
+		HttpOnly: true,
+		Secure:   true,
+		SameSite: http.SameSiteStrictMode,
+	})
 }
 
 // clearCookie expires the token cookie where cookies are in use.

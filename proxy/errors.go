@@ -16,6 +16,7 @@ const (
 	errInvalidRequest    = "invalid_request"
 	errInvalidToken      = "invalid_token"
 	errInvalidGrant      = "invalid_grant"
+	errAccessDenied      = "access_denied"
 	errInsufficientScope = "insufficient_scope"
 	errUnauthorized      = "unauthorized"
 	errForbidden         = "forbidden"
@@ -117,6 +118,9 @@ func problemFor(err error) problem {
 	if p, ok := dpopProblem(err); ok {
 		return p
 	}
+	if p, ok := oidcProblem(err); ok {
+		return p
+	}
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	var bad badCredential
@@ -188,6 +192,25 @@ func problemFor(err error) problem {
 			logged: "mint token"}
 	}
 	return problem{status: http.StatusInternalServerError, code: errServer, description: "internal error", logged: "unexpected error"}
+}
+
+// oidcProblem is problemFor's part for the OpenID Connect login: a
+// callback refused (400) and a provider that cannot be asked (503, at the
+// login, the callback or a rechecking refresh).
+func oidcProblem(err error) (problem, bool) {
+	switch {
+	case errors.Is(err, auth.ErrLoginState):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest,
+			description: "login state missing, expired or not this browser's; start the login again"}, true
+	case errors.Is(err, auth.ErrIDToken):
+		return problem{status: http.StatusBadRequest, code: errInvalidGrant, description: "the identity provider's ID token was refused"}, true
+	case errors.Is(err, auth.ErrIdPRefused):
+		return problem{status: http.StatusBadRequest, code: errAccessDenied, description: "the identity provider did not log you in"}, true
+	case errors.Is(err, auth.ErrIdPUnavailable):
+		return problem{status: http.StatusServiceUnavailable, code: errUnavailable, description: "identity provider unavailable",
+			logged: "identity provider unavailable", refresh: metrics.RefreshIdPUnavailable}, true
+	}
+	return problem{}, false
 }
 
 // dpopProblem is problemFor's part for DPoP: the proof's errors, the

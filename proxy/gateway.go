@@ -2,8 +2,9 @@
 // route, verifies the token, cleans the headers and forwards the request
 // through an httputil.ReverseProxy; and it serves the gateway's own
 // endpoints (/auth/login, /auth/refresh, /auth/logout, the caller's own
-// sessions at /auth/sessions, the JWKS, and /auth/verify, the forward-auth
-// answer for an ingress that proxies requests itself).
+// sessions at /auth/sessions, the OpenID Connect login at /auth/oidc/, the
+// JWKS, and /auth/verify, the forward-auth answer for an ingress that
+// proxies requests itself).
 //
 // proxy speaks HTTP only: the tokens, the login sources and the session
 // rules are package auth's (auth.Sessions), and every error a handler meets
@@ -16,7 +17,10 @@
 // whole surface: the gateway's own endpoints beside the route table, and
 // how a path picks one), ownsessions.go (the handlers of GET
 // /auth/sessions and DELETE /auth/sessions/{id}: the caller's own
-// sessions), endpoints.go (the handlers of /auth/login, /auth/refresh,
+// sessions), oidc.go (the OpenID Connect login's handlers, GET
+// /auth/oidc/login and /auth/oidc/callback, the return path's check, and
+// the provider's end-session URL in the logout's answer), endpoints.go
+// (the handlers of /auth/login, /auth/refresh,
 // /auth/logout and the JWKS, and requestToken, the reading of a request's
 // token that every handler shares), tunnels.go (upgraded connections and their
 // sessions), dpop.go (DPoP proofs: the login's binding, the bound token's
@@ -158,6 +162,11 @@ type Deps struct {
 	// every_request check and the WebSocket checks.
 	Sessions *auth.Sessions
 	Login    auth.Authenticator
+	// OIDC is the OpenID Connect login (GET /auth/oidc/login and
+	// /auth/oidc/callback, and the provider's end-session URL in the
+	// answer of /auth/logout); nil means none. It needs Config.Delivery
+	// to set the cookie (DeliveryCookie or DeliveryBoth).
+	OIDC *auth.OIDC
 	// Limiter limits login attempts, each counted before its password is
 	// checked; nil means no limit.
 	Limiter *auth.FailureLimiter

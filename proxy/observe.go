@@ -9,7 +9,8 @@ import (
 
 // Values of the "event" attribute of the security log lines, one line per
 // event: a login's new session (subject, session, user agent, client and
-// whether it is bound: what a "new sign-in" notice needs), a failed login (with the username, never the password), a login
+// whether it is bound: what a "new sign-in" notice needs), a failed login (with the username, never the password), a failed
+// OpenID Connect callback, a login
 // refused by the rate limit, a token reuse that revoked its session, a
 // session revoked by logout or by an administrator, a request carrying
 // a header under the identity prefix, and an upgraded connection (WebSocket)
@@ -17,11 +18,14 @@ import (
 const (
 	EventSessionCreated = "session_created"
 	EventLoginFailed    = "login_failed"
-	EventRateLimited    = "rate_limited"
-	EventReuseDetected  = "reuse_detected"
-	EventSessionRevoked = "session_revoked"
-	EventSpoofedHeader  = "spoofed_header"
-	EventTunnelClosed   = "tunnel_closed"
+	// EventOIDCLoginFailed: an OpenID Connect callback created nothing
+	// (its "result" says why: gateway_oidc_logins_total's label).
+	EventOIDCLoginFailed = "oidc_login_failed"
+	EventRateLimited     = "rate_limited"
+	EventReuseDetected   = "reuse_detected"
+	EventSessionRevoked  = "session_revoked"
+	EventSpoofedHeader   = "spoofed_header"
+	EventTunnelClosed    = "tunnel_closed"
 	// EventForwardUntrusted: /auth/verify called by a peer outside
 	// trusted_proxies (verify.go).
 	EventForwardUntrusted = "forward_untrusted"

@@ -30,6 +30,10 @@ func (g *Gateway) routes() error {
 		// gateway's: it is left to the routes, as any other path.
 		g.own["/auth/login"] = g.post(g.handleLogin)
 	}
+	if g.deps.OIDC != nil {
+		g.own[oidcLoginPath] = g.only(http.MethodGet, g.handleOIDCLogin)
+		g.own[oidcCallbackPath] = g.only(http.MethodGet, g.handleOIDCCallback)
+	}
 	g.own["/auth/refresh"] = g.post(g.handleRefresh)
 	g.own["/auth/logout"] = g.post(g.handleLogout)
 	g.own["/auth/sessions"] = g.only(http.MethodGet, g.handleOwnSessions)

@@ -26,6 +26,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if cfg.Delivery == "" {
 		cfg.Delivery = DeliveryBearer // the handlers compare with it
 	}
+	if deps.OIDC != nil && cfg.Delivery == DeliveryBearer {
+		return nil, errOIDCBearer
+	}
 	if cfg.CookieName == "" {
 		cfg.CookieName = "__Host-gateway"
 	}

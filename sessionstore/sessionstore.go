@@ -30,6 +30,11 @@ const (
 	// subject logged in once more than the limit allows
 	// (login.max_sessions_per_user).
 	ReasonSessionLimit = "session_limit"
+	// ReasonIdPRefused is a session logged in with OpenID Connect whose
+	// identity provider refused its refresh token when the gateway
+	// rechecked it at a refresh (login.oidc.recheck = "refresh"): the user
+	// was disabled, or signed out, at the provider.
+	ReasonIdPRefused = "idp_refused"
 )
 
 // Errors returned by Rotate, in the order the refresh rules are checked.
@@ -136,6 +141,20 @@ type Session struct {
 	// is bound to, minted into its tokens as cnf.jkt; empty means unbound.
 	// It is set at login and never changes.
 	JKT string `json:"jkt,omitempty"`
+
+	// The identity provider of a session logged in with OpenID Connect,
+	// all empty for any other login. They stay server-side: no token and
+	// no answer carries them. Issuer is the provider's issuer; IdPSessionID
+	// its "sid" claim (for back-channel logout), empty when it sent none;
+	// IdPRefreshToken the provider's refresh token, as the caller gives it
+	// (auth seals it: the store never holds it in the clear), empty when
+	// the provider issued none; IDToken the provider's ID token, the
+	// id_token_hint of an RP-initiated logout. Only Rotate changes one
+	// (IdPRefreshToken, when RotateRequest.IdPRefreshToken is set).
+	Issuer          string `json:"idp_iss,omitempty"`
+	IdPSessionID    string `json:"idp_sid,omitempty"`
+	IdPRefreshToken string `json:"idp_rt,omitempty"`
+	IDToken         string `json:"idp_id_token,omitempty"`
 }
 
 // Bound reports whether the session is bound to a DPoP key (JKT is set).
@@ -195,6 +214,10 @@ type RotateRequest struct {
 	// nothing). Empty records them as not known.
 	UserAgent string
 	Client    string
+	// IdPRefreshToken, when not empty, becomes the session's
+	// IdPRefreshToken on rotation (the identity provider rotated it while
+	// the gateway rechecked the session); empty keeps the one stored.
+	IdPRefreshToken string
 }
 
 // RotateResult is a successful Rotate.
@@ -259,7 +282,8 @@ type Store interface {
 	//   - req.Now at or past Deadline(): ErrExpired;
 	//   - req.JTI == JTI: rotate (PrevJTI=JTI, JTI=NewJTI, IssuedAt=
 	//     RefreshedAt=RotatedAt=Now, IdleExpiresAt=Now+IdleTimeout,
-	//     RefreshUserAgent=UserAgent, RefreshClient=Client);
+	//     RefreshUserAgent=UserAgent, RefreshClient=Client, and
+	//     IdPRefreshToken=req.IdPRefreshToken if that is set);
 	//   - req.JTI == PrevJTI and Now < RotatedAt+Grace: Grace result, no
 	//     change;
 	//   - any other jti (PrevJTI after the grace, or an older one): the

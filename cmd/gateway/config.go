@@ -214,6 +214,9 @@ type LoginConfig struct {
 	// Roles maps a user to the roles minted in the "roles" claim. Nil or
 	// empty means nobody has roles.
 	Roles map[string][]string `toml:"roles"`
+	// OIDC is [login.oidc], the OpenID Connect login; its zero Issuer
+	// means none.
+	OIDC OIDCConfig `toml:"oidc"`
 }
 
 // HeadersConfig is the [headers] table: identity headers toward upstreams.
@@ -356,6 +359,7 @@ func Default() Config {
 			BodyTimeout:        Duration(10 * time.Second),
 			Roles:              map[string][]string{},
 			MaxSessionsPerUser: 50,
+			OIDC:               defaultOIDC(),
 		},
 		Headers: HeadersConfig{
 			IdentityPrefix: "X-Auth-",

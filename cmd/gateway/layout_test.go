@@ -44,6 +44,7 @@ var allowedImports = map[string][]string{
 	"proxy/fronttest":                   {"proctest"},
 	"proxy/upstreamtest":                {},
 	"auth/authtest":                     {},
+	"auth/oidctest":                     {"proctest"},
 	"logtest":                           {},
 	"proctest":                          {"logtest"},
 }

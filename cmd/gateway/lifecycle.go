@@ -49,6 +49,7 @@ func (m *Main) Run(ctx context.Context) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go m.sweep(sweepCtx)
+	go m.discoverOIDC(sweepCtx)
 	go m.gw.WatchTunnels(sweepCtx, time.Duration(m.cfg.Server.UpgradeCheckInterval))
 
 	m.ready.Store(true)

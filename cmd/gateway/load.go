@@ -176,6 +176,7 @@ func (c *Config) resolvePaths(dir string) {
 		res(&c.Tokens.VerifyKeyFiles[i])
 	}
 	res(&c.Login.UsersFile)
+	res(&c.Login.OIDC.ClientSecretFile)
 	if c.Store.Backend == BackendBbolt {
 		res(&c.Store.Path)
 	}

@@ -126,6 +126,7 @@ type Main struct {
 	external          map[string]*auth.ExternalVerifier // by name
 	minter            *auth.Minter
 	login             auth.Authenticator // nil: /auth/login is left to the routes
+	oidc              *auth.OIDC         // nil: no [login.oidc]
 	sessions          *auth.Sessions
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
@@ -167,7 +168,11 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	bv := readBuildVersion()
 	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
 	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
-	m.sessions = auth.NewSessions(m.store, m.minter, sessionsConfig(cfg, now, m.met))
+	scfg := sessionsConfig(cfg, now, m.met)
+	if m.oidc != nil && cfg.Login.OIDC.Recheck == RecheckRefresh {
+		scfg.IdP = m.oidc
+	}
+	m.sessions = auth.NewSessions(m.store, m.minter, scfg)
 	if err = m.buildProxy(dev); err != nil {
 		return nil, err
 	}
@@ -178,8 +183,8 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 }
 
 // buildAuth loads the signing and verification keys (with dev, generates
-// the signing key) and builds the verifier, the minter and the login
-// source. It opens nothing that Close would release.
+// the signing key) and builds the verifier, the minter, the login
+// source and the OpenID Connect login. It opens nothing that Close would release.
 func (m *Main) buildAuth(dev bool) error {
 	t := m.cfg.Tokens
 	keys, err := loadKeys(t, dev)
@@ -195,8 +200,10 @@ func (m *Main) buildAuth(dev bool) error {
 		return &ConfigError{Key: "tokens", Err: err}
 	}
 	m.minter = auth.NewMinter(m.keys, t.Issuer, t.Audience)
-	m.login, err = loginSource(m.cfg.Login, dev)
-	return err
+	if m.login, err = loginSource(m.cfg.Login, dev); err != nil {
+		return err
+	}
+	return m.buildOIDC()
 }
 
 // loadKeys is the key set of t: the signing key of tokens.key_file (with
@@ -297,6 +304,7 @@ func (m *Main) buildProxy(dev bool) error {
 		Keys:       m.keys,
 		Sessions:   m.sessions,
 		Login:      m.login,
+		OIDC:       m.oidc,
 		Limiter:    auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), m.now),
 		DPoP:       dpop,
 		DPoPNonces: nonces,

@@ -229,6 +229,7 @@ func (c *Config) validateLogin(p *problems) {
 	if l.MaxSessionsPerUser < 0 {
 		p.add("login.max_sessions_per_user", "%d must not be negative (0 means no limit)", l.MaxSessionsPerUser)
 	}
+	c.validateOIDC(p)
 	for _, user := range slices.Sorted(maps.Keys(l.Roles)) {
 		key := joinKey("login.roles", user)
 		if user == "" {

@@ -108,6 +108,9 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 			sess.IdleExpiresAt = req.Now.Add(req.IdleTimeout)
 			sess.RefreshUserAgent = req.UserAgent
 			sess.RefreshClient = req.Client
+			if req.IdPRefreshToken != "" {
+				sess.IdPRefreshToken = req.IdPRefreshToken
+			}
 			if err := b.replace(&old, &sess); err != nil {
 				return false, err
 			}

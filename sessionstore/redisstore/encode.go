@@ -33,6 +33,12 @@ const (
 	fieldRefreshUserAgent = "rua"
 	fieldRefreshClient    = "rcl"
 	fieldJKT              = "jkt"
+	// The identity provider of an OpenID Connect login
+	// (sessionstore.Session.Issuer, ...): absent from every other session.
+	fieldIssuer          = "iss"
+	fieldIdPSessionID    = "isid"
+	fieldIdPRefreshToken = "irt"
+	fieldIDToken         = "idt"
 )
 
 // millis is t in decimal unix milliseconds, the precision the store keeps.
@@ -78,6 +84,10 @@ func encodeSession(sess *sessionstore.Session) ([]any, error) {
 		{fieldRefreshUserAgent, sess.RefreshUserAgent},
 		{fieldRefreshClient, sess.RefreshClient},
 		{fieldJKT, sess.JKT},
+		{fieldIssuer, sess.Issuer},
+		{fieldIdPSessionID, sess.IdPSessionID},
+		{fieldIdPRefreshToken, sess.IdPRefreshToken},
+		{fieldIDToken, sess.IDToken},
 	} {
 		if f.value != "" {
 			v = append(v, f.name, f.value)
@@ -115,6 +125,11 @@ func decodeSession(id string, h map[string]string) (sessionstore.Session, error)
 		RefreshUserAgent: h[fieldRefreshUserAgent],
 		RefreshClient:    h[fieldRefreshClient],
 		JKT:              h[fieldJKT],
+
+		Issuer:          h[fieldIssuer],
+		IdPSessionID:    h[fieldIdPSessionID],
+		IdPRefreshToken: h[fieldIdPRefreshToken],
+		IDToken:         h[fieldIDToken],
 	}
 	if _, ok := h[fieldSubject]; !ok {
 		return sessionstore.Session{}, fmt.Errorf("%w: no %s field", errDamaged, fieldSubject)

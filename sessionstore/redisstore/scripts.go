@@ -184,7 +184,8 @@ return r
 //	KEYS: session, deadlines, unrevoked
 //	ARGV: id, jti, new jti, now, now+idle timeout, grace (ms, may be
 //	      fractional), expiry margin (ms), reuse reason, the refresh's
-//	      user agent, its client, write ID, write deadline
+//	      user agent, its client, the IdP refresh token ("" keeps the
+//	      stored one), write ID, write deadline
 //
 // It answers {"notfound"}, {"revoked"}, {"expired"}, {"reuse"} (having
 // revoked the session), {"late"}, or {"ok" | "grace", field, value, ...}
@@ -209,7 +210,7 @@ if not f[5] then
 	return {'notfound'}
 end
 if f[6] then
-	if f[7] == ARGV[11] then
+	if f[7] == ARGV[12] then
 		return {'reuse'}
 	end
 	return {'revoked'}
@@ -217,7 +218,7 @@ end
 if f[2] and ARGV[2] == f[2] and ARGV[3] == f[1] and ARGV[4] == f[3] then
 	return answer('ok')
 end
-if late(ARGV[12]) then
+if late(ARGV[13]) then
 	return {'late'}
 end
 local now = tonumber(ARGV[4])
@@ -228,6 +229,9 @@ end
 if ARGV[2] == f[1] then
 	redis.call('HSET', KEYS[1], 'pjti', f[1], 'jti', ARGV[3], 'iat', ARGV[4], 'ref', ARGV[4], 'rot', ARGV[4], 'idle', ARGV[5],
 		'rua', ARGV[9], 'rcl', ARGV[10])
+	if ARGV[11] ~= '' then
+		redis.call('HSET', KEYS[1], 'irt', ARGV[11])
+	end
 	local deadline = ARGV[5]
 	if exp < tonumber(ARGV[5]) then
 		deadline = f[5]
@@ -241,7 +245,7 @@ if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
 		return answer('grace')
 	end
 end
-redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[11])
+redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[12])
 redis.call('SREM', KEYS[3], ARGV[1])
 return {'reuse'}
 `)

@@ -166,7 +166,7 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 		[]string{s.sessionKey(b, req.SessionID), b.deadlines, b.live},
 		req.SessionID, req.JTI, req.NewJTI, millis(req.Now), millis(req.Now.Add(req.IdleTimeout)),
 		grace, strconv.FormatInt(s.margin.Milliseconds(), 10), sessionstore.ReasonReuseDetected,
-		req.UserAgent, req.Client,
+		req.UserAgent, req.Client, req.IdPRefreshToken,
 	)
 	if err != nil {
 		return sessionstore.RotateResult{}, wrapErr("rotate", err)

@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 		{"ConcurrentSessionLimit", testConcurrentSessionLimit},
 		{"WriteDeadline", testWriteDeadline},
 		{"ClientContext", testClientContext},
+		{"IdentityProvider", testIdentityProvider},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
@@ -195,6 +196,10 @@ func diffSession(got, want sessionstore.Session) string {
 	str("RefreshUserAgent", got.RefreshUserAgent, want.RefreshUserAgent)
 	str("RefreshClient", got.RefreshClient, want.RefreshClient)
 	str("JKT", got.JKT, want.JKT)
+	str("Issuer", got.Issuer, want.Issuer)
+	str("IdPSessionID", got.IdPSessionID, want.IdPSessionID)
+	str("IdPRefreshToken", got.IdPRefreshToken, want.IdPRefreshToken)
+	str("IDToken", got.IDToken, want.IDToken)
 	if diffs == nil {
 		return ""
 	}
