@@ -360,6 +360,10 @@ func TestCheckConfigNotes(t *testing.T) {
 			"[[route]]\nprefix = \"/\"\nupstream = \""+up+"\"\n"),
 			[]string{"warning: login.users_file ", "users mixes bcrypt costs (4: 1 user, 5: 2 users)", "htpasswd -B -C 12"},
 			[]string{"login is disabled", "not answering"}},
+		{"OpenID Connect login only", writeFile(t, mixed, "oidc.toml", "[tokens]\nkey_file = \"signing.pem\"\ndelivery = \"cookie\"\n"+
+			"[login.oidc]\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\nclient_secret_file = \"users\"\n"+
+			"redirect_url = \"https://app.example/auth/oidc/callback\"\n[[route]]\nprefix = \"/\"\nupstream = \""+up+"\"\n"),
+			nil, []string{"login is disabled", "not answering"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -30,8 +30,8 @@ const dialTimeout = time.Second
 func configNotes(ctx context.Context, cfg Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) []string {
 	var notes []string
 	l := cfg.Login
-	if l.UsersFile == "" && l.Upstream == "" {
-		notes = append(notes, "note: login is disabled (neither login.users_file nor login.upstream is set): "+
+	if l.UsersFile == "" && l.Upstream == "" && l.OIDC.Issuer == "" {
+		notes = append(notes, "note: login is disabled (none of login.users_file, login.upstream, login.oidc is set): "+
 			"the gateway mints no tokens, /auth/login is routed like any other path, and only tokens "+
 			"signed with tokens.key_file elsewhere are accepted")
 	}
