@@ -186,6 +186,11 @@ type Deps struct {
 	// Now is the clock of the tunnels' deadlines; nil means time.Now. The
 	// session rules take theirs from Sessions.
 	Now func() time.Time
+	// Tunnels is the registry of open upgraded connections; nil means a
+	// new one of this Gateway's own. Pass the one of the Gateway this one
+	// replaces (a configuration reload) so that its tunnels stay under
+	// watch and still close when their session ends.
+	Tunnels *Tunnels
 	// Transport reaches the upstreams; nil means a new tuned transport per
 	// route (see NewTransport).
 	Transport http.RoundTripper
@@ -204,7 +209,7 @@ type Gateway struct {
 	claims  []claimHeader
 	origins map[string]bool
 	buffers *bufferPool
-	tunnels tunnels // the open upgraded connections (tunnels.go)
+	tunnels *tunnels // the open upgraded connections (tunnels.go), maybe Deps.Tunnels's
 	dpop    *auth.DPoPVerifier
 	// dpopAlgs is the algs parameter of a DPoP challenge: "ES256 EdDSA Ed25519".
 	dpopAlgs string

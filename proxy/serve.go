@@ -47,6 +47,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		prefix:  strings.ToLower(strings.ReplaceAll(cfg.IdentityPrefix, "_", "-")),
 		origins: make(map[string]bool),
 		buffers: &bufferPool{},
+		tunnels: &tunnels{},
+	}
+	if deps.Tunnels != nil {
+		g.tunnels = &deps.Tunnels.reg
 	}
 	if g.now == nil {
 		g.now = time.Now

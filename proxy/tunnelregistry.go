@@ -28,6 +28,14 @@ func (e *tunnelEnd) Error() string { return "tunnel closed: " + e.reason }
 // its first reason.
 func (t *tunnel) end(reason string) { t.cancel(&tunnelEnd{reason: reason}) }
 
+// Tunnels is a registry of open upgraded connections (WebSockets) that
+// Gateways replacing one another share, as a configuration reload's do,
+// through Deps.Tunnels: a session's end seen by the new Gateway then
+// closes the tunnels opened through the old one, which stay open across
+// the swap, and the new one's WatchTunnels watches them. Its zero value is
+// empty and ready; it must not be copied after first use.
+type Tunnels struct{ reg tunnels }
+
 // tunnels is the registry of open tunnels by session ID ("" holds the
 // anonymous ones). Its zero value is empty and ready.
 type tunnels struct {

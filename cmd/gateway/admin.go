@@ -38,10 +38,24 @@ func (m *Main) adminRoutes() (http.Handler, error) {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 
-	// The admin API, behind the bearer token of admin.token_file; without
-	// one, /admin/ answers 404.
+	// The admin API, behind the bearer token of admin.token_file, as the
+	// last reload built it (adminAPI); without a token file, /admin/
+	// answers 404.
+	mux.Handle("/admin/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if api := m.live.Load().api; api != nil {
+			api.ServeHTTP(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	return mux, nil
+}
+
+// adminAPI is the admin API of m's configuration, behind the bearer token
+// of admin.token_file; nil without one.
+func (m *Main) adminAPI() (http.Handler, error) {
 	if m.cfg.Admin.TokenFile == "" {
-		return mux, nil
+		return nil, nil
 	}
 	token, err := LoadAdminToken(m.cfg.Admin.TokenFile)
 	if err != nil {
@@ -57,8 +71,7 @@ func (m *Main) adminRoutes() (http.Handler, error) {
 	// The token is checked first, on every path under /admin/ and for every
 	// method: without it the answer is 401, never a 404 or 405 that would
 	// tell what exists.
-	mux.Handle("/admin/", requireAdmin(token, api))
-	return mux, nil
+	return requireAdmin(token, api), nil
 }
 
 // handleHealthz answers 200 while the process runs.

@@ -85,6 +85,15 @@ type ServerConfig struct {
 	// positive; each check reads one session per session with an open
 	// connection, and nothing when there is none.
 	UpgradeCheckInterval Duration `toml:"upgrade_check_interval"`
+
+	// WatchConfig reloads the configuration, as SIGHUP does, when the
+	// configuration file or a file it names (watchedFiles) changes
+	// content, a Kubernetes symlink swap of a mounted volume included.
+	// False reloads on SIGHUP only.
+	WatchConfig bool `toml:"watch_config"`
+	// WatchInterval is how often, with WatchConfig, the files are read and
+	// compared; a change is reloaded once it has stayed for one interval.
+	WatchInterval Duration `toml:"watch_interval"`
 }
 
 // AdminConfig is the [admin] table: the second listener, for /metrics,
@@ -323,6 +332,7 @@ func Default() Config {
 			ReadHeaderTimeout:    Duration(10 * time.Second),
 			IdleTimeout:          Duration(120 * time.Second),
 			UpgradeCheckInterval: Duration(10 * time.Second),
+			WatchInterval:        Duration(2 * time.Second),
 		},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
 		Tokens: TokensConfig{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"time"
 )
 
@@ -50,7 +49,7 @@ func (m *Main) Run(ctx context.Context) error {
 	defer stopSweep()
 	go m.sweep(sweepCtx)
 	go m.discoverOIDC(sweepCtx)
-	go m.gw.WatchTunnels(sweepCtx, time.Duration(m.cfg.Server.UpgradeCheckInterval))
+	go m.watchTunnels(sweepCtx)
 
 	m.ready.Store(true)
 	m.log.Info("listening", "addr", m.MainAddr(), "admin_addr", m.AdminAddr(), "tls", m.cfg.Server.TLS(),
@@ -88,19 +87,6 @@ func (m *Main) Run(ctx context.Context) error {
 	return runErr
 }
 
-// ignoreHangups logs each SIGHUP received on hup, and does nothing else,
-// until ctx ends.
-func (m *Main) ignoreHangups(ctx context.Context, hup <-chan os.Signal) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			m.log.Warn("signal ignored: configuration reload is not supported yet", "signal", "SIGHUP")
-		}
-	}
-}
-
 // sweep removes ended sessions every store.sweep_interval.
 func (m *Main) sweep(ctx context.Context) {
 	every := time.Duration(m.cfg.Store.SweepInterval)
@@ -122,6 +108,27 @@ func (m *Main) sweep(ctx context.Context) {
 				m.log.Info("swept ended sessions", "count", n)
 			}
 		}
+	}
+}
+
+// watchTunnels runs WatchTunnels on the live Gateway until ctx ends,
+// moving to a reload's successor when it is stored: the tunnel registry
+// they share holds the tunnels opened through either.
+func (m *Main) watchTunnels(ctx context.Context) {
+	for ctx.Err() == nil {
+		n := m.live.Load()
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			n.gw.WatchTunnels(wctx, time.Duration(n.cfg.Server.UpgradeCheckInterval))
+		}()
+		select {
+		case <-ctx.Done():
+		case <-m.swapped:
+		}
+		stop()
+		<-done
 	}
 }
 

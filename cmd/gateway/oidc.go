@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"net/url"
@@ -187,6 +189,7 @@ func (m *Main) buildOIDC() error {
 	if err != nil {
 		return &ConfigError{Key: "login.oidc", Err: err}
 	}
+	m.oidcBuiltFrom = oidcFingerprint(o, secret, m.keys.SigningKey().ID())
 	m.oidc, err = auth.NewOIDC(auth.OIDCConfig{
 		Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: secret, Scopes: o.Scopes,
 		RedirectURL: o.RedirectURL, SubjectClaim: o.SubjectClaim, RolesClaim: o.RolesClaim,
@@ -197,6 +200,34 @@ func (m *Main) buildOIDC() error {
 		return &ConfigError{Key: "login.oidc", Err: err}
 	}
 	return nil
+}
+
+// newSessions is the sessions service of m's store, minter and
+// configuration, asking m's OpenID Provider again at each refresh where
+// login.oidc.recheck is "refresh".
+func (m *Main) newSessions() *auth.Sessions {
+	scfg := sessionsConfig(m.cfg, m.now, m.met)
+	if m.oidc != nil && m.cfg.Login.OIDC.Recheck == RecheckRefresh {
+		scfg.IdP = m.oidc
+	}
+	return auth.NewSessions(m.store, m.minter, scfg)
+}
+
+// keepOIDC makes a successor n use prev's relying party where nothing it
+// was built from changed (the [login.oidc] settings, the client secret,
+// the signing key its login state is sealed with): a discovered provider
+// stays discovered, and login states sealed before the reload still open.
+// A relying party built anew is discovered in the background until ctx
+// ends, as at start-up.
+func (n *Main) keepOIDC(ctx context.Context, prev *Main) {
+	if n.oidc == nil {
+		return
+	}
+	if prev.oidc != nil && n.oidcBuiltFrom == prev.oidcBuiltFrom {
+		n.oidc = prev.oidc
+		return
+	}
+	go n.discoverOIDC(ctx)
 }
 
 // discoverOIDC discovers the provider until it answers or ctx ends: the
@@ -211,4 +242,12 @@ func (m *Main) discoverOIDC(ctx context.Context) {
 	if m.oidc.Discovered() {
 		m.log.Info("oidc provider discovered", "issuer", m.oidc.Issuer())
 	}
+}
+
+// oidcFingerprint is a digest of what a relying party is built from: equal
+// digests, the same relying party.
+func oidcFingerprint(o OIDCConfig, secret, keyID string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%#v\x00%s\x00%s", o, secret, keyID)
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,6 +162,17 @@ recheck = "refresh"
 		} else {
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+	// A reload that changes nothing of [login.oidc] keeps the discovered
+	// provider (no 503 while it is discovered again) and opens a login
+	// state sealed before it.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.awaitLog(t, reloaded, 1)
+	other := &http.Client{CheckRedirect: browser.CheckRedirect} // browser's login state stays as it is
+	if res, err := other.Get(base + "/auth/oidc/login?return_to=/api/other"); err != nil || res.StatusCode != http.StatusFound {
+		t.Fatalf("login right after a reload = %v, %v; want 302", res, err)
+	} else {
+		res.Body.Close()
 	}
 	cb := op.Login(t, browser, authURL, oidctest.Alice)
 	res, err = browser.Get(cb.String())

@@ -28,8 +28,10 @@ import (
 
 const serveDescription = `Runs the gateway: the main listener (proxy and /auth/ endpoints) and the
 admin listener (/healthz, /readyz, /metrics, /admin/). Stops gracefully on
-SIGTERM or SIGINT. SIGHUP is logged and ignored (configuration reload is not
-supported yet).
+SIGTERM or SIGINT. SIGHUP reloads the configuration file and the files it
+names (with server.watch_config, so does a change of one of them): a valid
+one replaces the routes, users, keys and limits while requests in flight
+finish on the old; an invalid one is logged and the old keeps serving.
 
 With --dev it needs no file: an ephemeral EdDSA key, a store in a temporary
 directory, user demo / password demo, an echo upstream under /api/ that
@@ -41,7 +43,7 @@ in the same directory (it prints a "gateway sessions list" line to try).`
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// SIGHUP's default action ends the process (exit 129, no drain), and a
 	// systemd reload or a logrotate hook sends it: catch it first, before
-	// anything slow, and ignore it until configuration reload exists.
+	// anything slow; once serving, it reloads the configuration.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -82,7 +84,25 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *adminListen != "" {
 		cfg.Admin.Listen = *adminListen
 	}
-	if err := serveConfig(ctx, cfg, *dev, hup, stdout, stderr); err != nil {
+	var reload func() (Config, error) // nil with --dev: no file to read again
+	if !*dev {
+		reload = func() (Config, error) {
+			c, err := loadConfig(*configPath)
+			if err != nil {
+				return Config{}, err
+			}
+			// The flags' overrides hold for the reloaded file too, so that
+			// they do not read as a change of a setting that cannot change.
+			if *listen != "" {
+				c.Server.Listen = *listen
+			}
+			if *adminListen != "" {
+				c.Admin.Listen = *adminListen
+			}
+			return c, nil
+		}
+	}
+	if err := serveConfig(ctx, cfg, *dev, hup, reload, *configPath, stdout, stderr); err != nil {
 		// From here on a failure is logged in log.format, so that a JSON
 		// log stays JSON lines for the collector that parses it; run then
 		// only maps it to its exit code.
@@ -93,8 +113,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // serveConfig builds the gateway from cfg, listens, and runs it until ctx
-// ends; SIGHUPs arriving on hup are logged and ignored.
-func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal, stdout, stderr io.Writer) error {
+// ends. Each SIGHUP arriving on hup, and with server.watch_config each
+// change of configPath or of a file it names, reloads the configuration
+// from reload (reloads); nil reload (--dev) logs the SIGHUP and ignores it.
+func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal, reload func() (Config, error), configPath string, stdout, stderr io.Writer) error {
 	m, err := newMain(cfg, dev, stderr)
 	if err != nil {
 		return err
@@ -105,7 +127,7 @@ func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal
 	}
 	hupCtx, stopHup := context.WithCancel(context.Background())
 	defer stopHup()
-	go m.ignoreHangups(hupCtx, hup)
+	go m.reloads(hupCtx, hup, reload, configPath)
 	if dev {
 		if err := m.printDevTour(ctx, stdout); err != nil {
 			return err
@@ -116,6 +138,14 @@ func serveConfig(ctx context.Context, cfg Config, dev bool, hup <-chan os.Signal
 
 // Main is the running gateway: everything serve builds, so that tests can
 // start and stop it in process.
+//
+// A configuration reload builds a new Main from the new configuration
+// (successor, reload.go) that shares this one's store, metrics, login
+// limiter, DPoP replay cache and tunnel registry, and stores it in live;
+// the listeners, the servers and their handlers stay this one's, and
+// serve whatever live holds. m.cfg stays the configuration of start-up,
+// whose settings that cannot change live (fixedSettings) the successors
+// keep.
 type Main struct {
 	cfg               Config
 	now               func() time.Time // the clock of every rule, the sweeper's too
@@ -127,10 +157,17 @@ type Main struct {
 	minter            *auth.Minter
 	login             auth.Authenticator // nil: /auth/login is left to the routes
 	oidc              *auth.OIDC         // nil: no [login.oidc]
+	oidcBuiltFrom     string             // oidcFingerprint of what oidc was built from
 	sessions          *auth.Sessions
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
 	gw                *proxy.Gateway
+	api               http.Handler // the admin API under /admin/; nil: 404
+	limiter           *auth.FailureLimiter
+	replay            auth.DPoPReplayCache // the DPoP proofs', kept across reloads
+	tunnels           *proxy.Tunnels       // the open WebSockets, kept across reloads
+	live              atomic.Pointer[Main] // what serves: m itself, or its latest successor
+	swapped           chan struct{}        // a reload stored a successor in live
 	mainSrv, adminSrv *http.Server
 	mainLn, adminLn   net.Listener
 	ready             atomic.Bool
@@ -150,7 +187,8 @@ func newMain(cfg Config, dev bool, stderr io.Writer) (*Main, error) {
 // and Close then releases what was opened (the store, the --dev echo
 // upstream).
 func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) (_ *Main, err error) {
-	m := &Main{cfg: cfg, now: now, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry()}
+	m := &Main{cfg: cfg, now: now, log: cfg.Log.NewLogger(stderr), reg: prometheus.NewRegistry(),
+		tunnels: &proxy.Tunnels{}, swapped: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -168,14 +206,16 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	bv := readBuildVersion()
 	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
 	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
-	scfg := sessionsConfig(cfg, now, m.met)
-	if m.oidc != nil && cfg.Login.OIDC.Recheck == RecheckRefresh {
-		scfg.IdP = m.oidc
-	}
-	m.sessions = auth.NewSessions(m.store, m.minter, scfg)
+	m.sessions = m.newSessions()
+	m.limiter = newLimiter(cfg.Login, now)
+	m.replay = m.dpopReplay()
 	if err = m.buildProxy(dev); err != nil {
 		return nil, err
 	}
+	if m.api, err = m.adminAPI(); err != nil {
+		return nil, err
+	}
+	m.live.Store(m)
 	if err = m.buildServers(dev); err != nil {
 		return nil, err
 	}
@@ -295,7 +335,7 @@ func (m *Main) buildProxy(dev bool) error {
 	if m.external, err = externalVerifiers(cfg.Tokens, m.now, m.met); err != nil {
 		return err
 	}
-	dpop, nonces, err := newDPoPVerifier(cfg.Tokens, m.keys.SigningKey(), m.now, m.dpopReplay())
+	dpop, nonces, err := newDPoPVerifier(cfg.Tokens, m.keys.SigningKey(), m.now, m.replay)
 	if err != nil {
 		return err
 	}
@@ -305,15 +345,21 @@ func (m *Main) buildProxy(dev bool) error {
 		Sessions:   m.sessions,
 		Login:      m.login,
 		OIDC:       m.oidc,
-		Limiter:    auth.NewFailureLimiter(cfg.Login.MaxFailures, time.Duration(cfg.Login.FailureWindow), m.now),
+		Limiter:    m.limiter,
 		DPoP:       dpop,
 		DPoPNonces: nonces,
 		Metrics:    m.met,
 		External:   m.external,
 		Logger:     m.log,
 		Now:        m.now,
+		Tunnels:    m.tunnels,
 	})
 	return err
+}
+
+// newLimiter is the failed-login limiter of the [login] settings.
+func newLimiter(l LoginConfig, now func() time.Time) *auth.FailureLimiter {
+	return auth.NewFailureLimiter(l.MaxFailures, time.Duration(l.FailureWindow), now)
 }
 
 // dpopVerifier makes the DPoP proof verifier of the [tokens] settings, and
@@ -362,8 +408,12 @@ func newDPoPVerifier(t TokensConfig, signing *auth.Key, now func() time.Time, re
 // admin one serves adminRoutes.
 func (m *Main) buildServers(dev bool) error {
 	var (
-		handler http.Handler = m.gw
-		err     error
+		// One atomic load per request picks what a reload stored last;
+		// a request keeps the Gateway it started on to its end.
+		handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			m.live.Load().gw.ServeHTTP(w, r)
+		})
+		err error
 	)
 	if dev {
 		if handler, err = devHandler(m.gw); err != nil {

@@ -11,12 +11,13 @@ import (
 	"time"
 )
 
-// TestBinarySIGHUPIgnored sends SIGHUP twice to the real binary (a systemd
+// TestBinarySIGHUPReloads sends SIGHUP twice to the real binary (a systemd
 // reload or a logrotate hook does): it used to die at once with exit 129,
-// no drain and no log line. Now each SIGHUP is logged as ignored, the
-// process keeps serving (a proxied request and /readyz still answer), and a
-// SIGTERM afterwards still drains and exits 0.
-func TestBinarySIGHUPIgnored(t *testing.T) {
+// no drain and no log line, and then logged it as ignored. Now (issue 15)
+// each SIGHUP reloads the unchanged configuration, the process keeps
+// serving (a proxied request with a token from before and /readyz still
+// answer), and a SIGTERM afterwards still drains and exits 0.
+func TestBinarySIGHUPReloads(t *testing.T) {
 	dir := t.TempDir()
 	path := writeSetup(t, dir, "")
 	cfg, err := os.ReadFile(path)
@@ -37,7 +38,7 @@ func TestBinarySIGHUPIgnored(t *testing.T) {
 	}
 	token := accessToken(t, res)
 
-	const ignored = `"msg":"signal ignored: configuration reload is not supported yet","signal":"SIGHUP"`
+	const ignored = `"msg":"configuration reloaded","cause":"signal"`
 	for i := 1; i <= 2; i++ {
 		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatalf("SIGHUP %d: %v", i, err)
@@ -54,8 +55,8 @@ func TestBinarySIGHUPIgnored(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		if !strings.Contains(p.stderr.String(), `"level":"WARN","msg":"signal ignored`) {
-			t.Errorf("the SIGHUP line is not a warning:\n%s", p.stderr.String())
+		if !strings.Contains(p.stderr.String(), `"level":"INFO","msg":"configuration reloaded"`) {
+			t.Errorf("the SIGHUP line is not an information:\n%s", p.stderr.String())
 		}
 
 		req, _ := http.NewRequest("GET", "http://"+mainAddr+"/api/x", nil)

@@ -91,6 +91,9 @@ func (c *Config) validateServer(p *problems) {
 	nonNegative(p, "server.write_timeout", s.WriteTimeout)
 	nonNegative(p, "server.idle_timeout", s.IdleTimeout)
 	positive(p, "server.upgrade_check_interval", s.UpgradeCheckInterval)
+	if s.WatchConfig {
+		positive(p, "server.watch_interval", s.WatchInterval)
+	}
 }
 
 func (c *Config) validateTokens(p *problems) {
