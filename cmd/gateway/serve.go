@@ -172,6 +172,9 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	if m.oidc != nil && cfg.Login.OIDC.Recheck == RecheckRefresh {
 		scfg.IdP = m.oidc
 	}
+	if m.oidc != nil {
+		scfg.LogoutReplay = m.logoutReplay() // back-channel logout
+	}
 	m.sessions = auth.NewSessions(m.store, m.minter, scfg)
 	if err = m.buildProxy(dev); err != nil {
 		return nil, err

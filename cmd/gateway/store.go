@@ -110,6 +110,18 @@ func (m *Main) dpopReplay() auth.DPoPReplayCache {
 	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(0, m.now))
 }
 
+// logoutReplay is the back-channel logout tokens' replay cache: with
+// Redis, the one every replica shares (observed as "oidc_logout_replay"),
+// so that a logout token accepted at one replica is a replay at the
+// others; with bbolt, nil: auth's memory cache of this process.
+func (m *Main) logoutReplay() auth.DPoPReplayCache {
+	rs, ok := m.store.(*redisstore.Store)
+	if !ok {
+		return nil
+	}
+	return observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("oidc_logout_replay")}
+}
+
 // observedReplay is a replay cache whose calls' durations go to hist.
 type observedReplay struct {
 	cache auth.DPoPReplayCache
