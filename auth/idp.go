@@ -2,7 +2,9 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spa-gateway/gateway/sessionstore"
@@ -76,4 +78,73 @@ func (s *Sessions) get(ctx context.Context, id string) (sess sessionstore.Sessio
 	sess, err = s.store.Get(ctx, id)
 	s.observe("get", start)
 	return sess, err
+}
+
+// DefaultLogoutReplayEntries is the capacity of the memory replay cache of
+// a Sessions without SessionsConfig.LogoutReplay: logout tokens come at
+// the pace users sign out at their provider, so a few thousand within
+// their window is plenty (about 330 KiB).
+const DefaultLogoutReplayEntries = 4096
+
+// ErrLogoutNoSubject means a logout token names a provider session (sid)
+// but no subject (sub): sessions are found by their subject, so the token
+// cannot be honoured. It wraps ErrLogoutToken (the provider is answered
+// 400, and knows the logout did not reach us).
+var ErrLogoutNoSubject = fmt.Errorf("%w: sid without sub is not supported", ErrLogoutToken)
+
+// EndIdPLogout ends the sessions a verified back-channel logout token
+// (OIDC.VerifyLogout) names, revoking them with ReasonIdPLogout, and
+// returns their IDs (nil for none: a logout of sessions already over, or
+// never ours, is no error). The rules, in order:
+//
+//  1. The token has a sub: sessions are listed by subject, which is the
+//     provider's sub only with subject_claim "sub" (the caller does not
+//     offer back-channel logout otherwise). A sid alone is
+//     ErrLogoutNoSubject; no index by provider session is kept, since
+//     every provider we document sends both.
+//  2. Its jti, with its issuer, has not been accepted before within the
+//     token's window (LogoutReplay, shared by replicas): else
+//     ErrLogoutReplayed. It is recorded before anything is revoked, so a
+//     store failure below spends it (a retry of the same token is then
+//     refused; providers send a new token per attempt, if they retry).
+//  3. Of the subject's live sessions, those of the token's issuer, and,
+//     with a sid, of that provider session only, are revoked: a sid ends
+//     exactly the sessions of that login at the provider, and the
+//     subject's other sessions survive; a sub alone ends them all.
+//
+// The error wraps ErrLogoutToken or ErrStoreUnavailable (the replay cache
+// or the store could not answer; the sessions revoked before the failure
+// are in the result).
+func (s *Sessions) EndIdPLogout(ctx context.Context, t LogoutToken) (revoked []string, err error) {
+	if t.Subject == "" {
+		return nil, ErrLogoutNoSubject
+	}
+	h := sha256.Sum256([]byte("oidc logout\x00" + t.Issuer + "\x00" + t.ID))
+	until := t.IssuedAt.Add(logoutMaxAge + oidcClockSkew)
+	seen, err := s.cfg.LogoutReplay.Seen(ctx, string(h[:]), until)
+	if err != nil {
+		return nil, fmt.Errorf("%w: logout replay cache: %w", ErrStoreUnavailable, err)
+	}
+	if seen {
+		return nil, ErrLogoutReplayed
+	}
+	list, err := s.List(ctx, t.Subject)
+	if err != nil {
+		return nil, err
+	}
+	for _, sess := range list {
+		if sess.Issuer != t.Issuer || (t.SessionID != "" && sess.IdPSessionID != t.SessionID) {
+			continue
+		}
+		ok, err := s.Revoke(ctx, sess.ID, ReasonIdPLogout)
+		switch {
+		case errors.Is(err, ErrSessionUnknown):
+			// Swept since the list: over either way.
+		case err != nil:
+			return revoked, err
+		case ok:
+			revoked = append(revoked, sess.ID)
+		}
+	}
+	return revoked, nil
 }

@@ -110,7 +110,8 @@ type OIDC struct {
 type oidcProvider struct {
 	oauth      oauth2.Config
 	verifier   *oidc.IDTokenVerifier
-	endSession string // "" when the provider has none
+	logout     *oidc.IDTokenVerifier // of back-channel logout tokens
+	endSession string                // "" when the provider has none
 }
 
 // NewOIDC returns the relying party of cfg, not yet discovered (see
@@ -190,6 +191,7 @@ func (o *OIDC) Discover(ctx context.Context) error {
 			Scopes:       o.cfg.Scopes,
 		},
 		verifier:   p.VerifierContext(keysCtx, &oidc.Config{ClientID: o.cfg.ClientID, Now: o.now}),
+		logout:     logoutVerifier(p, keysCtx, o.cfg.ClientID, o.now),
 		endSession: extra.EndSession,
 	})
 	return nil

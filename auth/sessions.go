@@ -58,6 +58,7 @@ const (
 	ReasonAdmin         = sessionstore.ReasonAdmin
 	ReasonSessionLimit  = sessionstore.ReasonSessionLimit
 	ReasonIdPRefused    = sessionstore.ReasonIdPRefused
+	ReasonIdPLogout     = sessionstore.ReasonIdPLogout
 )
 
 // Reasons EndReason gives for a session that is over without a recorded
@@ -142,6 +143,11 @@ type SessionsConfig struct {
 	// OpenID Connect at its provider (login.oidc.recheck = "refresh"; see
 	// recheck); nil never asks the provider.
 	IdP IdPChecker
+	// LogoutReplay remembers the back-channel logout tokens EndIdPLogout
+	// accepted (their issuer and jti, hashed); nil means a memory cache of
+	// this process (DefaultLogoutReplayEntries). Replicas pass the one
+	// they share, so that a token accepted at one is a replay at another.
+	LogoutReplay DPoPReplayCache
 }
 
 // Sessions owns the rules of the gateway's server-side sessions: it builds a
@@ -167,6 +173,9 @@ func NewSessions(store sessionstore.Store, minter *Minter, cfg SessionsConfig) *
 	s := &Sessions{store: store, minter: minter, cfg: cfg, now: cfg.Now}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.cfg.LogoutReplay == nil {
+		s.cfg.LogoutReplay = NewMemoryDPoPReplay(DefaultLogoutReplayEntries, s.now)
 	}
 	return s
 }

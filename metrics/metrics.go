@@ -250,7 +250,7 @@ func (m *Metrics) knownLabels() {
 	for _, r := range []string{OIDCSuccess, OIDCRefused, OIDCInvalidState, OIDCInvalidIDToken, OIDCUnavailable} {
 		m.OIDCLogins.WithLabelValues(r)
 	}
-	for _, r := range []string{"logout", "reuse_detected", "admin", "session_limit", "idp_refused"} {
+	for _, r := range []string{"logout", "reuse_detected", "admin", "session_limit", "idp_refused", "idp_logout"} {
 		m.SessionsRevoked.WithLabelValues(r)
 	}
 	for _, r := range []string{ValidationValid, ValidationMissing, ValidationExpired, ValidationInvalid, ValidationRevoked} {

@@ -24,6 +24,7 @@ const (
 	errGatewayTimeout    = "gateway_timeout"
 	errUnavailable       = "temporarily_unavailable"
 	errNotFound          = "not_found"
+	errNotImplemented    = "not_implemented"
 	errMethodNotAllowed  = "method_not_allowed"
 	errTooManyRequests   = "too_many_requests"
 	errTooLarge          = "request_too_large"
@@ -204,6 +205,11 @@ func oidcProblem(err error) (problem, bool) {
 			description: "login state missing, expired or not this browser's; start the login again"}, true
 	case errors.Is(err, auth.ErrIDToken):
 		return problem{status: http.StatusBadRequest, code: errInvalidGrant, description: "the identity provider's ID token was refused"}, true
+	case errors.Is(err, auth.ErrLogoutToken):
+		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "logout token refused"}, true
+	case errors.Is(err, auth.ErrLogoutUnsupported):
+		return problem{status: http.StatusNotImplemented, code: errNotImplemented,
+			description: `back-channel logout needs login.oidc.subject_claim = "sub"`}, true
 	case errors.Is(err, auth.ErrIdPRefused):
 		return problem{status: http.StatusBadRequest, code: errAccessDenied, description: "the identity provider did not log you in"}, true
 	case errors.Is(err, auth.ErrIdPUnavailable):

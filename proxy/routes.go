@@ -33,6 +33,7 @@ func (g *Gateway) routes() error {
 	if g.deps.OIDC != nil {
 		g.own[oidcLoginPath] = g.only(http.MethodGet, g.handleOIDCLogin)
 		g.own[oidcCallbackPath] = g.only(http.MethodGet, g.handleOIDCCallback)
+		g.own[backchannelLogoutPath] = g.post(g.handleBackchannelLogout)
 	}
 	g.own["/auth/refresh"] = g.post(g.handleRefresh)
 	g.own["/auth/logout"] = g.post(g.handleLogout)

@@ -35,6 +35,10 @@ const (
 	// rechecked it at a refresh (login.oidc.recheck = "refresh"): the user
 	// was disabled, or signed out, at the provider.
 	ReasonIdPRefused = "idp_refused"
+	// ReasonIdPLogout is a session logged in with OpenID Connect that its
+	// identity provider ended by a back-channel logout: the user signed
+	// out there, or was signed out.
+	ReasonIdPLogout = "idp_logout"
 )
 
 // Errors returned by Rotate, in the order the refresh rules are checked.

@@ -1,19 +1,30 @@
-// Package oidctest starts a real OpenID Provider for tests: the example OP
-// of github.com/zitadel/oidc/v3 (a certified implementation), unmodified,
-// on a free loopback port, and drives its own login page the way a browser
-// does. There is no fake: the gateway's login is tested against the
-// discovery, the JWKS, the code exchange, the refresh tokens and the
-// end-session endpoint of a real provider.
+// Package oidctest starts a real OpenID Provider for tests: testop (the
+// module in ./testop), which is the example OP of github.com/zitadel/oidc/v3
+// (a certified implementation) with its login page, clients and storage
+// unchanged, its signing key read from a file this package writes, and a
+// "sid" claim in every ID token. It runs on a free loopback port, and this
+// package drives its own login page the way a browser does. There is no
+// fake: the gateway's login is tested against the discovery, the JWKS, the
+// code exchange, the refresh tokens and the end-session endpoint of a real
+// provider, and a test signs back-channel logout tokens with the
+// provider's own key (OP.Key).
 //
-// The binary (named "server") is found as env OIDC_OP_BIN says, else in
-// $(go env GOPATH)/bin, else it is installed with "go install" into the
-// user's cache directory. When none works the calling test is skipped,
+// The binary is found as env OIDC_TESTOP_BIN says, else it is built with
+// "go build" from ./testop into the user's cache directory (once per
+// content of its sources). When neither works the calling test is skipped,
 // except under CI (the environment variable CI is "true"), where it fails:
-// .ci/run installs it and sets OIDC_OP_BIN.
+// .ci/run installs it and sets OIDC_TESTOP_BIN. (The browser tests of
+// client/e2e run the unmodified example OP, OIDC_OP_BIN.)
 package oidctest
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"html"
@@ -25,24 +36,28 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/spa-gateway/gateway/proctest"
 )
 
-// Module is the example OP's package, at the version the tests are written
-// against.
-const Module = "github.com/zitadel/oidc/v3/example/server@v3.52.0"
-
-// The clients the example OP registers (example/server/main.go): a
-// confidential one (client_secret_basic) and a public one.
+// The clients the example OP registers (example/server/main.go, and
+// testop's main.go): a confidential one (client_secret_basic) and a public
+// one.
 const (
 	ClientID     = "web"
 	ClientSecret = "secret"
 	PublicClient = "native"
 )
+
+// KeyID is the kid under which the OP publishes Key at its /keys.
+const KeyID = "testop-key"
 
 // User is one user of the OP's users file; its ID is the "sub" of its ID
 // tokens.
@@ -62,11 +77,14 @@ type OP struct {
 	Issuer string
 	// Addr is 127.0.0.1:PORT.
 	Addr string
+	// Key is the OP's signing key (RS256, kid KeyID): it signs every token
+	// the OP issues, and a test signs logout tokens with it.
+	Key *rsa.PrivateKey
 
-	bin, users, redirects string
-	env                   []string
-	mu                    sync.Mutex
-	proc                  *proctest.Proc
+	bin, users, keyFile, redirects string
+	env                            []string
+	mu                             sync.Mutex
+	proc                           *proctest.Proc
 }
 
 // Start starts the OP on a free loopback port with redirectURIs as the
@@ -85,15 +103,25 @@ func Start(tb testing.TB, redirectURIs ...string) *OP {
 	return op
 }
 
-// newOP finds the binary and writes the users file.
+// newOP finds the binary and writes the users file and the signing key.
 func newOP(tb testing.TB, redirectURIs []string) *OP {
 	tb.Helper()
 	bin := need(tb)
-	users := filepath.Join(tb.TempDir(), "users.json")
+	dir := tb.TempDir()
+	users := filepath.Join(dir, "users.json")
 	if err := writeUsers(users, Alice, Bob); err != nil {
 		tb.Fatal(err)
 	}
-	return &OP{bin: bin, users: users, redirects: strings.Join(redirectURIs, ",")}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "signing.pem")
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return &OP{bin: bin, users: users, keyFile: keyFile, Key: key, redirects: strings.Join(redirectURIs, ",")}
 }
 
 // args are the arguments of /usr/bin/env that run the OP on addr: the
@@ -101,7 +129,8 @@ func newOP(tb testing.TB, redirectURIs []string) *OP {
 func (op *OP) args(addr string) []string {
 	_, port, _ := net.SplitHostPort(addr)
 	op.Addr, op.Issuer = addr, "http://localhost:"+port+"/"
-	op.env = []string{"PORT=" + port, "USERS_FILE=" + op.users, "REDIRECT_URI=" + op.redirects}
+	op.env = []string{"PORT=" + port, "USERS_FILE=" + op.users, "REDIRECT_URI=" + op.redirects,
+		"SIGNING_KEY_FILE=" + op.keyFile, "KEY_ID=" + KeyID}
 	return append(append([]string{}, op.env...), op.bin)
 }
 
@@ -112,7 +141,7 @@ func (op *OP) current() *proctest.Proc {
 }
 
 // Restart kills the OP and starts it again on the same port: it keeps its
-// signing key (the example's is fixed) and its users, and forgets every
+// signing key (Key) and its users, and forgets every
 // code, token and session it issued, as a provider that revoked them all.
 func (op *OP) Restart(tb testing.TB) {
 	tb.Helper()
@@ -161,57 +190,62 @@ func writeUsers(path string, users ...User) error {
 	return os.WriteFile(path, b, 0o600)
 }
 
-// need finds or installs the OP's binary, or skips (fails under CI) tb.
+// need finds or builds the OP's binary, or skips (fails under CI) tb.
 func need(tb testing.TB) string {
 	tb.Helper()
-	if p := os.Getenv("OIDC_OP_BIN"); p != "" {
+	if p := os.Getenv("OIDC_TESTOP_BIN"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			tb.Fatalf("OIDC_OP_BIN: %v", err)
+			tb.Fatalf("OIDC_TESTOP_BIN: %v", err)
 		}
 		return p
 	}
-	path, err := find()
+	path, err := buildOnce()
 	if err == nil {
 		return path
 	}
 	if os.Getenv("CI") == "true" {
-		tb.Fatalf("the OpenID Provider (go install %s) is not available, and CI must run the tests that need it: %v", Module, err)
+		tb.Fatalf("the OpenID Provider (go build in auth/oidctest/testop) is not available, and CI must run the tests that need it: %v", err)
 	}
-	tb.Skipf("the OpenID Provider (go install %s) is not available; skipping: %v", Module, err)
+	tb.Skipf("the OpenID Provider (go build in auth/oidctest/testop) is not available; skipping: %v", err)
 	return ""
 }
 
-var installOnce = sync.OnceValues(install)
+var buildOnce = sync.OnceValues(build)
 
-func find() (string, error) {
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			if p := filepath.Join(dir, "bin", "server"); fileExists(p) {
-				return p, nil
-			}
-		}
+// build runs go build in testop's directory, into the user's cache
+// directory under a name that hashes testop's sources, once per test
+// binary: a change to testop is built again, an unchanged one is not.
+func build() (string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("oidctest: no source path")
 	}
-	return installOnce()
-}
-
-// install runs go install into the user's cache directory, once per test
-// binary.
-func install() (string, error) {
+	src := filepath.Join(filepath.Dir(self), "testop")
+	h := sha256.New()
+	for _, name := range []string{"main.go", "go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cache, "spa-gateway-oidctest")
-	p := filepath.Join(dir, "server")
+	p := filepath.Join(cache, "spa-gateway-oidctest", "testop-"+hex.EncodeToString(h.Sum(nil))[:16])
 	if fileExists(p) {
 		return p, nil
 	}
-	cmd := exec.Command("go", "install", Module)
-	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	// Built under a name of its own and renamed into place: the test
+	// binaries of several packages may build at once.
+	tmp := fmt.Sprintf("%s.%d.tmp", p, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, ".")
+	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install %s: %w: %s", Module, err, out)
+		return "", fmt.Errorf("go build in %s: %w: %s", src, err, out)
 	}
-	return p, nil
+	return p, os.Rename(tmp, p)
 }
 
 func fileExists(p string) bool {
@@ -303,3 +337,40 @@ func (op *OP) owns(u *url.URL) bool {
 }
 
 func (op *OP) url(path string) string { return strings.TrimSuffix(op.Issuer, "/") + path }
+
+// LogoutEvent is the member of a back-channel logout token's "events"
+// claim (OpenID Connect Back-Channel Logout 1.0, section 2.4).
+const LogoutEvent = "http://schemas.openid.net/event/backchannel-logout"
+
+// LogoutClaims are the claims of a good logout token from the OP for
+// client, issued now: iss, aud, iat, exp (two minutes on), a random jti,
+// the events claim, and sid and sub where not empty. A test changes them
+// to forge one.
+func (op *OP) LogoutClaims(client, sub, sid string) jwt.MapClaims {
+	now := time.Now()
+	c := jwt.MapClaims{
+		"iss": op.Issuer, "aud": client, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+		"jti": rand.Text(), "events": map[string]any{LogoutEvent: map[string]any{}},
+	}
+	if sub != "" {
+		c["sub"] = sub
+	}
+	if sid != "" {
+		c["sid"] = sid
+	}
+	return c
+}
+
+// SignLogout signs claims as the OP would sign a logout token: RS256 with
+// Key, kid KeyID, typ "logout+jwt".
+func (op *OP) SignLogout(tb testing.TB, claims jwt.MapClaims) string {
+	tb.Helper()
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	t.Header["kid"] = KeyID
+	t.Header["typ"] = "logout+jwt"
+	s, err := t.SignedString(op.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}

@@ -210,6 +210,7 @@ func (m *Main) newSessions() *auth.Sessions {
 	if m.oidc != nil && m.cfg.Login.OIDC.Recheck == RecheckRefresh {
 		scfg.IdP = m.oidc
 	}
+	scfg.LogoutReplay = m.logoutRC // back-channel logout
 	return auth.NewSessions(m.store, m.minter, scfg)
 }
 

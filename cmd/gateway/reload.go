@@ -111,7 +111,7 @@ func (m *Main) reloadFrom(ctx context.Context, load func() (Config, error)) erro
 func (m *Main) successor(ctx context.Context, cfg Config) (*Main, error) {
 	prev := m.live.Load()
 	n := &Main{cfg: cfg, now: m.now, log: m.log, store: m.store, reg: m.reg, met: m.met,
-		limiter: prev.limiter, replay: m.replay, tunnels: m.tunnels}
+		limiter: prev.limiter, replay: m.replay, logoutRC: m.logoutRC, tunnels: m.tunnels}
 	if err := n.buildAuth(false); err != nil {
 		return nil, err
 	}

@@ -155,9 +155,10 @@ type Main struct {
 	verifier          *auth.Verifier
 	external          map[string]*auth.ExternalVerifier // by name
 	minter            *auth.Minter
-	login             auth.Authenticator // nil: /auth/login is left to the routes
-	oidc              *auth.OIDC         // nil: no [login.oidc]
-	oidcBuiltFrom     string             // oidcFingerprint of what oidc was built from
+	login             auth.Authenticator   // nil: /auth/login is left to the routes
+	oidc              *auth.OIDC           // nil: no [login.oidc]
+	oidcBuiltFrom     string               // oidcFingerprint of what oidc was built from
+	logoutRC          auth.DPoPReplayCache // back-channel logout tokens seen; kept across reloads
 	sessions          *auth.Sessions
 	reg               *prometheus.Registry
 	met               *metrics.Metrics
@@ -206,6 +207,7 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	bv := readBuildVersion()
 	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
 	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
+	m.logoutRC = m.logoutReplay()
 	m.sessions = m.newSessions()
 	m.limiter = newLimiter(cfg.Login, now)
 	m.replay = m.dpopReplay()

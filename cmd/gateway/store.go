@@ -111,6 +111,19 @@ func (m *Main) dpopReplay() auth.DPoPReplayCache {
 	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(0, m.now))
 }
 
+// logoutReplay is the back-channel logout tokens' replay cache: with
+// Redis, the one every replica shares (observed as "oidc_logout_replay"),
+// so that a logout token accepted at one replica is a replay at the
+// others; with bbolt, a memory cache of this process. Either is made once
+// and kept across reloads.
+func (m *Main) logoutReplay() auth.DPoPReplayCache {
+	rs, ok := m.store.(*redisstore.Store)
+	if !ok {
+		return auth.NewMemoryDPoPReplay(auth.DefaultLogoutReplayEntries, m.now)
+	}
+	return observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("oidc_logout_replay")}
+}
+
 // observedReplay is a replay cache whose calls' durations go to hist.
 type observedReplay struct {
 	cache auth.DPoPReplayCache
