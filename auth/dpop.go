@@ -1,7 +1,7 @@
 package auth
 
 // DPoP proof validation (RFC 9449). This file is the verifier and its
-// errors; dpop_key.go reads the proof's jwk, dpop_htu.go compares htu,
+// errors; dpop_jws.go parses the proof, dpop_key.go reads its jwk, dpop_htu.go compares htu,
 // dpop_replay.go is the jti replay cache and dpop_nonce.go the server
 // nonces.
 //
@@ -9,8 +9,8 @@ package auth
 //
 //  1. exactly one proof was presented, at most MaxDPoPProofBytes long,
 //     holding only base64url characters and dots;
-//  2. it is a well-formed JWS compact serialisation (golang-jwt, strict
-//     base64url) without a crit header;
+//  2. it is a well-formed JWS compact serialisation (strict base64url,
+//     JSON header and claims: dpop_jws.go) without a crit header;
 //  3. typ is "dpop+jwt" (RFC 7515 section 4.1.9: media types compare
 //     case-insensitively, and "application/" may be omitted, so
 //     "application/dpop+jwt" is the same type);
