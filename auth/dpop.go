@@ -289,9 +289,11 @@ func (v *DPoPVerifier) Algorithms() []string { return slices.Clone(v.algs) }
 // values of every DPoP header field of the request, and exactly one is
 // required — and returns the proof. Errors match ErrDPoPNonceRequired or
 // ErrDPoPProofInvalid when the proof is at fault; an error of the replay
-// cache (unreachable, or full: ErrDPoPReplayFull) is returned wrapped and
-// matches neither, and means the proof could not be checked: the caller
-// refuses the request as a server-side failure (fail closed).
+// cache (unreachable) is returned wrapped and matches neither, and means
+// the proof could not be checked: the caller refuses the request as a
+// server-side failure (fail closed). A proof older than what a full memory
+// cache still holds (ErrDPoPProofTooOld) is refused as "DPoP proof too
+// old", the proof's fault.
 func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequest) (DPoPProof, error) {
 	switch {
 	case len(proofs) == 0:
@@ -326,10 +328,12 @@ func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequ
 		}
 	}
 	seen, err := v.replay.Seen(ctx, replayID(proof.JKT, proof.ID), proof.IssuedAt.Add(v.maxAge))
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDPoPProofTooOld):
+		return DPoPProof{}, dpopInvalid("DPoP proof too old")
+	case err != nil:
 		return DPoPProof{}, fmt.Errorf("dpop replay cache: %w", err)
-	}
-	if seen {
+	case seen:
 		return DPoPProof{}, dpopInvalid("DPoP proof replayed")
 	}
 	return proof, nil
