@@ -17,6 +17,13 @@ import (
 // each one signature check, which is more than two cores verify.
 const DefaultDPoPReplayEntries = 250_000
 
+// ErrDPoPReplayFull is what a DPoPReplayCache may return when it cannot
+// record a proof for lack of room: the proof cannot be checked for a
+// replay, and the verifier refuses it as a server-side failure (forgetting
+// an entry early would let its proof be replayed). MemoryDPoPReplay no
+// longer returns it: it shrinks its window instead (ErrDPoPProofTooOld).
+var ErrDPoPReplayFull = errors.New("dpop replay cache full")
+
 // ErrDPoPProofTooOld is returned by MemoryDPoPReplay.Seen for a proof whose
 // until is not after the cache's floor: the cache has forgotten proofs
 // that old to make room, and cannot tell whether this one is a replay of
