@@ -107,7 +107,7 @@ func (m *Main) dpopReplay() auth.DPoPReplayCache {
 		return nil
 	}
 	shared := observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("dpop_replay")}
-	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(0, m.now))
+	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now))
 }
 
 // observedReplay is a replay cache whose calls' durations go to hist.
