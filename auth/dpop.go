@@ -1,7 +1,7 @@
 package auth
 
 // DPoP proof validation (RFC 9449). This file is the verifier and its
-// errors; dpop_key.go reads the proof's jwk, dpop_htu.go compares htu,
+// errors; dpop_jws.go parses the proof, dpop_key.go reads its jwk, dpop_htu.go compares htu,
 // dpop_replay.go is the jti replay cache and dpop_nonce.go the server
 // nonces.
 //
@@ -9,8 +9,8 @@ package auth
 //
 //  1. exactly one proof was presented, at most MaxDPoPProofBytes long,
 //     holding only base64url characters and dots;
-//  2. it is a well-formed JWS compact serialisation (golang-jwt, strict
-//     base64url) without a crit header;
+//  2. it is a well-formed JWS compact serialisation (strict base64url,
+//     JSON header and claims: dpop_jws.go) without a crit header;
 //  3. typ is "dpop+jwt" (RFC 7515 section 4.1.9: media types compare
 //     case-insensitively, and "application/" may be omitted, so
 //     "application/dpop+jwt" is the same type);
@@ -52,7 +52,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -234,7 +237,7 @@ type DPoPVerifier struct {
 	now        func() time.Time
 	replay     DPoPReplayCache
 	nonces     *DPoPNonces
-	parser     *jwt.Parser
+	keys       *keyCache // by header segment, for this verifier's algs
 }
 
 // NewDPoPVerifier returns a verifier for cfg, or an error listing every
@@ -267,11 +270,7 @@ func NewDPoPVerifier(cfg DPoPConfig) (*DPoPVerifier, error) {
 		now:        cfg.Now,
 		replay:     cfg.Replay,
 		nonces:     cfg.Nonces,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods(slices.Clone(algs)),
-			jwt.WithStrictDecoding(),
-			jwt.WithoutClaimsValidation(),
-		),
+		keys:       &keyCache{seed: maphash.MakeSeed()},
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -290,9 +289,11 @@ func (v *DPoPVerifier) Algorithms() []string { return slices.Clone(v.algs) }
 // values of every DPoP header field of the request, and exactly one is
 // required — and returns the proof. Errors match ErrDPoPNonceRequired or
 // ErrDPoPProofInvalid when the proof is at fault; an error of the replay
-// cache (unreachable, or full: ErrDPoPReplayFull) is returned wrapped and
-// matches neither, and means the proof could not be checked: the caller
-// refuses the request as a server-side failure (fail closed).
+// cache (unreachable) is returned wrapped and matches neither, and means
+// the proof could not be checked: the caller refuses the request as a
+// server-side failure (fail closed). A proof older than what a full memory
+// cache still holds (ErrDPoPProofTooOld) is refused as "DPoP proof too
+// old", the proof's fault.
 func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequest) (DPoPProof, error) {
 	switch {
 	case len(proofs) == 0:
@@ -310,74 +311,85 @@ func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequ
 		return DPoPProof{}, dpopInvalid("malformed DPoP proof")
 	}
 	now := v.now()
-	var key proofKey
-	claims := &claimSet{}
-	if parsed, err := v.parser.ParseWithClaims(raw, claims, key.fromHeader); err != nil {
-		return DPoPProof{}, v.classify(parsed, err)
-	}
-	if claims.m == nil {
-		return DPoPProof{}, dpopInvalid("malformed DPoP proof")
+	key, claims, err := v.parse(raw)
+	if err != nil {
+		return DPoPProof{}, err
 	}
 	proof := DPoPProof{JKT: key.jkt, Algorithm: key.alg}
-	var err error
-	if proof.ID, proof.IssuedAt, err = v.checkClaims(claims.m, req, now); err != nil {
+	if proof.ID, proof.IssuedAt, err = v.checkClaims(&claims, req, now); err != nil {
 		return DPoPProof{}, err
 	}
 	if req.JKT != "" && req.JKT != proof.JKT {
 		return DPoPProof{}, dpopInvalid("DPoP key mismatch")
 	}
 	if req.RequireNonce {
-		if err := v.checkNonce(claims.m, now); err != nil {
+		if err := v.checkNonce(&claims, now); err != nil {
 			return DPoPProof{}, err
 		}
 	}
 	seen, err := v.replay.Seen(ctx, replayID(proof.JKT, proof.ID), proof.IssuedAt.Add(v.maxAge))
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDPoPProofTooOld):
+		return DPoPProof{}, dpopInvalid("DPoP proof too old")
+	case err != nil:
 		return DPoPProof{}, fmt.Errorf("dpop replay cache: %w", err)
-	}
-	if seen {
+	case seen:
 		return DPoPProof{}, dpopInvalid("DPoP proof replayed")
 	}
 	return proof, nil
 }
 
 // checkClaims checks htm, htu, iat, jti and ath, and returns jti and iat.
-func (v *DPoPVerifier) checkClaims(m map[string]any, req DPoPRequest, now time.Time) (string, time.Time, error) {
-	if htm, ok := m["htm"].(string); !ok || htm != req.Method {
+func (v *DPoPVerifier) checkClaims(c *proofClaims, req DPoPRequest, now time.Time) (string, time.Time, error) {
+	if !c.htm.isString(req.Method) {
 		return "", time.Time{}, dpopInvalid("htm mismatch")
 	}
-	htu, ok := m["htu"].(string)
+	htu, ok := c.htu.str()
 	if !ok || !htuMatches(htu, req.URL) {
 		return "", time.Time{}, dpopInvalid("htu mismatch")
 	}
-	iat, present, err := numericDate(m, "iat")
+	iat, err := proofIssuedAt(c.iat)
 	switch {
 	case err != nil:
-		return "", time.Time{}, dpopInvalid("invalid iat claim")
-	case !present:
-		return "", time.Time{}, dpopInvalid("missing iat claim")
+		return "", time.Time{}, err
 	case iat.Before(now.Add(-v.maxAge)):
 		return "", time.Time{}, dpopInvalid("DPoP proof too old")
 	case iat.After(now.Add(v.futureSkew)):
 		return "", time.Time{}, dpopInvalid("DPoP proof issued in the future")
 	}
-	jti, ok := m["jti"].(string)
+	jti, ok := c.jti.str()
 	if !ok || jti == "" || len(jti) > maxJTIBytes {
 		return "", time.Time{}, dpopInvalid("missing or invalid jti claim")
 	}
 	if req.AccessToken != "" {
-		if ath, ok := m["ath"].(string); !ok || ath != AccessTokenHash(req.AccessToken) {
+		if ath := accessTokenHash(req.AccessToken); !c.ath.is(ath[:]) {
 			return "", time.Time{}, dpopInvalid("ath mismatch")
 		}
 	}
 	return jti, iat, nil
 }
 
+// proofIssuedAt reads iat, a NumericDate (RFC 7519 section 2: seconds,
+// possibly fractional), as numericDate does the map's.
+func proofIssuedAt(v claimValue) (time.Time, error) {
+	if !v.present() {
+		return time.Time{}, dpopInvalid("missing iat claim")
+	}
+	if c := v.raw[0]; c != '-' && (c < '0' || c > '9') {
+		return time.Time{}, dpopInvalid("invalid iat claim")
+	}
+	f, err := strconv.ParseFloat(string(v.raw), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
+		return time.Time{}, dpopInvalid("invalid iat claim")
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
 // checkNonce checks the proof's nonce claim against v.nonces.
-func (v *DPoPVerifier) checkNonce(m map[string]any, now time.Time) error {
-	raw, present := m["nonce"]
-	nonce, ok := raw.(string)
-	if !present || !ok || nonce == "" {
+func (v *DPoPVerifier) checkNonce(c *proofClaims, now time.Time) error {
+	nonce, ok := c.nonce.str()
+	if !ok || nonce == "" {
 		return &dpopError{kind: ErrDPoPNonceRequired, desc: "DPoP nonce required"}
 	}
 	if v.nonces == nil || !v.nonces.valid(nonce, now) {
@@ -389,8 +401,17 @@ func (v *DPoPVerifier) checkNonce(m map[string]any, now time.Time) error {
 // AccessTokenHash is the ath of a proof presented with token (RFC 9449
 // section 4.2): base64url of the SHA-256 of its ASCII text.
 func AccessTokenHash(token string) string {
+	ath := accessTokenHash(token)
+	return string(ath[:])
+}
+
+// accessTokenHash is AccessTokenHash in an array, which comparing with a
+// claim does not allocate.
+func accessTokenHash(token string) [43]byte {
 	sum := sha256.Sum256([]byte(token))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	var ath [43]byte // base64url of 32 bytes, unpadded
+	base64.RawURLEncoding.Encode(ath[:], sum[:])
+	return ath
 }
 
 // replayID is the replay cache's key of a proof: a hash of its key's
@@ -403,29 +424,6 @@ func replayID(jkt, jti string) string {
 	h.Write([]byte{0})
 	h.Write([]byte(jti))
 	return string(h.Sum(nil))
-}
-
-// classify maps a golang-jwt parse error to ours. golang-jwt reports an
-// alg outside WithValidMethods as an invalid signature, and an unknown one
-// (none among them, which it knows but never verifies without a special
-// key) as unverifiable: both are an unsupported algorithm here.
-func (v *DPoPVerifier) classify(parsed *jwt.Token, err error) error {
-	var de *dpopError
-	if errors.As(err, &de) {
-		return de
-	}
-	if errors.Is(err, jwt.ErrTokenMalformed) {
-		return dpopInvalid("malformed DPoP proof")
-	}
-	if parsed != nil {
-		if alg, _ := parsed.Header["alg"].(string); !slices.Contains(v.algs, alg) {
-			return dpopInvalid("unsupported DPoP proof algorithm")
-		}
-	}
-	if errors.Is(err, jwt.ErrTokenSignatureInvalid) {
-		return dpopInvalid("DPoP proof signature invalid")
-	}
-	return dpopInvalid("malformed DPoP proof")
 }
 
 // isDPoPType reports whether typ names the media type

@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"encoding/base64"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // jwkPrivateMembers are the JWK members that hold private key material
@@ -16,27 +14,31 @@ import (
 // key to prove possession of.
 var jwkPrivateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
-// proofKey is the public key of a DPoP proof's jwk header, filled in by
-// fromHeader during parsing.
+// proofKey is the checked public key of a DPoP proof's header: what the
+// header segment's exact bytes mean, cached by them (keyCache). It is
+// immutable once made, and shared by the goroutines verifying proofs of
+// one client.
 type proofKey struct {
-	alg string
-	jkt string
+	header string // the base64url header segment, the cache key
+	alg    string
+	jkt    string
+	pub    any // *ecdsa.PublicKey or ed25519.PublicKey
 }
 
-// fromHeader is the proof's jwt.Keyfunc: it checks the header (crit, typ,
-// jwk) and returns the jwk's public key, of the type the (already allowed)
-// alg needs. golang-jwt's Verify also asserts the key's Go type, so an
-// EdDSA signature can never be checked against an EC key, but checking
-// kty and crv here gives the client a clear error.
-func (k *proofKey) fromHeader(t *jwt.Token) (any, error) {
-	if _, ok := t.Header["crit"]; ok {
+// checkHeader checks a proof's decoded header (crit, typ, jwk), whose alg
+// the caller has already allowed, and returns the jwk's public key, of the
+// type alg needs. verify also asserts the key's Go type, so an EdDSA
+// signature can never be checked against an EC key, but checking kty and
+// crv here gives the client a clear error.
+func checkHeader(h map[string]any) (*proofKey, error) {
+	if _, ok := h["crit"]; ok {
 		// RFC 7515 section 4.1.11: we understand no extension.
 		return nil, dpopInvalid("unsupported critical header")
 	}
-	if typ, ok := t.Header["typ"].(string); !ok || !isDPoPType(typ) {
+	if typ, ok := h["typ"].(string); !ok || !isDPoPType(typ) {
 		return nil, dpopInvalid("wrong DPoP proof type")
 	}
-	raw, ok := t.Header["jwk"]
+	raw, ok := h["jwk"]
 	if !ok {
 		return nil, dpopInvalid("missing jwk header")
 	}
@@ -49,7 +51,7 @@ func (k *proofKey) fromHeader(t *jwt.Token) (any, error) {
 			return nil, dpopInvalid("jwk holds a private key")
 		}
 	}
-	alg := t.Method.Alg()
+	alg, _ := h["alg"].(string)
 	if a, ok := jwk["alg"]; ok && a != alg {
 		return nil, dpopInvalid("jwk alg mismatch")
 	}
@@ -63,8 +65,7 @@ func (k *proofKey) fromHeader(t *jwt.Token) (any, error) {
 	}
 	// The thumbprint is of the members re-encoded from the parsed key, so
 	// it depends on the key alone, never on how the client spelled it.
-	k.alg, k.jkt = alg, thumbprint(members)
-	return pub, nil
+	return &proofKey{alg: alg, jkt: thumbprint(members), pub: pub}, nil
 }
 
 // publicKeyOfJWK parses jwk as the public key alg needs: EC P-256 (x, y)

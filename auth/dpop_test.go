@@ -421,27 +421,44 @@ func TestDPoPReplayConcurrent(t *testing.T) {
 	}
 }
 
-// TestDPoPReplayFull: a full cache refuses new proofs as a server
-// failure, not as the proof's fault, and accepts again once entries
-// expire.
+// TestDPoPReplayFull: a full cache no longer refuses new proofs as a
+// server failure: it shrinks its window, so proofs as old as those it
+// evicted are refused as the proof's fault ("DPoP proof too old"), an
+// evicted proof's replay among them, while newer ones are accepted; and
+// it accepts again once entries expire.
 func TestDPoPReplayFull(t *testing.T) {
 	f := newDPoPFixture(t, dpopReplayShards) // one entry per shard
 	ctx := t.Context()
-	full := false
-	for i := 0; i < 10*dpopReplayShards && !full; i++ {
+	first := f.proof(t, f.ec)
+	if _, err := f.verifier.Verify(ctx, oneProof(first), getRequest()); err != nil {
+		t.Fatal(err)
+	}
+	// The clock is fixed: every proof has first's until, so once shards
+	// evict, proofs of this second are refused as too old.
+	tooOld := 0
+	for range 10 * dpopReplayShards {
 		_, err := f.verifier.Verify(ctx, oneProof(f.proof(t, f.ec)), getRequest())
 		switch {
-		case errors.Is(err, ErrDPoPReplayFull):
-			full = true
-			if DPoPErrorCode(err) != "" || errors.Is(err, ErrDPoPProofInvalid) {
-				t.Errorf("full cache error %v is the proof's fault", err)
+		case DescribeDPoP(err) == "DPoP proof too old":
+			tooOld++
+			if DPoPErrorCode(err) != DPoPErrorInvalidProof {
+				t.Errorf("too old error %v is not invalid_dpop_proof", err)
 			}
 		case err != nil:
-			t.Fatal(err)
+			t.Fatalf("Verify = %v, want nil or too old", err)
 		}
 	}
-	if !full {
-		t.Fatal("cache never full")
+	if tooOld == 0 {
+		t.Fatal("a full cache never shrank its window")
+	}
+	// Newer proofs are accepted; the first one's replay is not, evicted
+	// or not.
+	f.clock.Advance(time.Second)
+	if _, err := f.verifier.Verify(ctx, oneProof(f.proof(t, f.ec)), getRequest()); err != nil {
+		t.Fatalf("a newer proof: Verify = %v, want nil", err)
+	}
+	if _, err := f.verifier.Verify(ctx, oneProof(first), getRequest()); !errors.Is(err, ErrDPoPProofInvalid) {
+		t.Fatalf("replay of the first proof: Verify = %v, want refused", err)
 	}
 	f.clock.Advance(DefaultDPoPMaxAge + time.Second)
 	if _, err := f.verifier.Verify(ctx, oneProof(f.proof(t, f.ec)), getRequest()); err != nil {

@@ -132,15 +132,15 @@ func (o options) proofsPerRun() int {
 }
 
 // proofMaxAge is the gateways' tokens.dpop_proof_max_age when a bound mode
-// runs: the proofs of a pair are made before it and must still be fresh
-// at the end of its second run, with iat rounded down to the second. It is
-// kept no longer than that because every accepted proof stays in the
-// gateway's replay cache (100,000 entries) for this long; at the default
-// minute, runs back to back at several thousand requests a second would
-// fill it, and the gateway then refuses proofs (fail closed).
+// runs: the default minute, or longer where runs are so long that the
+// proofs of a pair, made before it with iat rounded down to the second,
+// would not be fresh at the end of its second run. (It used to be kept as
+// short as that allowed, 10 s, because a full replay cache refused every
+// proof with 503; a full cache now shrinks its window instead, and the
+// proofs of the pair running are always the newest it holds.)
 func (o options) proofMaxAge() time.Duration {
 	age := (2*(o.warmup+o.duration) + 5*time.Second).Round(time.Second)
-	return min(age, 10*time.Minute)
+	return min(max(age, auth.DefaultDPoPMaxAge), 10*time.Minute)
 }
 
 // boundSession is the session of the bound tokens, seeded besides the

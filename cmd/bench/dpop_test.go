@@ -115,7 +115,8 @@ func TestProofMaxAge(t *testing.T) {
 	tests := []struct {
 		warmup, duration, want time.Duration
 	}{
-		{500 * time.Millisecond, 2 * time.Second, 10 * time.Second},
+		{500 * time.Millisecond, 2 * time.Second, time.Minute},
+		{5 * time.Second, 20 * time.Second, time.Minute},
 		{time.Second, 30 * time.Second, 67 * time.Second},
 		{time.Minute, time.Hour, 10 * time.Minute},
 	}

@@ -391,8 +391,8 @@ func (d *driver) startGateway(alg, rev, suffix, profile string) (*proc, error) {
 		return nil, fmt.Errorf("seed %s: %w", name, err)
 	}
 	extra := fmt.Sprintf("revocation = %q\n", rev)
-	if d.proof != nil {
-		extra += fmt.Sprintf("dpop_proof_max_age = %q\n", d.o.proofMaxAge())
+	if age := d.o.proofMaxAge(); d.proof != nil && age != auth.DefaultDPoPMaxAge {
+		extra += fmt.Sprintf("dpop_proof_max_age = %q\n", age)
 	}
 	if err := d.writeConfig(dir, alg, a.keyFile, extra, "", profile != ""); err != nil {
 		return nil, err

@@ -160,6 +160,11 @@ type TokensConfig struct {
 	// DPoPProofMaxAge is how old a proof's iat may be, and how long its
 	// jti is remembered against replay.
 	DPoPProofMaxAge Duration `toml:"dpop_proof_max_age"`
+	// DPoPReplayEntries is the capacity of this process's memory replay
+	// cache (auth.MemoryDPoPReplay, about 80 bytes an entry): it holds
+	// dpop_proof_max_age of proofs up to DPoPReplayEntries/max_age a
+	// second, and beyond that shrinks its window rather than refuse.
+	DPoPReplayEntries int `toml:"dpop_replay_entries"`
 
 	// External are the [[tokens.external]] tables: other issuers whose
 	// tokens routes may accept (see external.go). Empty means none.
@@ -336,23 +341,24 @@ func Default() Config {
 		},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
 		Tokens: TokensConfig{
-			Issuer:          "gateway",
-			Audience:        "api",
-			Algorithm:       auth.EdDSA,
-			KeyFile:         "signing.pem",
-			VerifyKeyFiles:  []string{},
-			AccessTTL:       Duration(15 * time.Minute),
-			IdleTimeout:     Duration(time.Hour),
-			AbsoluteTimeout: Duration(24 * time.Hour),
-			RefreshGrace:    Duration(10 * time.Second),
-			Delivery:        proxy.DeliveryBearer,
-			CookieName:      "__Host-gateway",
-			AllowedOrigins:  []string{},
-			Revocation:      proxy.RevocationRefresh,
-			VerifyCacheSize: 10_000,
-			DPoP:            proxy.DPoPAllowed,
-			DPoPAlgorithms:  auth.DPoPAlgorithms(),
-			DPoPProofMaxAge: Duration(auth.DefaultDPoPMaxAge),
+			Issuer:            "gateway",
+			Audience:          "api",
+			Algorithm:         auth.EdDSA,
+			KeyFile:           "signing.pem",
+			VerifyKeyFiles:    []string{},
+			AccessTTL:         Duration(15 * time.Minute),
+			IdleTimeout:       Duration(time.Hour),
+			AbsoluteTimeout:   Duration(24 * time.Hour),
+			RefreshGrace:      Duration(10 * time.Second),
+			Delivery:          proxy.DeliveryBearer,
+			CookieName:        "__Host-gateway",
+			AllowedOrigins:    []string{},
+			Revocation:        proxy.RevocationRefresh,
+			VerifyCacheSize:   10_000,
+			DPoP:              proxy.DPoPAllowed,
+			DPoPAlgorithms:    auth.DPoPAlgorithms(),
+			DPoPProofMaxAge:   Duration(auth.DefaultDPoPMaxAge),
+			DPoPReplayEntries: auth.DefaultDPoPReplayEntries,
 		},
 		Store: StoreConfig{
 			Backend:             BackendBbolt,

@@ -151,6 +151,8 @@ func TestValidateNamesKey(t *testing.T) {
 		{"dpop algorithm", func(c *Config) { c.Tokens.DPoPAlgorithms = []string{"ES256", "HS256"} }, `tokens.dpop_algorithms[1]: "HS256" is not one of ES256, EdDSA`},
 		{"dpop proof max age zero", func(c *Config) { c.Tokens.DPoPProofMaxAge = 0 }, "tokens.dpop_proof_max_age: 0s must be positive"},
 		{"dpop proof max age long", func(c *Config) { c.Tokens.DPoPProofMaxAge = Duration(time.Hour) }, "tokens.dpop_proof_max_age: 1h0m0s must be positive and at most 10m"},
+		{"dpop replay entries small", func(c *Config) { c.Tokens.DPoPReplayEntries = 10 }, "tokens.dpop_replay_entries: 10 must be between 1000 and 10000000"},
+		{"dpop replay entries zero", func(c *Config) { c.Tokens.DPoPReplayEntries = 0 }, "tokens.dpop_replay_entries: 0 must be between"},
 
 		{"backend", func(c *Config) { c.Store.Backend = "sqlite" }, `store.backend: "sqlite" is not one of bbolt, redis`},
 		{"bbolt path", func(c *Config) { c.Store.Path = "" }, "store.path: must be set"},

@@ -376,7 +376,7 @@ func dpopVerifier(t TokensConfig, signing *auth.Key, now func() time.Time) (*aut
 }
 
 // newDPoPVerifier is dpopVerifier with replay as the proofs' replay cache
-// (Main.dpopReplay); nil means the verifier's own memory cache.
+// (Main.dpopReplay); nil means a memory cache of t.DPoPReplayEntries.
 func newDPoPVerifier(t TokensConfig, signing *auth.Key, now func() time.Time, replay auth.DPoPReplayCache) (*auth.DPoPVerifier, *auth.DPoPNonces, error) {
 	var nonces *auth.DPoPNonces
 	if t.DPoPNonce {
@@ -387,6 +387,9 @@ func newDPoPVerifier(t TokensConfig, signing *auth.Key, now func() time.Time, re
 		if nonces, err = auth.NewDPoPNonces(auth.DPoPNonceConfig{Key: key, Now: now}); err != nil {
 			return nil, nil, err
 		}
+	}
+	if replay == nil {
+		replay = auth.NewMemoryDPoPReplay(t.DPoPReplayEntries, now)
 	}
 	var algs []string
 	if len(t.DPoPAlgorithms) > 0 {

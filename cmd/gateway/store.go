@@ -108,7 +108,7 @@ func (m *Main) dpopReplay() auth.DPoPReplayCache {
 		return auth.NewMemoryDPoPReplay(auth.DefaultDPoPReplayEntries, m.now)
 	}
 	shared := observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("dpop_replay")}
-	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(0, m.now))
+	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now))
 }
 
 // logoutReplay is the back-channel logout tokens' replay cache: with

@@ -155,6 +155,14 @@ func (c *Config) validateTokens(p *problems) {
 	t.validateDPoP(p)
 }
 
+// Bounds of tokens.dpop_replay_entries: below the minimum a full cache's
+// window would shrink to a fraction of a second at modest rates, refusing
+// honest clients whose clocks differ by more; the maximum is about 800 MiB.
+const (
+	minDPoPReplayEntries = 1_000
+	maxDPoPReplayEntries = 10_000_000
+)
+
 func (t *TokensConfig) validateDPoP(p *problems) {
 	checkWord(p, "tokens.dpop", t.DPoP)
 	for i, alg := range t.DPoPAlgorithms {
@@ -164,6 +172,9 @@ func (t *TokensConfig) validateDPoP(p *problems) {
 	}
 	if t.DPoPProofMaxAge <= 0 || time.Duration(t.DPoPProofMaxAge) > 10*time.Minute {
 		p.add("tokens.dpop_proof_max_age", "%v must be positive and at most 10m: a proof is meant for one request, now", t.DPoPProofMaxAge)
+	}
+	if t.DPoPReplayEntries < minDPoPReplayEntries || t.DPoPReplayEntries > maxDPoPReplayEntries {
+		p.add("tokens.dpop_replay_entries", "%d must be between %d and %d (about 80 bytes an entry)", t.DPoPReplayEntries, minDPoPReplayEntries, maxDPoPReplayEntries)
 	}
 }
 
