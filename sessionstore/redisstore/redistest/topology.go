@@ -140,6 +140,35 @@ func (c *Cluster) URL() string {
 // slot of key as master.
 func (c *Cluster) MasterOf(tb testing.TB, key string) *Server {
 	tb.Helper()
+	m, _ := c.masterOf(tb, key)
+	return m
+}
+
+// Rejoin restarts n, killed, as a new empty node that replicates the
+// current master of key's slot. A node restarted with its old cluster
+// configuration would claim its former slots, empty, until it hears of the
+// failover; a clean one never does.
+func (c *Cluster) Rejoin(tb testing.TB, n *Server, key string) {
+	tb.Helper()
+	master, id := c.masterOf(tb, key)
+	n.kill()
+	if err := os.Remove(filepath.Join(n.dir, "nodes.conf")); err != nil && !os.IsNotExist(err) {
+		tb.Fatal(err)
+	}
+	n.Restart(tb)
+	host, port, _ := net.SplitHostPort(master.Addr)
+	n.Do(tb, "CLUSTER", "MEET", host, port)
+	deadline := time.Now().Add(FailoverTimeout)
+	for n.Do(tb, "CLUSTER", "REPLICATE", id) != "+OK" {
+		if time.Now().After(deadline) {
+			tb.Fatalf("node %s does not replicate %s after %v", n.Addr, master.Addr, FailoverTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) masterOf(tb testing.TB, key string) (*Server, string) {
+	tb.Helper()
 	for _, n := range c.Nodes {
 		slotLine, err := do(n.Addr, "CLUSTER", "KEYSLOT", key)
 		if err != nil {
@@ -166,7 +195,7 @@ func (c *Cluster) MasterOf(tb testing.TB, key string) *Server {
 					addr, _, _ := strings.Cut(f[1], "@")
 					for _, m := range c.Nodes {
 						if m.Addr == addr {
-							return m
+							return m, f[0]
 						}
 					}
 				}
@@ -174,7 +203,7 @@ func (c *Cluster) MasterOf(tb testing.TB, key string) *Server {
 		}
 	}
 	tb.Fatalf("no node serves the slot of %q", key)
-	return nil
+	return nil, ""
 }
 
 // waitFor sends args until the answer holds want, for at most
