@@ -49,7 +49,7 @@ func TestValidateRedis(t *testing.T) {
 		{"connect timeout", func(c *Config) { c.Store.RedisConnectTimeout = 0 }, "store.redis_connect_timeout: 0s must be positive"},
 		{"min replicas", func(c *Config) { c.Store.RedisMinReplicas = -1 }, "store.redis_min_replicas: -1 must not be negative"},
 		{"replica timeout", func(c *Config) { c.Store.RedisReplicaTimeout = 0 }, "store.redis_replica_timeout: 0s must be positive"},
-		{"replica timeout above write", func(c *Config) { c.Store.RedisReplicaTimeout = c.Store.WriteTimeout }, "must be below store.write_timeout"},
+		{"replica timeout above write", func(c *Config) { c.Store.RedisMinReplicas, c.Store.RedisReplicaTimeout = 1, c.Store.WriteTimeout }, "must be below store.write_timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
