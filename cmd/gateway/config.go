@@ -198,6 +198,15 @@ type StoreConfig struct {
 	// done within it answers 503 and never applies afterwards), the session
 	// lists, and the WebSocket session checks.
 	WriteTimeout Duration `toml:"write_timeout"`
+
+	// RedisMinReplicas is how many Redis replicas must have each session
+	// change (WAIT) before it is reported done; fewer within
+	// RedisReplicaTimeout answer 503 (see redisstore.Options.MinReplicas).
+	// Zero means none: the master's answer is enough.
+	RedisMinReplicas int `toml:"redis_min_replicas"`
+	// RedisReplicaTimeout is how long a change waits for
+	// RedisMinReplicas; it must be below WriteTimeout.
+	RedisReplicaTimeout Duration `toml:"redis_replica_timeout"`
 }
 
 // LoginConfig is the [login] table. With neither UsersFile nor Upstream set,
@@ -366,6 +375,7 @@ func Default() Config {
 			SweepInterval:       Duration(time.Minute),
 			RedisConnectTimeout: Duration(10 * time.Second),
 			WriteTimeout:        Duration(3 * time.Second),
+			RedisReplicaTimeout: Duration(time.Second),
 		},
 		Login: LoginConfig{
 			SubjectHeader:      "X-Auth-Subject",

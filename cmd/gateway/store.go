@@ -21,7 +21,10 @@ import (
 // A file that does not load is a *ConfigError; Redis not answering is an
 // error naming the URL with its password redacted.
 func openRedis(ctx context.Context, cfg StoreConfig, log *slog.Logger) (sessionstore.Store, error) {
-	opts := &redisstore.Options{ConnectTimeout: time.Duration(cfg.RedisConnectTimeout), WriteTimeout: time.Duration(cfg.WriteTimeout)}
+	opts := &redisstore.Options{
+		ConnectTimeout: time.Duration(cfg.RedisConnectTimeout), WriteTimeout: time.Duration(cfg.WriteTimeout),
+		MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: time.Duration(cfg.RedisReplicaTimeout),
+	}
 	if cfg.RedisPasswordFile != "" {
 		pw, err := loadRedisPassword(cfg.RedisPasswordFile)
 		if err != nil {

@@ -47,6 +47,9 @@ func TestValidateRedis(t *testing.T) {
 		{"password file with bbolt", func(c *Config) { c.Store.Backend, c.Store.RedisPasswordFile = BackendBbolt, pw }, `store.redis_password_file: is only for backend = "redis"`},
 		{"CA file with bbolt", func(c *Config) { c.Store.Backend, c.Store.RedisTLSCAFile = BackendBbolt, pw }, `store.redis_tls_ca_file: is only for backend = "redis"`},
 		{"connect timeout", func(c *Config) { c.Store.RedisConnectTimeout = 0 }, "store.redis_connect_timeout: 0s must be positive"},
+		{"min replicas", func(c *Config) { c.Store.RedisMinReplicas = -1 }, "store.redis_min_replicas: -1 must not be negative"},
+		{"replica timeout", func(c *Config) { c.Store.RedisReplicaTimeout = 0 }, "store.redis_replica_timeout: 0s must be positive"},
+		{"replica timeout above write", func(c *Config) { c.Store.RedisMinReplicas, c.Store.RedisReplicaTimeout = 1, c.Store.WriteTimeout }, "must be below store.write_timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -214,6 +214,20 @@ func (c *Config) validateStore(p *problems) {
 	positive(p, "store.sweep_interval", s.SweepInterval)
 	positive(p, "store.redis_connect_timeout", s.RedisConnectTimeout)
 	positive(p, "store.write_timeout", s.WriteTimeout)
+	validateReplicas(p, s)
+}
+
+// validateReplicas checks store.redis_min_replicas and its timeout: a WAIT
+// longer than the write timeout would outlast the write it confirms; it
+// only matters when replicas are waited for.
+func validateReplicas(p *problems, s *StoreConfig) {
+	if s.RedisMinReplicas < 0 {
+		p.add("store.redis_min_replicas", "%d must not be negative", s.RedisMinReplicas)
+	}
+	positive(p, "store.redis_replica_timeout", s.RedisReplicaTimeout)
+	if s.RedisMinReplicas > 0 && s.RedisReplicaTimeout >= s.WriteTimeout && s.WriteTimeout > 0 {
+		p.add("store.redis_replica_timeout", "%v must be below store.write_timeout (%v)", s.RedisReplicaTimeout, s.WriteTimeout)
+	}
 }
 
 func (c *Config) validateLogin(p *problems) {

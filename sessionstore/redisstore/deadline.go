@@ -57,12 +57,12 @@ func (w *writeCall) run(sc *redis.Script, keys []string, args ...any) (any, erro
 	args = append(args, w.id, w.deadline)
 	wait := 10 * time.Millisecond
 	for {
-		reply, err := sc.Run(w.ctx, w.s.client, keys, args...).Result()
+		reply, err := w.s.replicas.run(w.ctx, sc, keys, args)
 		var (
 			rerr redis.Error
 			oerr *net.OpError
 		)
-		if err == nil || errors.As(err, &rerr) || w.s.closed.Load() ||
+		if err == nil || errors.As(err, &rerr) || w.s.closed.Load() || errors.Is(err, errNotReplicated) ||
 			(errors.As(err, &oerr) && oerr.Op == "dial" && !oerr.Timeout()) {
 			return reply, err
 		}

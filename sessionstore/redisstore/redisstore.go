@@ -133,6 +133,19 @@ type Options struct {
 	// skew between the gateway's host and Redis's plus the time an answer
 	// takes to arrive (see Store). Zero or negative means 500ms.
 	ReplyMargin time.Duration
+
+	// MinReplicas is how many replicas must have every session change
+	// before a method reports it done: after each write the store sends
+	// WAIT on the same connection (on a Cluster, to the master of the
+	// change's slot), and fewer confirmations within ReplicaTimeout make
+	// the call fail with an error wrapping sessionstore.ErrUnavailable
+	// (see Store, "Replicated writes"). Zero or negative means none: a
+	// change is done when the master has it.
+	MinReplicas int
+
+	// ReplicaTimeout is how long WAIT waits for MinReplicas; it should be
+	// well below WriteTimeout. Zero or negative means one second.
+	ReplicaTimeout time.Duration
 }
 
 // Store is a sessionstore.Store on Redis. It is safe for concurrent use,
@@ -166,6 +179,22 @@ type Options struct {
 // server listens, so nothing queued survives); a server that crashes after
 // running a script and before answering, and restarts with it persisted,
 // has applied a write reported as ErrUnavailable, as with any client.
+//
+// # Replicated writes
+//
+// With Options.MinReplicas, a change the replicas did not confirm in time
+// is reported as ErrUnavailable although the master has applied it: Redis
+// cannot take it back, and an undo would be as unconfirmed as the change.
+// What the store guarantees instead is that the caller's retry is safe.
+// A retried Create or Revoke finds its session or revocation; a Rotate
+// whose successor was not confirmed is marked so (a best-effort second
+// script, on the master that has the rotation), and the token it rotated
+// away from is then answered as within the grace, however late the retry
+// comes, until the successor is itself presented: the client that got the
+// 503 and retries receives the same successor, never "reuse". A rotation
+// lost with a master that died before any replica had it was never
+// answered with success, so the client still holds the token the new
+// master knows as current.
 type Store struct {
 	client       redis.UniversalClient
 	cluster      bool
@@ -173,6 +202,7 @@ type Store struct {
 	margin       time.Duration
 	writeTimeout time.Duration
 	replyMargin  time.Duration
+	replicas     replication
 	buckets      [numBuckets]bucket
 	closed       atomic.Bool
 }
@@ -235,6 +265,7 @@ func Open(ctx context.Context, rawURL string, opts *Options) (*Store, error) {
 	if s.replyMargin <= 0 {
 		s.replyMargin = defaultReplyMargin
 	}
+	s.replicas = newReplication(s.client, opts)
 	for i := range s.buckets {
 		tag := fmt.Sprintf("%s{%02d}:", prefix, i)
 		s.buckets[i] = bucket{tag: tag, deadlines: tag + "dl", owners: tag + "own", live: tag + "live", subject: tag + "subj"}

@@ -198,14 +198,17 @@ return r
 // own successor for reuse, so that a retry never revokes a session, even
 // with no grace period, and never reports a rotation it made as late. New
 // jtis and write IDs are random, so no other request can match. The
-// session hash's "wid" is not read by decodeSession.
+// session hash's "wid" is not read by decodeSession, nor is "ucf": the
+// current jti, set by scriptMarkUnconfirmed when replicas did not confirm
+// the rotation to it, which makes the previous jti answer "grace" past the
+// grace period until the next rotation (see Store, "Replicated writes").
 var scriptRotate = redis.NewScript(lateCheck + `
 local function answer(code)
 	local r = redis.call('HGETALL', KEYS[1])
 	table.insert(r, 1, code)
 	return r
 end
-local f = redis.call('HMGET', KEYS[1], 'jti', 'pjti', 'rot', 'idle', 'exp', 'rva', 'wid')
+local f = redis.call('HMGET', KEYS[1], 'jti', 'pjti', 'rot', 'idle', 'exp', 'rva', 'wid', 'ucf')
 if not f[5] then
 	return {'notfound'}
 end
@@ -232,6 +235,7 @@ if ARGV[2] == f[1] then
 	if ARGV[11] ~= '' then
 		redis.call('HSET', KEYS[1], 'irt', ARGV[11])
 	end
+	redis.call('HDEL', KEYS[1], 'ucf')
 	local deadline = ARGV[5]
 	if exp < tonumber(ARGV[5]) then
 		deadline = f[5]
@@ -241,7 +245,7 @@ if ARGV[2] == f[1] then
 	return answer('ok')
 end
 if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
-	if f[3] and now < tonumber(f[3]) + tonumber(ARGV[6]) then
+	if (f[3] and now < tonumber(f[3]) + tonumber(ARGV[6])) or f[8] == f[1] then
 		return answer('grace')
 	end
 end
@@ -342,4 +346,22 @@ return n
 `)
 
 // scripts are loaded at Open, so that a server refusing them fails there.
-var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep}
+var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptMarkUnconfirmed}
+
+// scriptMarkUnconfirmed marks a rotation the replicas did not confirm in
+// time, if it is still the session's latest: its successor may never have
+// reached the client, whose retry with the previous token must then get it
+// rather than be taken for reuse (see scriptRotate).
+//
+//	KEYS: session
+//	ARGV: the rotation's new jti
+//
+// It has no deadline: whenever it runs, it only widens the grace of the
+// rotation it names, and only while that is the latest.
+var scriptMarkUnconfirmed = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'jti') == ARGV[1] then
+	redis.call('HSET', KEYS[1], 'ucf', ARGV[1])
+	return 1
+end
+return 0
+`)

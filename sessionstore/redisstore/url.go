@@ -144,6 +144,12 @@ func (f clientFields) apply(opts *Options, scheme string) error {
 	if *f.write == 0 {
 		*f.write = defaultIOTimeout
 	}
+	// WAIT blocks for up to the replica timeout before it answers: the
+	// connection must not time out first, or every unconfirmed write
+	// would look like a lost connection and be sent again.
+	if t := replicaTimeout(opts) + time.Second; opts.MinReplicas > 0 && *f.read < t {
+		*f.read = t
+	}
 	// One dial per attempt: go-redis retries the command itself (max_retries,
 	// 3 by default), and five dials per attempt would hold every request
 	// for seconds before its 503 while Redis is down.

@@ -169,6 +169,10 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 		req.UserAgent, req.Client, req.IdPRefreshToken,
 	)
 	if err != nil {
+		if s.replicas.min > 0 {
+			// The rotation may have applied on the master, unconfirmed.
+			s.markUnconfirmed(ctx, s.sessionKey(b, req.SessionID), req.NewJTI)
+		}
 		return sessionstore.RotateResult{}, wrapErr("rotate", err)
 	}
 	reply, ok := res.([]any)

@@ -1,0 +1,96 @@
+package redisstore
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/spa-gateway/gateway/sessionstore"
+	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
+	"github.com/spa-gateway/gateway/sessionstore/storetest"
+)
+
+// TestContractReplicated runs the contract suite with every change waiting
+// for a replica: WAIT and the ack write change no answer.
+func TestContractReplicated(t *testing.T) {
+	master := redistest.Start(t)
+	redistest.StartReplica(t, master)
+	storetest.Run(t, func(t testing.TB) sessionstore.Store {
+		// A replica timeout that a loaded machine (-race, shared cores)
+		// never reaches by accident.
+		return openOn(t, master.URL(0), &Options{MinReplicas: 1, ReplicaTimeout: 3 * time.Second})
+	})
+}
+
+// TestReplicaDown stops the only replica under a store that wants one:
+// every change is reported unavailable (after the replica timeout), though
+// the master applied it. A client that retries its token, even long past
+// the grace period, once the replica is back, gets the same successor as a
+// grace answer, never "reuse"; the successor then rotates as usual.
+func TestReplicaDown(t *testing.T) {
+	master := redistest.Start(t)
+	replica := redistest.StartReplica(t, master)
+	const timeout = time.Second // a loaded machine (-race, shared cores) stays well within it
+	st := openOn(t, master.URL(0), &Options{MinReplicas: 1, ReplicaTimeout: timeout})
+	ctx := t.Context()
+	now := time.Now()
+	if err := st.Create(ctx, storetest.NewSession("s", "alice", now)); err != nil {
+		t.Fatal(err)
+	}
+	replica.Stop(t)
+	req := sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "s-jti-1", Now: now.Add(time.Second), IdleTimeout: time.Hour, Grace: time.Second}
+	start := time.Now()
+	_, err := st.Rotate(ctx, req)
+	took := time.Since(start)
+	if !errors.Is(err, sessionstore.ErrUnavailable) {
+		t.Fatalf("Rotate() with the replica down = %v, want %v", err, sessionstore.ErrUnavailable)
+	}
+	if took < timeout {
+		t.Errorf("Rotate() failed after %v, before the replica timeout %v", took, timeout)
+	}
+	t.Logf("replica down: Rotate answered unavailable after %v", took)
+	if err := st.Create(ctx, storetest.NewSession("t", "alice", now)); !errors.Is(err, sessionstore.ErrUnavailable) {
+		t.Fatalf("Create() with the replica down = %v, want %v", err, sessionstore.ErrUnavailable)
+	}
+
+	replica.Restart(t)
+	// The restarted replica (with no data) synchronises from the master
+	// by itself; until then WAIT confirms nothing.
+	retry := req
+	retry.NewJTI, retry.Now = "s-jti-other", now.Add(time.Hour/2)
+	var res sessionstore.RotateResult
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		res, err = st.Rotate(ctx, retry)
+		if !errors.Is(err, sessionstore.ErrUnavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || !res.Grace || res.Session.JTI != "s-jti-1" {
+		t.Fatalf("Rotate(retry past the grace) = %+v, %v; want grace with s-jti-1", res, err)
+	}
+	next := sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-1", NewJTI: "s-jti-2", Now: now.Add(time.Hour), IdleTimeout: time.Hour, Grace: time.Second}
+	if res, err := st.Rotate(ctx, next); err != nil || res.Grace || res.Session.JTI != "s-jti-2" {
+		t.Fatalf("Rotate(successor) = %+v, %v; want a rotation to s-jti-2", res, err)
+	}
+	// That rotation was confirmed: the old token is reuse again, past the
+	// grace.
+	old := next
+	old.JTI, old.NewJTI, old.Now = "s-jti-1", "s-jti-x", now.Add(time.Hour+time.Minute)
+	if _, err := st.Rotate(ctx, old); !errors.Is(err, sessionstore.ErrReuseDetected) {
+		t.Fatalf("Rotate(previous token past the grace, confirmed) = %v, want %v", err, sessionstore.ErrReuseDetected)
+	}
+}
+
+// BenchmarkRotateReplicas is the refresh's store call against a master
+// with one replica, waiting for 0 and for 1 of them.
+func BenchmarkRotateReplicas(b *testing.B) {
+	master := redistest.Start(b)
+	redistest.StartReplica(b, master)
+	for _, n := range []int{0, 1} {
+		b.Run(map[int]string{0: "min0", 1: "min1"}[n], func(b *testing.B) {
+			st := openOn(b, master.URL(0), &Options{MinReplicas: n})
+			storetest.BenchmarkRotate(b, st, benchTime)
+		})
+	}
+}
