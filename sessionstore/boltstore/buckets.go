@@ -16,6 +16,7 @@ import (
 // buckets are the buckets of one transaction, valid only for its lifetime.
 type buckets struct {
 	sessions, subjects, deadlines, meta *bolt.Bucket
+	idpSessions, idpDeadlines           *bolt.Bucket
 }
 
 func bucketsOf(tx *bolt.Tx) buckets {
@@ -24,6 +25,9 @@ func bucketsOf(tx *bolt.Tx) buckets {
 		subjects:  tx.Bucket(bucketSubjects),
 		deadlines: tx.Bucket(bucketDeadlines),
 		meta:      tx.Bucket(bucketMeta),
+
+		idpSessions:  tx.Bucket(bucketIdPSessions),
+		idpDeadlines: tx.Bucket(bucketIdPDeadlines),
 	}
 }
 
