@@ -16,7 +16,6 @@ import (
 // buckets are the buckets of one transaction, valid only for its lifetime.
 type buckets struct {
 	sessions, subjects, deadlines, meta *bolt.Bucket
-	idpSessions, idpDeadlines           *bolt.Bucket
 }
 
 func bucketsOf(tx *bolt.Tx) buckets {
@@ -25,9 +24,6 @@ func bucketsOf(tx *bolt.Tx) buckets {
 		subjects:  tx.Bucket(bucketSubjects),
 		deadlines: tx.Bucket(bucketDeadlines),
 		meta:      tx.Bucket(bucketMeta),
-
-		idpSessions:  tx.Bucket(bucketIdPSessions),
-		idpDeadlines: tx.Bucket(bucketIdPDeadlines),
 	}
 }
 

@@ -34,23 +34,24 @@ func (s *Store) PutIdPSession(ctx context.Context, issuer, sid, subject string, 
 	}
 	h := sessionstore.IdPSessionHash(issuer, sid)
 	return s.update(ctx, "put idp session", func(b buckets) error {
-		old := b.idpSessions.Get(h[:])
+		entries, deadlines := b.idpSessions(), b.idpDeadlines()
+		old := entries.Get(h[:])
 		at := unixNanos(until)
 		if len(old) >= 8 {
 			prev := binary.BigEndian.Uint64(old[:8])
 			if prev >= at && string(old[8:]) == subject {
 				return errNoChange
 			}
-			if err := b.idpDeadlines.Delete(idpDeadlineKey(prev, h[:])); err != nil {
+			if err := deadlines.Delete(idpDeadlineKey(prev, h[:])); err != nil {
 				return err
 			}
 			at = max(at, prev)
 		}
 		v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(subject)), at)
-		if err := b.idpSessions.Put(h[:], append(v, subject...)); err != nil {
+		if err := entries.Put(h[:], append(v, subject...)); err != nil {
 			return err
 		}
-		return b.idpDeadlines.Put(idpDeadlineKey(at, h[:]), nil)
+		return deadlines.Put(idpDeadlineKey(at, h[:]), nil)
 	})
 }
 
@@ -63,7 +64,7 @@ func (s *Store) IdPSessionSubject(ctx context.Context, issuer, sid string) (stri
 	h := sessionstore.IdPSessionHash(issuer, sid)
 	var subject string
 	err := s.view(ctx, "idp session subject", func(b buckets) error {
-		v := b.idpSessions.Get(h[:])
+		v := b.idpSessions().Get(h[:])
 		if len(v) <= 8 {
 			return sessionstore.ErrNotFound
 		}
@@ -77,8 +78,9 @@ func (s *Store) IdPSessionSubject(ctx context.Context, issuer, sid string) (stri
 // (unix nanoseconds), walking idp_deadlines from its start as Sweep walks
 // the sessions' index, and returns how many it deleted.
 func (b buckets) sweepIdPSessions(limit uint64) (int, error) {
+	entries, deadlines := b.idpSessions(), b.idpDeadlines()
 	var due [][]byte
-	c := b.idpDeadlines.Cursor()
+	c := deadlines.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) > limit {
 			break
@@ -87,7 +89,7 @@ func (b buckets) sweepIdPSessions(limit uint64) (int, error) {
 	}
 	// Delete after the walk: deleting under a bbolt cursor skips keys.
 	for _, k := range due {
-		if err := b.idpDeadlines.Delete(k); err != nil {
+		if err := deadlines.Delete(k); err != nil {
 			return 0, err
 		}
 		if len(k) < 8 {
@@ -95,8 +97,8 @@ func (b buckets) sweepIdPSessions(limit uint64) (int, error) {
 		}
 		// The entry goes only if this key is still its deadline: a later
 		// PutIdPSession moved it (and deleted this key, so this is a stray).
-		if v := b.idpSessions.Get(k[8:]); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
-			if err := b.idpSessions.Delete(k[8:]); err != nil {
+		if v := entries.Get(k[8:]); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
+			if err := entries.Delete(k[8:]); err != nil {
 				return 0, err
 			}
 		}
@@ -109,6 +111,12 @@ func (b buckets) sweepIdPSessions(limit uint64) (int, error) {
 func idpDeadlineKey(until uint64, hash []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(hash)), until), hash...)
 }
+
+// idpSessions and idpDeadlines are the transaction's identity provider
+// buckets, looked up when used rather than by bucketsOf: each lookup
+// allocates, and Get, on every_request's hot path, needs neither.
+func (b buckets) idpSessions() *bolt.Bucket  { return b.sessions.Tx().Bucket(bucketIdPSessions) }
+func (b buckets) idpDeadlines() *bolt.Bucket { return b.sessions.Tx().Bucket(bucketIdPDeadlines) }
 
 // createIdPBuckets creates the identity provider session buckets of a
 // file written before they existed, and reports whether it did.
