@@ -86,27 +86,22 @@ func (s *Sessions) get(ctx context.Context, id string) (sess sessionstore.Sessio
 // their window is plenty (about 330 KiB).
 const DefaultLogoutReplayEntries = 4096
 
-// ErrLogoutNoSubject means a logout token names a provider session (sid)
-// but no subject (sub): sessions are found by their subject, so the token
-// cannot be honoured. It wraps ErrLogoutToken (the provider is answered
-// 400, and knows the logout did not reach us).
-var ErrLogoutNoSubject = fmt.Errorf("%w: sid without sub is not supported", ErrLogoutToken)
-
 // EndIdPLogout ends the sessions a verified back-channel logout token
 // (OIDC.VerifyLogout) names, revoking them with ReasonIdPLogout, and
 // returns their IDs (nil for none: a logout of sessions already over, or
-// never ours, is no error). The rules, in order:
+// never ours, or of a provider session we never saw, is no error: the
+// provider is answered 200, as section 2.8 asks of a logout that had
+// nothing left to do). The rules, in order:
 //
-//  1. The token has a sub: sessions are listed by subject, which is the
-//     provider's sub only with subject_claim "sub" (the caller does not
-//     offer back-channel logout otherwise). A sid alone is
-//     ErrLogoutNoSubject; no index by provider session is kept, since
-//     every provider we document sends both.
-//  2. Its jti, with its issuer, has not been accepted before within the
+//  1. Its jti, with its issuer, has not been accepted before within the
 //     token's window (LogoutReplay, shared by replicas): else
 //     ErrLogoutReplayed. It is recorded before anything is revoked, so a
 //     store failure below spends it (a retry of the same token is then
 //     refused; providers send a new token per attempt, if they retry).
+//  2. The subject: the token's Subject when set (its sub, which
+//     VerifyLogout passes on only with subject_claim "sub"); else the
+//     subject Login recorded for the token's sid (putIdPSession), and
+//     none (nothing to end) when it recorded none.
 //  3. Of the subject's live sessions, those of the token's issuer, and,
 //     with a sid, of that provider session only, are revoked: a sid ends
 //     exactly the sessions of that login at the provider, and the
@@ -116,8 +111,8 @@ var ErrLogoutNoSubject = fmt.Errorf("%w: sid without sub is not supported", ErrL
 // or the store could not answer; the sessions revoked before the failure
 // are in the result).
 func (s *Sessions) EndIdPLogout(ctx context.Context, t LogoutToken) (revoked []string, err error) {
-	if t.Subject == "" {
-		return nil, ErrLogoutNoSubject
+	if t.Subject == "" && t.SessionID == "" {
+		return nil, fmt.Errorf("%w: neither sid nor sub", ErrLogoutToken)
 	}
 	h := sha256.Sum256([]byte("oidc logout\x00" + t.Issuer + "\x00" + t.ID))
 	until := t.IssuedAt.Add(logoutMaxAge + oidcClockSkew)
@@ -128,7 +123,11 @@ func (s *Sessions) EndIdPLogout(ctx context.Context, t LogoutToken) (revoked []s
 	if seen {
 		return nil, ErrLogoutReplayed
 	}
-	list, err := s.List(ctx, t.Subject)
+	subject, err := s.idpSubject(ctx, t)
+	if err != nil || subject == "" {
+		return nil, err
+	}
+	list, err := s.List(ctx, subject)
 	if err != nil {
 		return nil, err
 	}
@@ -147,4 +146,57 @@ func (s *Sessions) EndIdPLogout(ctx context.Context, t LogoutToken) (revoked []s
 		}
 	}
 	return revoked, nil
+}
+
+// putIdPSession records, for a session of an OpenID Connect login whose ID
+// token carried a sid, that the provider session belongs to the session's
+// subject, until at least its absolute end, so that a logout token naming
+// only the sid (or a sub that is not our subject: subject_claim) finds it
+// (EndIdPLogout). Any other session records nothing.
+//
+// Login calls it before creating the session, and fails with its error
+// (ErrStoreUnavailable: 503): a session whose provider session cannot be
+// found would outlive a sid-only logout by up to its absolute lifetime,
+// so it must not exist; and written first, a failure leaves nothing
+// behind (no session no one holds a token of, no sessions the login
+// revoked past MaxSessionsPerUser), while an entry whose session is then
+// not created leads a logout to a subject with no session of that sid,
+// which ends nothing.
+func (s *Sessions) putIdPSession(ctx context.Context, sess *sessionstore.Session) error {
+	if sess.Issuer == "" || sess.IdPSessionID == "" {
+		return nil
+	}
+	err := s.write(ctx, "idp_session", func(ctx context.Context) error {
+		return s.store.PutIdPSession(ctx, sess.Issuer, sess.IdPSessionID, sess.Subject, sess.ExpiresAt)
+	})
+	if err != nil {
+		return fmt.Errorf("%w: record the identity provider session: %w", ErrStoreUnavailable, err)
+	}
+	return nil
+}
+
+// idpSubject is the subject whose sessions a logout token names: its sub
+// when it has one (our subject: VerifyLogout leaves Subject empty under
+// another subject_claim), else the subject putIdPSession recorded for its
+// sid, "" when none was (a provider session that never logged in here, or
+// whose entry is past its until: nothing to end).
+func (s *Sessions) idpSubject(ctx context.Context, t LogoutToken) (string, error) {
+	if t.Subject != "" {
+		return t.Subject, nil
+	}
+	if t.SessionID == "" {
+		return "", fmt.Errorf("%w: neither sid nor sub", ErrLogoutToken)
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	start := time.Now()
+	subject, err := s.store.IdPSessionSubject(ctx, t.Issuer, t.SessionID)
+	s.observe("idp_session", start)
+	switch {
+	case errors.Is(err, sessionstore.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", storeError(err)
+	}
+	return subject, nil
 }

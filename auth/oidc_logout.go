@@ -22,10 +22,12 @@ var ErrLogoutToken = errors.New("logout token refused")
 // within the token's window. It wraps ErrLogoutToken.
 var ErrLogoutReplayed = fmt.Errorf("%w: jti replayed", ErrLogoutToken)
 
-// ErrLogoutUnsupported means back-channel logout is not offered: the
-// subject_claim is not "sub", so a logout token's sub does not name our
-// sessions' subject (see Sessions.EndIdPLogout). The endpoint answers 501.
-var ErrLogoutUnsupported = errors.New("back-channel logout needs subject_claim \"sub\"")
+// ErrLogoutUnsupported means a logout token names only a subject (sub, no
+// sid) while the subject_claim is not "sub": its sub is the provider's,
+// not our sessions' subject, and only a sid leads to our sessions then
+// (see Sessions.EndIdPLogout). The endpoint answers 501: the
+// configuration, not the token, is what cannot be honoured.
+var ErrLogoutUnsupported = errors.New("back-channel logout without sid needs subject_claim \"sub\"")
 
 // LogoutEvent is the member of a logout token's "events" claim that makes
 // it one (OpenID Connect Back-Channel Logout 1.0, section 2.4).
@@ -43,7 +45,9 @@ const logoutMaxAge = 2 * time.Minute
 type LogoutToken struct {
 	// Issuer is the provider's issuer (the configured one).
 	Issuer string
-	// Subject is the token's "sub"; "" when it has none.
+	// Subject is the token's "sub", our sessions' subject; "" when it has
+	// none, and under a subject_claim other than "sub", where the sub is
+	// the provider's and the sessions are found by SessionID.
 	Subject string
 	// SessionID is the token's "sid", the provider's session; "" when it
 	// has none.
@@ -71,10 +75,15 @@ var logoutTypes = map[string]bool{"": true, "jwt": true, "logout+jwt": true, "ap
 // passed; jti present; the events claim an object holding LogoutEvent
 // whose value is an object; sid or sub; no nonce. It does not check the
 // jti for a replay: Sessions.EndIdPLogout does, in the cache replicas
-// share. The error is ErrLogoutUnsupported, or wraps ErrLogoutToken, or
+// share. Under a subject_claim other than "sub", a token must carry a
+// sid, and its sub is not passed on (LogoutToken.Subject); one whose
+// payload shows no sid, unverified, is ErrLogoutUnsupported before any
+// other check, since nothing it could say would name our sessions. The
+// error is ErrLogoutUnsupported, or wraps ErrLogoutToken, or
 // ErrIdPUnavailable (the provider is not discovered yet).
 func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error) {
-	if o.cfg.SubjectClaim != "sub" {
+	bySID := o.cfg.SubjectClaim != "sub"
+	if bySID && unverifiedSID(raw) == "" {
 		return LogoutToken{}, ErrLogoutUnsupported
 	}
 	p, err := o.provider()
@@ -122,7 +131,34 @@ func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error
 	if ev, ok := c.Events[LogoutEvent].(map[string]any); !ok || ev == nil {
 		return LogoutToken{}, fmt.Errorf("%w: events claim without the back-channel logout event", ErrLogoutToken)
 	}
+	if bySID {
+		if c.SID == "" {
+			return LogoutToken{}, ErrLogoutUnsupported
+		}
+		c.Subject = "" // the provider's, not ours: found by sid
+	}
 	return LogoutToken{Issuer: idt.Issuer, Subject: c.Subject, SessionID: c.SID, ID: c.ID, IssuedAt: idt.IssuedAt}, nil
+}
+
+// unverifiedSID is the sid claim of raw's payload, read without verifying
+// anything, "" when it has none or cannot be read: only to choose
+// VerifyLogout's answer to a token that could not be honoured anyway.
+func unverifiedSID(raw string) string {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		SID string `json:"sid"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return ""
+	}
+	return c.SID
 }
 
 // logoutHeader checks raw's JOSE header: a typ of logoutTypes, and an alg

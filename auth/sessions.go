@@ -220,6 +220,9 @@ type Grant struct {
 // Client), as its login's and its last refresh's. It returns the session's
 // first token.
 //
+// An OpenID Connect login whose ID token carries a sid first records that
+// provider session's subject (putIdPSession), for back-channel logout.
+//
 // The error wraps ErrStoreUnavailable when nothing was stored, or ErrMint
 // when the session was stored (and sessions revoked: see Grant.Revoked)
 // but its token could not be minted.
@@ -245,6 +248,9 @@ func (s *Sessions) Login(ctx context.Context, id Identity, c Client) (Grant, err
 		IdPSessionID:     id.IdP.SessionID,
 		IdPRefreshToken:  id.IdP.RefreshToken,
 		IDToken:          id.IdP.IDToken,
+	}
+	if err := s.putIdPSession(ctx, &sess); err != nil {
+		return Grant{}, err
 	}
 	var limited []string
 	err := s.write(ctx, "create", func(ctx context.Context) (err error) {

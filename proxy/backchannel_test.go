@@ -162,8 +162,8 @@ func TestBackchannelLogout(t *testing.T) {
 	}
 
 	sidOnly := o.op.SignLogout(t, o.op.LogoutClaims(oidctest.ClientID, "", sid2))
-	if res := o.postLogout(t, sidOnly); res.StatusCode != http.StatusBadRequest {
-		t.Errorf("sid-only logout token = %s, want 400 (sessions are found by sub)", res.Status)
+	if res := o.postLogout(t, sidOnly); res.StatusCode != http.StatusOK {
+		t.Errorf("sid-only logout token = %s, want 200 (found by the sid's entry)", res.Status)
 	}
 	bySub := o.op.SignLogout(t, o.op.LogoutClaims(oidctest.ClientID, oidctest.Alice.ID, ""))
 	if res := o.postLogout(t, bySub); res.StatusCode != http.StatusOK {
@@ -196,5 +196,65 @@ func TestBackchannelLogoutNotConfigured(t *testing.T) {
 	res := e.do("POST", backchannelLogoutPath, h, "logout_token=x")
 	if res.StatusCode != http.StatusNotImplemented || !strings.Contains(errorOf(t, res).Description, "subject_claim") {
 		t.Errorf("subject_claim email: logout = %s, want 501", res.Status)
+	}
+}
+
+// TestBackchannelLogoutBySID: against the real OP, a logout token with a
+// sid and no sub, signed by the OP's key, ends exactly that sid's session
+// (Alice's other sid and Bob survive), found by the entry the login
+// recorded; its replay is refused (400); a sid we never saw is 200 with
+// nothing ended (section 2.8: nothing left to log out). Under
+// subject_claim "client_id" (a claim testop's ID tokens carry, the same
+// for every user: our subject is then "web", never the OP's sub), a token
+// with sub and sid is found by its sid too, still ending that sid's
+// session only, and one with a sub alone is 501.
+func TestBackchannelLogoutBySID(t *testing.T) {
+	for _, claim := range []string{"sub", "client_id"} {
+		t.Run(claim, func(t *testing.T) {
+			o := newOIDCEnvClaim(t, claim)
+			first := oidcToken(t, o.login(t, newBrowser(t), "/", oidctest.Alice))
+			second := oidcToken(t, o.login(t, newBrowser(t), "/", oidctest.Alice))
+			bob := oidcToken(t, o.login(t, newBrowser(t), "/", oidctest.Bob))
+			sid1 := o.idpSID(t, first)
+			revoked := func() float64 {
+				return testutil.ToFloat64(o.metrics.SessionsRevoked.WithLabelValues(auth.ReasonIdPLogout))
+			}
+
+			unknown := o.op.SignLogout(t, o.op.LogoutClaims(oidctest.ClientID, "", "never-seen-sid"))
+			if res := o.postLogout(t, unknown); res.StatusCode != http.StatusOK || revoked() != 0 {
+				t.Fatalf("logout of an unknown sid = %s, %v revoked; want 200, none", res.Status, revoked())
+			}
+			sub := "" // sid only
+			if claim != "sub" {
+				sub = oidctest.Alice.ID // the OP's sub, not our subject: found by sid
+			}
+			good := o.op.SignLogout(t, o.op.LogoutClaims(oidctest.ClientID, sub, sid1))
+			if res := o.postLogout(t, good); res.StatusCode != http.StatusOK {
+				t.Fatalf("logout by sid = %s, want 200: %s", res.Status, readBody(t, res))
+			}
+			if got := revoked(); got != 1 {
+				t.Errorf("sessions revoked idp_logout = %v, want 1", got)
+			}
+			if res := o.postLogout(t, good); res.StatusCode != http.StatusBadRequest {
+				t.Errorf("replayed logout token = %s, want 400", res.Status)
+			}
+			o.clock.Advance(16 * time.Minute)
+			var refused string
+			if _, refused = o.refreshes(t, first); refused != "session revoked" {
+				t.Fatalf("refresh of the logged-out session: refused %q, want session revoked", refused)
+			}
+			for name, tok := range map[string]string{"Alice's other sid": second, "Bob's": bob} {
+				if _, refused = o.refreshes(t, tok); refused != "" {
+					t.Errorf("%s session refused: %s", name, refused)
+				}
+			}
+			if claim == "sub" {
+				return
+			}
+			bySub := o.op.SignLogout(t, o.op.LogoutClaims(oidctest.ClientID, oidctest.Alice.ID, ""))
+			if res := o.postLogout(t, bySub); res.StatusCode != http.StatusNotImplemented {
+				t.Errorf("subject_claim client_id: logout by sub alone = %s, want 501", res.Status)
+			}
+		})
 	}
 }

@@ -209,7 +209,7 @@ func oidcProblem(err error) (problem, bool) {
 		return problem{status: http.StatusBadRequest, code: errInvalidRequest, description: "logout token refused"}, true
 	case errors.Is(err, auth.ErrLogoutUnsupported):
 		return problem{status: http.StatusNotImplemented, code: errNotImplemented,
-			description: `back-channel logout needs login.oidc.subject_claim = "sub"`}, true
+			description: `a logout token without sid needs login.oidc.subject_claim = "sub"`}, true
 	case errors.Is(err, auth.ErrIdPRefused):
 		return problem{status: http.StatusBadRequest, code: errAccessDenied, description: "the identity provider did not log you in"}, true
 	case errors.Is(err, auth.ErrIdPUnavailable):

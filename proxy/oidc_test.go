@@ -31,6 +31,17 @@ type oidcEnv struct {
 // delivery; recheck makes refreshes recheck at the OP.
 func newOIDCEnv(t *testing.T, recheck bool) *oidcEnv {
 	t.Helper()
+	return newOIDCEnvWith(t, recheck, "")
+}
+
+// newOIDCEnvClaim is newOIDCEnv with login.oidc.subject_claim claim.
+func newOIDCEnvClaim(t *testing.T, claim string) *oidcEnv {
+	t.Helper()
+	return newOIDCEnvWith(t, false, claim)
+}
+
+func newOIDCEnvWith(t *testing.T, recheck bool, subjectClaim string) *oidcEnv {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +51,7 @@ func newOIDCEnv(t *testing.T, recheck bool) *oidcEnv {
 	o, err := auth.NewOIDC(auth.OIDCConfig{
 		Issuer: op.Issuer, ClientID: oidctest.ClientID, ClientSecret: oidctest.ClientSecret,
 		Scopes:      []string{"openid", "profile", "email", "offline_access"},
-		RedirectURL: base + oidcCallbackPath, Secret: make([]byte, 32),
+		RedirectURL: base + oidcCallbackPath, Secret: make([]byte, 32), SubjectClaim: subjectClaim,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ package sessionstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -87,6 +88,18 @@ func WrapUnavailable(backend, op string, err error) error {
 	}
 	return fmt.Errorf("%s: %s: %w: %w", backend, op, ErrUnavailable, err)
 }
+
+// IdPSessionHash is the key of the PutIdPSession entry of the identity
+// provider issuer's session sid: SHA-256 over a label, issuer and sid, so
+// that the stores never hold a provider's session ID, and the entries of
+// two issuers never collide.
+func IdPSessionHash(issuer, sid string) [sha256.Size]byte {
+	return sha256.Sum256([]byte("idp session\x00" + issuer + "\x00" + sid))
+}
+
+// ErrIdPSessionEmpty is PutIdPSession's error for an empty issuer, sid or
+// subject: nothing is stored.
+var ErrIdPSessionEmpty = errors.New("identity provider session entry needs an issuer, a sid and a subject")
 
 // Session is one login's server-side state. Its zero value is not a valid
 // session. Times are stored with at least millisecond precision; callers
@@ -317,8 +330,30 @@ type Store interface {
 
 	// Sweep deletes every session whose Deadline is at or before now,
 	// revoked or not, with its index entries, and returns how many it
-	// deleted. It costs O(deleted), using a deadline index.
+	// deleted. It also removes the PutIdPSession entries whose until is at
+	// or before now (not counted; Redis expires them by itself). It costs
+	// O(deleted), using a deadline index.
 	Sweep(ctx context.Context, now time.Time) (int, error)
+
+	// PutIdPSession records that the identity provider issuer's session
+	// sid (an OpenID Connect login's "sid" claim) belongs to subject, until
+	// at least until, so that a back-channel logout token naming only the
+	// sid finds the subject's sessions. An existing entry keeps the later
+	// of its until and this one (sessions of one provider session may be
+	// created later, with later ends; a call never shortens an entry), and
+	// takes subject. The entry is keyed by IdPSessionHash(issuer, sid): the
+	// store never holds the sid itself. Empty issuer, sid or subject is an
+	// error, and nothing is stored. It is a write: the rules above about
+	// ErrUnavailable and ctx's deadline hold for it.
+	PutIdPSession(ctx context.Context, issuer, sid, subject string, until time.Time) error
+
+	// IdPSessionSubject returns the subject PutIdPSession recorded for the
+	// provider issuer's session sid, or ErrNotFound (never recorded, or
+	// removed after its until). An entry past its until may still be found
+	// until it is removed (bbolt: by Sweep; Redis: by itself, ExpiryMargin
+	// after its until): harmless, since every session it leads to ends by
+	// then. It never writes.
+	IdPSessionSubject(ctx context.Context, issuer, sid string) (string, error)
 
 	// Close releases the store. Calls after Close return errors wrapping
 	// ErrUnavailable (a draining gateway answers 503); calling Close again

@@ -1,7 +1,8 @@
 // Package boltstore is the embedded sessionstore.Store: one bbolt file,
 // locked by the one gateway process that has it open.
 //
-// The file holds four buckets:
+// The file holds four buckets of sessions (and two of identity provider
+// sessions: see idp.go):
 //
 //	sessions   session ID -> encoded Session
 //	subjects   subject + 0x00 + session ID -> empty (List, RevokeSubject)
@@ -210,6 +211,10 @@ func initFile(tx *bolt.Tx) error {
 			return fmt.Errorf("create bucket %q: %w", name, err)
 		}
 	}
+	added, err := createIdPBuckets(tx)
+	if err != nil {
+		return err
+	}
 	meta := tx.Bucket(bucketMeta)
 	v := meta.Get(keySchemaVersion)
 	switch {
@@ -233,6 +238,9 @@ func initFile(tx *bolt.Tx) error {
 	}
 	if len(meta.Get(keyLiveSessions)) != 8 {
 		return errors.New("live session count missing: damaged file")
+	}
+	if added {
+		return nil // an older file gained the identity provider buckets
 	}
 	// Nothing changed on an existing file: roll back rather than commit.
 	return errNoChange

@@ -12,7 +12,8 @@ import (
 
 // Sweep deletes the sessions whose Deadline is at or before now, in one write
 // transaction. It reads the deadline index from its start and stops at the
-// first key after now, so it reads the expired keys plus one.
+// first key after now, so it reads the expired keys plus one; and so for
+// the identity provider session entries (sweepIdPSessions).
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 	n := 0
 	err := s.update(ctx, "sweep", func(b buckets) error {
@@ -27,7 +28,11 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 			}
 			due = append(due, bytes.Clone(k))
 		}
-		if len(due) == 0 {
+		idp, err := b.sweepIdPSessions(limit)
+		if err != nil {
+			return err
+		}
+		if len(due) == 0 && idp == 0 {
 			return errNoChange
 		}
 		// Delete after the walk: deleting under a bbolt cursor skips keys.

@@ -18,6 +18,9 @@
 //	gw:schema      the layout version
 //	gw:replay:HEX  string: an ID a ReplayCache recorded (the DPoP replay
 //	               cache: a hash of a proof's key and jti), expiring by itself
+//	gw:idp:HEX     string: the subject of an identity provider session
+//	               (Store.PutIdPSession; HEX is sessionstore.IdPSessionHash),
+//	               expiring by itself
 //
 // Why buckets: Get, Rotate and Revoke receive only a session ID, so the
 // session's keys must be found from the ID alone; and the subject index must

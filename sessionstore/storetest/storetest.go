@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 		{"WriteDeadline", testWriteDeadline},
 		{"ClientContext", testClientContext},
 		{"IdentityProvider", testIdentityProvider},
+		{"IdPSessions", testIdPSessions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
