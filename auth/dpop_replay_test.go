@@ -111,8 +111,10 @@ func TestMemoryDPoPReplayFloor(t *testing.T) {
 		}
 	}
 	for n := range 4 * dpopReplayShards {
-		// Newer than every evicted entry of every shard.
-		if seen, err := c.Seen(ctx, replayIDOf(1e6+n), base.Add(time.Second+time.Nanosecond)); seen || err != nil {
+		// Newer than every evicted entry of every shard, these ones
+		// included: a shard that takes more of them than it holds evicts
+		// one, and its floor rises to that one's until.
+		if seen, err := c.Seen(ctx, replayIDOf(1e6+n), base.Add(time.Second+time.Duration(n+1))); seen || err != nil {
 			t.Fatalf("Seen(newer than every evicted) = %v, %v; want new", seen, err)
 		}
 	}
