@@ -64,6 +64,16 @@ export interface RefreshedEvent extends Event {
   readonly detail: { byOtherTab: boolean };
 }
 
+/**
+ * The event dispatched as "loggedin" after a login: this tab's, or, in cookie
+ * delivery, another tab's (byOtherTab), whose cookie this tab now shares.
+ */
+export interface LoggedInEvent extends Event {
+  readonly type: 'loggedin';
+  readonly byOtherTab: boolean;
+  readonly detail: { byOtherTab: boolean };
+}
+
 /** A login the gateway refused; status is its HTTP status (401, 429, ...). */
 export interface LoginError extends Error {
   status: number;
@@ -96,7 +106,8 @@ export interface GatewayClient {
   thumbprint(): Promise<string | null>;
   addEventListener(type: 'sessionended', listener: (ev: SessionEndedEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: 'refreshed', listener: (ev: RefreshedEvent) => void, options?: boolean | AddEventListenerOptions): void;
-  removeEventListener(type: 'sessionended' | 'refreshed', listener: (ev: any) => void, options?: boolean | EventListenerOptions): void;
+  addEventListener(type: 'loggedin', listener: (ev: LoggedInEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener(type: 'sessionended' | 'refreshed' | 'loggedin', listener: (ev: any) => void, options?: boolean | EventListenerOptions): void;
   /** Closes the BroadcastChannel the client opened. */
   close(): void;
 }

@@ -255,6 +255,18 @@ export function createClient(options = {}) {
         adopt(msg.expiresIn, msg.refreshExpiresIn);
         dispatch('refreshed', { byOtherTab: true });
         break;
+      case 'loggedin':
+        // Cookie delivery only: the cookie another tab's login set is this
+        // tab's too. (A bearer token stays with the tab that logged in.)
+        // The generation stays: a request this tab sent before the message
+        // came may well have carried the new cookie already, and a "token
+        // expired" answer to it must still refresh.
+        if (delivery !== 'cookie') return;
+        expiresAt = now() + msg.expiresIn * 1000;
+        refreshDeadline = now() + msg.refreshExpiresIn * 1000;
+        state = 'in';
+        dispatch('loggedin', { byOtherTab: true });
+        break;
       case 'ended':
         if (delivery === 'bearer' && (token === null || msg.token !== token)) return;
         end(msg.reason, false);
@@ -461,7 +473,15 @@ export function createClient(options = {}) {
         err.status = res.status;
         throw err;
       }
-      await acceptTokenResponse(res);
+      const body = await acceptTokenResponse(res);
+      if (channel && delivery === 'cookie') {
+        channel.postMessage({
+          type: 'loggedin',
+          expiresIn: Number(body.expires_in) || 0,
+          refreshExpiresIn: Number(body.refresh_expires_in) || 0,
+        });
+      }
+      dispatch('loggedin', { byOtherTab: false });
     },
 
     async logout({ scope } = {}) {

@@ -121,6 +121,43 @@ test('two tabs sharing a cookie refresh once under the lock', async (t) => {
   }
 });
 
+test('cookie tabs: a login in one is the other\'s, a logout in one ends both', async (t) => {
+  const gw = await gateway(t, { delivery: 'cookie' });
+  const jar = { value: '' };
+  const join = channelHub();
+  const opts = { baseURL: gw.url, delivery: 'cookie', fetch: cookieJarFetch(jar), locks: memoryLocks() };
+  const a = createClient({ ...opts, channel: join() });
+  const b = createClient({ ...opts, channel: join() });
+  t.after(() => { a.close(); b.close(); });
+  const got = [];
+  for (const [name, c] of [['a', a], ['b', b]]) {
+    c.addEventListener('loggedin', (ev) => got.push(`${name} loggedin ${ev.byOtherTab}`));
+    c.addEventListener('sessionended', (ev) => got.push(`${name} ended ${ev.reason}`));
+  }
+  assert.equal(b.timeLeft(), null);
+  await a.login('demo', 'demo');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(b.timeLeft() > 0, `b.timeLeft() = ${b.timeLeft()}`);
+  await a.logout();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(got, ['a loggedin false', 'b loggedin true', 'a ended logout', 'b ended logout']);
+  assert.equal(b.timeLeft(), null);
+});
+
+test('bearer tabs: a login is not broadcast', async (t) => {
+  const gw = await gateway(t, { delivery: 'bearer' });
+  const join = channelHub();
+  const a = createClient({ baseURL: gw.url, delivery: 'bearer', locks: null, channel: join() });
+  const b = createClient({ baseURL: gw.url, delivery: 'bearer', locks: null, channel: join() });
+  t.after(() => { a.close(); b.close(); });
+  let heard = 0;
+  b.addEventListener('loggedin', () => heard++);
+  await a.login('demo', 'demo');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(heard, 0);
+  assert.equal(b.timeLeft(), null);
+});
+
 test('bearer tabs: the refreshing tab broadcasts the new token', async (t) => {
   const gw = await gateway(t, { delivery: 'bearer' });
   const join = channelHub();

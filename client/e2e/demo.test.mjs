@@ -173,3 +173,28 @@ test('the demo flow: login, hidden cookie, refresh after expiry, two tabs, logou
   assert.deepEqual(pageErrors, []);
   assert.equal(await reuseDetected(), 0);
 });
+
+test('a second tab shows the live session: a login and a logout in the other, without a reload', { skip }, async (t) => {
+  const [a, b] = [await context.newPage(), await context.newPage()];
+  t.after(() => Promise.all([a.close(), b.close()]));
+  const pageErrors = [];
+  for (const p of [a, b]) p.on('pageerror', (err) => pageErrors.push(err.message));
+  await b.goto(`${base}/`);
+  await b.waitForFunction(() => window.gatewayClient !== undefined);
+  assert.equal(await b.textContent('#status'), 'logged out');
+  assert.equal(await b.textContent('#time-left'), '–');
+
+  await login(a); // in tab a only; b is not reloaded
+  await b.waitForFunction(() => document.getElementById('status').textContent === 'logged in (in another tab)');
+  // Its session list, read with the shared cookie, names that session "this one".
+  await b.waitForFunction(() => [...document.querySelectorAll('#sessions tbody td')].some((td) => td.textContent === 'this one'), null, { timeout: 5000 })
+    .catch(async (err) => { throw new Error(`${err.message}: ${await b.innerHTML('#sessions')} ${await b.innerHTML('#log')}`); });
+  await b.waitForFunction(() => document.getElementById('time-left').textContent.includes('min'));
+  assert.equal(await callAPI(b), 200, 'tab b calls with the cookie of a\'s login');
+
+  await a.click('#logout');
+  await b.waitForFunction(() => document.getElementById('status').textContent === 'logged out (logout)');
+  assert.equal(await b.textContent('#time-left'), '–');
+  assert.equal(await callAPI(b), 401);
+  assert.deepEqual(pageErrors, []);
+});

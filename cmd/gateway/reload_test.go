@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -259,6 +263,193 @@ func TestBinaryReload(t *testing.T) {
 	if got := metric(t, adminAddr, successSeries); got != 2 {
 		t.Errorf("%s = %v, want 2", successSeries, got)
 	}
+}
+
+// TestBinaryReloadUnderLoad holds 2,000 requests in flight at a slow
+// upstream across a SIGHUP that adds a route and rotates the signing key
+// (the old one kept in verify_key_files), while a stream of new requests
+// keeps arriving through the swap: every one answers 200 with its body,
+// none fails to connect, and afterwards the added route answers to tokens
+// of both keys.
+func TestBinaryReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 requests held across a reload: not under -short")
+	}
+	const n = 2000
+	// Each held request is a socket at the client and at the upstream
+	// here, and two in the gateway, which inherits the limit.
+	raiseFileLimit(t, 2*n+512)
+	dir := t.TempDir()
+	path := writeSetup(t, dir, "")
+
+	var entered atomic.Int64
+	allIn, release := make(chan struct{}), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if entered.Add(1) == n {
+			close(allIn)
+		}
+		<-release
+		io.WriteString(w, "slow")
+	}))
+	t.Cleanup(slow.Close)
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(open) // before slow.Close, which waits for its handlers
+	api := answering(t, "api")
+	rewrite(t, path, reloadConfig(api, slow.URL, "", `key_file = "signing.pem"`))
+	p := start(t, "serve", "--config", path)
+	mainAddr, adminAddr := p.addrs(t)
+	base := "http://" + mainAddr
+	code, body := login(t, base, "alice", "wonderland")
+	if code != 200 {
+		t.Fatalf("login alice = %d %s", code, body)
+	}
+	old := tokenOf(body)
+
+	// One transport for all: no cap on connections to the gateway, and
+	// every one of them may stay idle for the next request.
+	tr := &http.Transport{MaxIdleConns: n + 64, MaxIdleConnsPerHost: n + 64}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	get := func(url, tok string) (int, string, error) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), err
+	}
+
+	held := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			code, body, err := get(fmt.Sprintf("%s/slow/%d", base, i), old)
+			held <- fmt.Sprintf("%d %s %v", code, body, err)
+		}()
+	}
+	select {
+	case <-allIn:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("only %d of %d requests reached the upstream", entered.Load(), n)
+	}
+
+	// New requests keep arriving while the configuration is swapped.
+	stop := make(chan struct{})
+	var streamed atomic.Int64
+	var streamWG sync.WaitGroup
+	streamErrs := make(chan string, 64)
+	for range 8 {
+		streamWG.Add(1)
+		go func() {
+			defer streamWG.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body, err := get(base+"/api/x", old)
+				if err != nil || code != 200 || body != "api" {
+					select {
+					case streamErrs <- fmt.Sprintf("%d %q %v", code, body, err):
+					default:
+					}
+				}
+				streamed.Add(1)
+			}
+		}()
+	}
+
+	if _, stderr, code := runBinary(t, "", "keygen", "--alg", "EdDSA", "--out", filepath.Join(dir, "signing2.pem")); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	added := answering(t, "added")
+	rewrite(t, path, reloadConfig(api, slow.URL, "",
+		`key_file = "signing2.pem"`+"\nverify_key_files = [\"signing.pem\"]")+
+		fmt.Sprintf("[[route]]\nprefix = \"/new/\"\nupstream = %q\n", added))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.awaitLog(t, reloaded, 1)
+	if got := entered.Load(); got != n {
+		t.Fatalf("%d requests reached the slow upstream before the release, want %d", got, n)
+	}
+	time.Sleep(200 * time.Millisecond) // the stream runs on the new configuration too
+	open()
+
+	bad := 0
+	for range n {
+		if got := <-held; got != "200 slow <nil>" {
+			if bad++; bad <= 5 {
+				t.Errorf("a request held across the reload = %s, want 200 slow", got)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d requests held across the reload failed", bad, n)
+	}
+	close(stop)
+	streamWG.Wait()
+	close(streamErrs)
+	for e := range streamErrs {
+		t.Errorf("a request during the reload = %s, want 200 \"api\"", e)
+	}
+	t.Logf("%d held requests and %d streamed ones across the reload", n, streamed.Load())
+
+	code, body = login(t, base, "alice", "wonderland")
+	if code != 200 {
+		t.Fatalf("login after the reload = %d %s", code, body)
+	}
+	rotated := tokenOf(body)
+	if kidOf(t, rotated) == kidOf(t, old) {
+		t.Fatalf("a token minted after the reload has the old key's kid %q", kidOf(t, old))
+	}
+	for name, tok := range map[string]string{"new key": rotated, "old key (verify_key_files)": old} {
+		if code, body, err := get(base+"/new/x", tok); err != nil || code != 200 || body != "added" {
+			t.Errorf("GET /new/x with a token of the %s = %d %q %v, want 200 \"added\"", name, code, body, err)
+		}
+	}
+	if got := metric(t, adminAddr, successSeries); got != 1 {
+		t.Errorf("%s = %v, want 1", successSeries, got)
+	}
+}
+
+// raiseFileLimit raises this process's soft limit on open files to at
+// least want; the gateway started after it inherits the limit.
+func raiseFileLimit(t testing.TB, want uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= want {
+		return
+	}
+	if lim.Max < want {
+		t.Fatalf("the hard limit on open files is %d; the test needs %d", lim.Max, want)
+	}
+	lim.Cur = want
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("raising the limit on open files to %d: %v", want, err)
+	}
+}
+
+// kidOf is the "kid" of the token's header.
+func kidOf(t testing.TB, tok string) string {
+	t.Helper()
+	head, _, _ := strings.Cut(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		t.Fatalf("token header: %v", err)
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatalf("token header: %v", err)
+	}
+	return h.Kid
 }
 
 // TestBinaryReloadWatchesSymlinkSwap mounts the users file the way

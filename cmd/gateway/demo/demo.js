@@ -58,6 +58,15 @@ client.addEventListener('refreshed', (ev) => {
   log(ev.byOtherTab ? 'another tab refreshed the token' : 'the token had expired: refreshed transparently', 'ok');
   render();
 });
+// A login in another tab of this page set the cookie this tab shares: show
+// its session here at once, without a reload.
+client.addEventListener('loggedin', async (ev) => {
+  if (!ev.byOtherTab) return;
+  $('status').textContent = 'logged in (in another tab)';
+  log('logged in in another tab', 'ok');
+  render();
+  await listSessions();
+});
 client.addEventListener('sessionended', (ev) => {
   $('status').textContent = `logged out (${ev.reason})`;
   log(`session ended: ${ev.reason}`, 'bad');
