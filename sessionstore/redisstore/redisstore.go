@@ -8,13 +8,24 @@
 // of a bucket carries the bucket's hash tag, so that in a Cluster a bucket
 // is one hash slot and every change is one Lua script on one slot:
 //
-//	gw:{NN}:s:ID   hash: the session (expires at its deadline + a margin)
+//	gw:{NN}:s:ID   hash: the session (expires at its deadline + a margin);
+//	               besides the session's fields (encode.go), "wid": the
+//	               write ID of the latest call that changed it, by which a
+//	               call sent again finds its own earlier run, and "ucf":
+//	               the current jti when the rotation to it was not
+//	               confirmed by Options.MinReplicas replicas, which makes
+//	               the previous jti answer "grace" until the next rotation
 //	gw:{NN}:dl     sorted set: ID by deadline (unix ms), for Sweep
 //	gw:{NN}:own    hash: ID -> subject, to clean the subject index of a
 //	               session Redis already deleted at its expiry
 //	gw:{NN}:live   set: the IDs of unrevoked sessions, for Count
 //	gw:{NN}:subj   sorted set, all scores 0: subject + 0x00 + ID, read in
 //	               lexical order by List and RevokeSubject
+//	gw:{NN}:ack    string "1", expiring after a minute: written after each
+//	               change when Options.MinReplicas is set, so that the WAIT
+//	               that follows on the same connection confirms a point at
+//	               or after the change, even for a call that wrote nothing
+//	               (a retry answered from its earlier run, a grace answer)
 //	gw:schema      the layout version
 //	gw:replay:HEX  string: an ID a ReplayCache recorded (the DPoP replay
 //	               cache: a hash of a proof's key and jti), expiring by itself
@@ -56,7 +67,8 @@
 // appendfsync everysec loses at most a second of refreshes on a crash, which
 // reopens the reuse window for those tokens; appendfsync always loses none).
 // With replication, a failover can lose the last writes the replica had not
-// received yet. The server must not evict keys: run it with
+// received yet, unless Options.MinReplicas makes every change wait for
+// replicas (see Store, "Replicated writes"). The server must not evict keys: run it with
 // maxmemory-policy noeviction (the default), or an evicted session logs its
 // user out and an evicted index breaks Count and List.
 package redisstore

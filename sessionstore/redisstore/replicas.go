@@ -65,13 +65,25 @@ func (r replication) run(ctx context.Context, sc *redis.Script, keys []string, a
 		// A master promoted by a failover has not loaded the scripts.
 		reply, err = r.pipeline(ctx, node, sc, keys, args, true)
 	}
-	if err != nil && isRedirect(err) {
-		if c, ok := r.client.(*redis.ClusterClient); ok {
-			c.ReloadState(ctx)
-		}
+	if err == nil {
+		return reply, nil
+	}
+	var rerr redis.Error
+	if c, ok := r.client.(*redis.ClusterClient); ok && (isRedirect(err) || !errors.As(err, &rerr)) {
+		// The node was not the slot's master, or did not answer (dead,
+		// unreachable, stalled): go-redis's routing reloads the slots
+		// on such errors, but only for the commands it routes itself; a
+		// node-pinned pipeline must ask, or a dead master stays the
+		// slot's until the next periodic reload, a minute later. The
+		// reload runs in the background, so that the caller's retry
+		// (writeCall.run's, or the client's after a 503) finds the new
+		// master; this call still ends by its deadline.
+		c.ReloadState(ctx)
+	}
+	if isRedirect(err) {
 		return nil, errRedirected{err.Error()}
 	}
-	return reply, err
+	return nil, err
 }
 
 // pipeline sends EVALSHA (or EVAL, with the source), SET of the ack key

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +93,57 @@ func BenchmarkRotateReplicas(b *testing.B) {
 			st := openOn(b, master.URL(0), &Options{MinReplicas: n})
 			storetest.BenchmarkRotate(b, st, benchTime)
 		})
+	}
+}
+
+// TestClusterMasterDown stalls, then kills, the master of a session's
+// slot in a Cluster of three masters with one replica each, under a store
+// that wants one replica: every call ends by its write deadline (plus the
+// reply margin) whatever the node does, and once the cluster has promoted
+// the replica the store writes to it (which, having no replica of its
+// own, cannot confirm: "not replicated") instead of trying the dead
+// node's address until go-redis's periodic reload of the slots.
+func TestClusterMasterDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a six-node Cluster and waits for a failover")
+	}
+	cl := redistest.StartClusterOf(t, 3, 1)
+	opts := &Options{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond, WriteTimeout: time.Second, ReplyMargin: 200 * time.Millisecond}
+	st := openOn(t, cl.URL(), opts)
+	ctx := t.Context()
+	if err := st.Create(ctx, storetest.NewSession("s", "alice", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	tag := st.bucketOf("s").tag
+	victim := cl.MasterOf(t, tag[strings.IndexByte(tag, '{'):])
+	// The bound of a call: its deadline and reply margin, and what a
+	// loaded machine (-race, shared cores) adds.
+	bound := opts.WriteTimeout + opts.ReplyMargin + time.Second
+	revoke := func() error {
+		start := time.Now()
+		_, err := st.Revoke(ctx, "s", "test", time.Now())
+		if took := time.Since(start); took > bound {
+			t.Errorf("Revoke() took %v (%v), more than %v", took, err, bound)
+		}
+		return err
+	}
+	victim.Pause(t)
+	if err := revoke(); !errors.Is(err, sessionstore.ErrUnavailable) {
+		t.Fatalf("Revoke() on a stalled master = %v, want %v", err, sessionstore.ErrUnavailable)
+	}
+	victim.Stop(t)
+	deadline := time.Now().Add(redistest.FailoverTimeout)
+	for {
+		err := revoke()
+		if errors.Is(err, errNotReplicated) {
+			break
+		}
+		if !errors.Is(err, sessionstore.ErrUnavailable) {
+			t.Fatalf("Revoke() during the failover = %v, want %v", err, sessionstore.ErrUnavailable)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Revoke() still fails with %v %v after the kill, want the promoted master's %q", err, redistest.FailoverTimeout, errNotReplicated)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -120,6 +120,14 @@ func StartClusterOf(tb testing.TB, masters, replicas int) *Cluster {
 	for _, n := range c.Nodes {
 		n.waitFor(tb, "cluster_state:ok", "CLUSTER", "INFO")
 	}
+	// The cluster is up before its replicas have synchronised: until
+	// then WAIT confirms nothing, and a master killed then has no
+	// replica with its data.
+	for _, n := range c.Nodes {
+		if info, _ := do(n.Addr, "INFO", "replication"); strings.Contains(info, "role:slave") {
+			n.waitFor(tb, "master_link_status:up", "INFO", "replication")
+		}
+	}
 	return c
 }
 
@@ -145,9 +153,9 @@ func (c *Cluster) MasterOf(tb testing.TB, key string) *Server {
 }
 
 // Rejoin restarts n, killed, as a new empty node that replicates the
-// current master of key's slot. A node restarted with its old cluster
-// configuration would claim its former slots, empty, until it hears of the
-// failover; a clean one never does.
+// current master of key's slot, and waits until it has synchronised. A
+// node restarted with its old cluster configuration would claim its former
+// slots, empty, until it hears of the failover; a clean one never does.
 func (c *Cluster) Rejoin(tb testing.TB, n *Server, key string) {
 	tb.Helper()
 	master, id := c.masterOf(tb, key)
@@ -165,6 +173,7 @@ func (c *Cluster) Rejoin(tb testing.TB, n *Server, key string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	n.waitFor(tb, "master_link_status:up", "INFO", "replication")
 }
 
 func (c *Cluster) masterOf(tb testing.TB, key string) (*Server, string) {
