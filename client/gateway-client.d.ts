@@ -36,6 +36,15 @@ export interface ClientOptions {
    * key in memory, for this page's life only.
    */
   indexedDB?: IDBFactory | null;
+  /**
+   * The fetch credentials mode of every request to the gateway (login,
+   * refresh, logout, sessions, and fetch without its own):
+   * "same-origin" (the default) for a gateway on the page's origin;
+   * "include" for one on another origin (listed in its
+   * tokens.allowed_origins), so that its cookie travels with cookie
+   * delivery. A Strict cookie still travels only within one site.
+   */
+  credentials?: RequestCredentials;
 }
 
 /**

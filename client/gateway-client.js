@@ -210,6 +210,7 @@ export function createClient(options = {}) {
     channel: channelOption,
     now = () => Date.now(),
     indexedDB: idb = globalThis.indexedDB,
+    credentials: defaultCredentials = 'same-origin',
   } = options;
   const dpop = options.dpop ?? Boolean(globalThis.crypto?.subtle && idb);
   if (delivery !== 'cookie' && delivery !== 'bearer') {
@@ -327,7 +328,7 @@ export function createClient(options = {}) {
   // call sends req (left unused: each attempt sends a clone) and answers a
   // use_dpop_nonce refusal by one retry with the nonce it came with. Every
   // answer's DPoP-Nonce is kept for the next proof.
-  async function call(req, credentials = 'same-origin', anonymous = false) {
+  async function call(req, credentials = defaultCredentials, anonymous = false) {
     let res = await fetchImpl(await withCredentials(req.clone(), credentials, anonymous));
     if (!prover) return res;
     const given = res.headers.get('DPoP-Nonce');
@@ -435,7 +436,7 @@ export function createClient(options = {}) {
 
   async function send(input, init) {
     const req = new Request(typeof input === 'string' ? base + input : input, init);
-    const attempt = () => call(req, init?.credentials ?? 'same-origin');
+    const attempt = () => call(req, init?.credentials ?? defaultCredentials);
     if (shouldRefreshEarly()) await refresh(generation, null);
     const seen = generation;
     const res = await attempt();
@@ -461,7 +462,7 @@ export function createClient(options = {}) {
         headers: { 'Content-Type': 'application/json', 'X-Requested-With': 'XMLHttpRequest' },
         body: JSON.stringify({ username, password }),
         cache: 'no-store',
-      }), 'same-origin', true);
+      }), defaultCredentials, true);
       if (!res.ok) {
         let description = '';
         try {

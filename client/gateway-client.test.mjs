@@ -62,6 +62,20 @@ test('cookie delivery sends X-Requested-With and no Authorization', async (t) =>
   assert.equal(last.xrw, 'XMLHttpRequest');
 });
 
+test('the credentials option applies to every request to the gateway', async (t) => {
+  const gw = await gateway(t, { delivery: 'cookie' });
+  const jar = { value: '' };
+  const inner = cookieJarFetch(jar);
+  const modes = [];
+  const fetch = (req) => { modes.push([new URL(req.url).pathname, req.credentials]); return inner(req); };
+  const c = client(t, { baseURL: gw.url, delivery: 'cookie', fetch, credentials: 'include' });
+  await c.login('demo', 'demo');
+  await c.fetch('/api/hello');
+  await c.fetch('/api/hello', { credentials: 'omit' });
+  await c.logout();
+  assert.deepEqual(modes, [['/auth/login', 'include'], ['/api/hello', 'include'], ['/api/hello', 'omit'], ['/auth/logout', 'include']]);
+});
+
 test('an expired token is refreshed once and the request retried once', async (t) => {
   const tests = [
     { name: 'retry succeeds', apiAlwaysExpired: false, wantStatus: 200, wantAPI: 2, wantRefresh: 1 },
