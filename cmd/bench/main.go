@@ -13,7 +13,7 @@
 //
 // Run it from the repository root:
 //
-//	go run ./cmd/bench                   # everything but the large store, about 6 minutes
+//	go run ./cmd/bench                   # everything but the large store, about 7 minutes (the refresh rounds on Redis too, if redis-server is installed)
 //	go run ./cmd/bench -modes 'EdDSA' -rounds 3 -duration 1s
 //	go run ./cmd/bench -h                # every flag
 //
