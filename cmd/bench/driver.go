@@ -394,7 +394,7 @@ func (d *driver) startGateway(alg, rev, suffix, profile string) (*proc, error) {
 	if age := d.o.proofMaxAge(); d.proof != nil && age != auth.DefaultDPoPMaxAge {
 		extra += fmt.Sprintf("dpop_proof_max_age = %q\n", age)
 	}
-	if err := d.writeConfig(dir, alg, a.keyFile, extra, "", profile != ""); err != nil {
+	if err := d.writeConfig(dir, alg, a.keyFile, extra, "", "", profile != ""); err != nil {
 		return nil, err
 	}
 	env := profileEnv(profile)
@@ -407,8 +407,12 @@ func (d *driver) startGateway(alg, rev, suffix, profile string) (*proc, error) {
 }
 
 // writeConfig writes dir/gateway.toml: alg with keyFile, tokens settings
-// extra, the users file login, and one route to the upstream.
-func (d *driver) writeConfig(dir, alg, keyFile, extra, login string, pprof bool) error {
+// extra, the store's settings (bbolt in dir/sessions.db if empty), the
+// users file login, and one route to the upstream.
+func (d *driver) writeConfig(dir, alg, keyFile, extra, store, login string, pprof bool) error {
+	if store == "" {
+		store = "path = \"sessions.db\"\n"
+	}
 	if d.o.verifyCache >= 0 {
 		extra += fmt.Sprintf("verify_cache_size = %d\n", d.o.verifyCache)
 	}
@@ -422,7 +426,7 @@ algorithm = %q
 key_file = %q
 %s
 [store]
-path = "sessions.db"
+%s
 [login]
 %s
 [log]
@@ -430,7 +434,7 @@ level = %q
 [[route]]
 prefix = "/api/"
 upstream = "http://%s"
-`, map[bool]string{true: "pprof = true"}[pprof], alg, keyFile, extra, login, d.o.logLevel, d.upstream.addr)
+`, map[bool]string{true: "pprof = true"}[pprof], alg, keyFile, extra, store, login, d.o.logLevel, d.upstream.addr)
 	return os.WriteFile(filepath.Join(dir, "gateway.toml"), []byte(cfg), 0o600)
 }
 

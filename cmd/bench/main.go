@@ -8,11 +8,12 @@
 // p50/p99 latency, CPU time and heap allocations per request of the proxy
 // process, and the ratio gateway/bare taken within each round, with the
 // median of those ratios. It also measures p99 latency at one connection,
-// and /auth/refresh throughput with 64 clients and durable commits.
+// and /auth/refresh throughput with 64 clients and durable commits, on bbolt
+// and, in the same rounds, on Redis with redis_min_replicas 0 and 1.
 //
 // Run it from the repository root:
 //
-//	go run ./cmd/bench                   # everything but the large store, about 6 minutes
+//	go run ./cmd/bench                   # everything but the large store, about 7 minutes (the refresh rounds on Redis too, if redis-server is installed)
 //	go run ./cmd/bench -modes 'EdDSA' -rounds 3 -duration 1s
 //	go run ./cmd/bench -h                # every flag
 //
@@ -57,6 +58,7 @@ type options struct {
 	sessions       int
 	latencyConns   int
 	refreshClients int
+	refreshRedis   bool
 	bigStore       int
 	profile        string
 	logLevel       string
@@ -83,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.sessions, "sessions", 1000, "sessions seeded in each gateway's store; tokens name them")
 	fs.IntVar(&o.latencyConns, "latency-conns", 1, "connections of the latency runs (0: skip them)")
 	fs.IntVar(&o.refreshClients, "refresh-clients", 64, "clients of the refresh runs, one session each (0: skip them)")
+	fs.BoolVar(&o.refreshRedis, "refresh-redis", true, "also run the refresh rounds on Redis (a master and a replica the bench starts), with redis_min_replicas 0 and 1, if redis-server is installed")
 	fs.IntVar(&o.bigStore, "big-store", 0, "sessions in a store file to time the gateway's start and a sweep on (0: skip; the target is 1000000)")
 	fs.StringVar(&o.profile, "profile", "", "`mode` (or \"refresh\") to take CPU and allocation profiles of, after its rounds (\"\": none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "the gateways' log.level (info: an access log line per request)")

@@ -24,26 +24,55 @@ import (
 // runRefresh measures /auth/refresh: one session per client, each client
 // refreshing its own session in a loop, on a gateway whose tokens are
 // refreshable at once, with the store's default durability (an fsync per
-// commit).
+// commit), and on the same gateway with the Redis stores of
+// refreshStores. Each round runs every store once, in an order that
+// rotates with the round, so that the ratios to bbolt are taken within a
+// round.
 func (d *driver) runRefresh(rep *report) error {
-	p, wl, err := d.startRefresh("refresh", "")
+	stores, note, err := d.refreshStores()
 	if err != nil {
 		return err
 	}
-	for r := range d.o.rounds {
-		s, err := d.measure(p, len(wl.tokens), wl)
-		if err != nil {
+	rep.refreshNote = note
+	gws := make([]*proc, len(stores))
+	loads := make([]*refreshLoad, len(stores))
+	for i, st := range stores {
+		name := "refresh"
+		if i > 0 {
+			name = fmt.Sprintf("refresh-redis-%d", i-1)
+		}
+		if gws[i], loads[i], err = d.startRefresh(name, st.store, ""); err != nil {
 			return err
 		}
-		rep.refresh = append(rep.refresh, s)
-		d.logf("refresh round %d  %7.0f refreshes/s  p99 %v%s", r+1, s.res.rate(), s.res.percentile(99), s.res.note())
+		if i > 0 {
+			rep.refreshOn = append(rep.refreshOn, storeSamples{name: st.name})
+		}
+	}
+	for r := range d.o.rounds {
+		for k := range stores {
+			i := (r + k) % len(stores)
+			s, err := d.measure(gws[i], len(loads[i].tokens), loads[i])
+			if err != nil {
+				return err
+			}
+			if i == 0 {
+				rep.refresh = append(rep.refresh, s)
+			} else {
+				rep.refreshOn[i-1].samples = append(rep.refreshOn[i-1].samples, s)
+			}
+			d.logf("refresh round %d  %-22s %7.0f refreshes/s  p99 %v%s", r+1, stores[i].name, s.res.rate(), s.res.percentile(99), s.res.note())
+		}
+	}
+	for _, p := range gws[1:] {
+		p.stop()
 	}
 	return nil
 }
 
-// startRefresh starts a gateway whose tokens are refreshable at once and
-// logs one session in per refresh client.
-func (d *driver) startRefresh(name, profile string) (*proc, *refreshLoad, error) {
+// startRefresh starts a gateway whose tokens are refreshable at once, on
+// the store of the [store] lines store (bbolt if empty), and logs one
+// session in per refresh client.
+func (d *driver) startRefresh(name, store, profile string) (*proc, *refreshLoad, error) {
 	a, err := d.setupAlg(auth.EdDSA)
 	if err != nil {
 		return nil, nil, err
@@ -61,7 +90,10 @@ func (d *driver) startRefresh(name, profile string) (*proc, *refreshLoad, error)
 	}
 	// Tokens refreshable as soon as minted; a short grace.
 	extra := "access_ttl = \"30m\"\nrefresh_before_expiry = \"29m59.999999999s\"\nrefresh_grace = \"1s\"\n"
-	if err := d.writeConfig(dir, auth.EdDSA, a.keyFile, extra, "users_file = \"users\"\nmax_failures = 1000\n", profile != ""); err != nil {
+	// No cap on the user's sessions: past login.max_sessions_per_user (50
+	// by default) each login would revoke an earlier client's session.
+	users := "users_file = \"users\"\nmax_failures = 1000\nmax_sessions_per_user = 0\n"
+	if err := d.writeConfig(dir, auth.EdDSA, a.keyFile, extra, store, users, profile != ""); err != nil {
 		return nil, nil, err
 	}
 	env := profileEnv(profile)
@@ -106,7 +138,7 @@ func (d *driver) runProfile(rep *report) error {
 		)
 		if d.o.profile == "refresh" {
 			var rl *refreshLoad
-			p, rl, err = d.startRefresh("refresh-profile-"+kind, kind)
+			p, rl, err = d.startRefresh("refresh-profile-"+kind, "", kind)
 			wl, conn = rl, len(rl.tokens)
 		} else {
 			m, ok := d.mode(d.o.profile)
@@ -269,7 +301,7 @@ func (d *driver) runBigStore(rep *report) error {
 	}
 	d.logf("big store: built in %v, %d MiB", res.build.Round(time.Millisecond), res.fileMiB)
 
-	if err := d.writeConfig(dir, auth.EdDSA, a.keyFile, "", "", false); err != nil {
+	if err := d.writeConfig(dir, auth.EdDSA, a.keyFile, "", "", "", false); err != nil {
 		return err
 	}
 	start = time.Now()

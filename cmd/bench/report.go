@@ -17,8 +17,12 @@ type report struct {
 	modes   []mode
 	pairs   map[mode][]pair
 	latency []pair
-	refresh []sample
-	big     *bigResult
+	refresh []sample // on bbolt
+	// refreshOn are the same rounds on the other stores (Redis); empty
+	// without them, and refreshNote then may say why.
+	refreshOn   []storeSamples
+	refreshNote string
+	big         *bigResult
 
 	profileMode, profileCPU, profileAllocs, profileDir string
 	profileRequests                                    int
@@ -57,6 +61,7 @@ func (r *report) write(w io.Writer) {
 	r.writeBound(w)
 	r.writeLatency(w)
 	r.writeRefresh(w)
+	r.writeRefreshStores(w)
 	r.writeBig(w)
 	r.writeTargets(w)
 	r.writeProfiles(w)
@@ -182,6 +187,49 @@ func (r *report) writeRefresh(w io.Writer) {
 			µs(s.res.percentile(50)), µs(s.res.percentile(99)), µs(s.cpu), s.allocs, s.res.errs)
 	}
 	fmt.Fprintf(w, "\nMedian: **%.0f refreshes/s**.\n", med(r.refresh, func(s sample) float64 { return s.res.rate() }))
+}
+
+// storeSamples are the refresh rounds on one store.
+type storeSamples struct {
+	name    string
+	samples []sample
+}
+
+// writeRefreshStores writes the refresh rounds on each store beside
+// bbolt's, with the ratio to bbolt taken within each round.
+func (r *report) writeRefreshStores(w io.Writer) {
+	if r.refreshNote != "" {
+		fmt.Fprintf(w, "\n%s.\n", r.refreshNote)
+	}
+	if len(r.refreshOn) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### Refresh by store, %d clients (EdDSA), the same rounds\n\n", r.o.refreshClients)
+	fmt.Fprintln(w, "bbolt fsyncs each commit (shared by a group commit); Redis is one master and one replica on this machine, each with an append-only file fsynced every second; with min replicas 1 each change also waits (WAIT) for the replica. Medians over the rounds; ratio: refreshes/s over bbolt's within a round.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| store | refreshes/s | **ratio to bbolt** | ratio per round | p50 µs | p99 µs | CPU µs/refresh | errors |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+	row := func(name string, ss []sample) {
+		var ratios []float64
+		var per []string
+		errs := 0
+		for i, s := range ss {
+			if i < len(r.refresh) {
+				ratios = append(ratios, s.res.rate()/r.refresh[i].res.rate())
+				per = append(per, fmt.Sprintf("%.2f", ratios[i]))
+			}
+			errs += s.res.errs
+		}
+		fmt.Fprintf(w, "| %s | %.0f | **%.2f** | %s | %.0f | %.0f | %.0f | %d |\n", name,
+			med(ss, func(s sample) float64 { return s.res.rate() }), median(ratios), strings.Join(per, " "),
+			med(ss, func(s sample) float64 { return µs(s.res.percentile(50)) }),
+			med(ss, func(s sample) float64 { return µs(s.res.percentile(99)) }),
+			med(ss, func(s sample) float64 { return µs(s.cpu) }), errs)
+	}
+	row("bbolt", r.refresh)
+	for _, st := range r.refreshOn {
+		row(st.name, st.samples)
+	}
 }
 
 // writeBig writes the large store's figures, if the run measured them.
