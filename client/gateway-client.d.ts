@@ -37,6 +37,13 @@ export interface ClientOptions {
    */
   indexedDB?: IDBFactory | null;
   /**
+   * The algorithm of a new DPoP key: "EdDSA" (the default; Ed25519, where
+   * WebCrypto has it, else ES256) or "ES256" (P-256). A key already stored
+   * keeps its algorithm. Set "ES256" for a gateway whose
+   * tokens.dpop_algorithms leaves EdDSA out.
+   */
+  dpopAlgorithm?: 'EdDSA' | 'ES256';
+  /**
    * The fetch credentials mode of every request to the gateway (login,
    * refresh, logout, sessions, and fetch without its own):
    * "same-origin" (the default) for a gateway on the page's origin;

@@ -264,13 +264,22 @@ test('a refused login rejects with the status', async (t) => {
   assert.equal(c.timeLeft(), null);
 });
 
-/** decodeProof splits a DPoP proof and checks its ES256 signature with its own jwk. */
+// The proof algorithms the client makes: the JWS alg, the jwk's curve and
+// its public members (RFC 7638 order), and WebCrypto's verify parameters.
+const PROOF_KINDS = {
+  EdDSA: { crv: 'Ed25519', members: ['crv', 'kty', 'x'], importAlg: { name: 'Ed25519' }, verifyAlg: { name: 'Ed25519' } },
+  ES256: { crv: 'P-256', members: ['crv', 'kty', 'x', 'y'], importAlg: { name: 'ECDSA', namedCurve: 'P-256' }, verifyAlg: { name: 'ECDSA', hash: 'SHA-256' } },
+};
+
+/** decodeProof splits a DPoP proof and checks its signature (EdDSA or ES256, by its alg) with its own jwk. */
 async function decodeProof(proof) {
   const [h, p, s] = proof.split('.');
   const header = JSON.parse(Buffer.from(h, 'base64url'));
   const claims = JSON.parse(Buffer.from(p, 'base64url'));
-  const key = await crypto.subtle.importKey('jwk', header.jwk, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']);
-  const valid = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, Buffer.from(s, 'base64url'), new TextEncoder().encode(`${h}.${p}`));
+  const kind = PROOF_KINDS[header.alg];
+  assert.ok(kind, `alg ${header.alg}`);
+  const key = await crypto.subtle.importKey('jwk', header.jwk, kind.importAlg, true, ['verify']);
+  const valid = await crypto.subtle.verify(kind.verifyAlg, key, Buffer.from(s, 'base64url'), new TextEncoder().encode(`${h}.${p}`));
   return { header, claims, valid };
 }
 
@@ -278,14 +287,16 @@ const sha256 = async (text) => Buffer.from(await crypto.subtle.digest('SHA-256',
 
 test('DPoP: every request carries a fresh proof of one key', async (t) => {
   const tests = [
-    { name: 'bearer: Authorization DPoP, ath the token hash', delivery: 'bearer' },
-    { name: 'cookie: no Authorization, proofs without ath', delivery: 'cookie' },
+    { name: 'bearer: Authorization DPoP, ath the token hash (EdDSA, the default)', delivery: 'bearer', alg: 'EdDSA' },
+    { name: 'cookie: no Authorization, proofs without ath (EdDSA, the default)', delivery: 'cookie', alg: 'EdDSA' },
+    { name: 'bearer, dpopAlgorithm ES256', delivery: 'bearer', alg: 'ES256', opts: { dpopAlgorithm: 'ES256' } },
+    { name: 'cookie, dpopAlgorithm ES256', delivery: 'cookie', alg: 'ES256', opts: { dpopAlgorithm: 'ES256' } },
   ];
   for (const tt of tests) {
     await t.test(tt.name, async (t) => {
       const gw = await gateway(t, { delivery: tt.delivery });
       const jar = { value: '' };
-      const c = client(t, { baseURL: gw.url, delivery: tt.delivery, dpop: true, ...(tt.delivery === 'cookie' ? { fetch: cookieJarFetch(jar) } : {}) });
+      const c = client(t, { baseURL: gw.url, delivery: tt.delivery, dpop: true, ...tt.opts, ...(tt.delivery === 'cookie' ? { fetch: cookieJarFetch(jar) } : {}) });
       assert.equal(c.dpop, true);
       assert.equal(c.bound, null, 'bound before any login');
       const started = Math.floor(Date.now() / 1000);
@@ -305,11 +316,11 @@ test('DPoP: every request carries a fresh proof of one key', async (t) => {
         const { header, claims, valid } = await decodeProof(s.dpop);
         assert.ok(valid, `${s.path}: signature`);
         assert.equal(header.typ, 'dpop+jwt');
-        assert.equal(header.alg, 'ES256');
-        assert.deepEqual(Object.keys(header.jwk).sort(), ['crv', 'kty', 'x', 'y'], 'public members only, no d');
-        assert.equal(header.jwk.crv, 'P-256');
-        const { crv, kty, x, y } = header.jwk;
-        assert.equal(await sha256(JSON.stringify({ crv, kty, x, y })), thumbprint, 'thumbprint() is the key of the proofs');
+        const kind = PROOF_KINDS[tt.alg];
+        assert.equal(header.alg, tt.alg);
+        assert.deepEqual(Object.keys(header.jwk), kind.members, 'public members only (no d), in RFC 7638 order');
+        assert.equal(header.jwk.crv, kind.crv);
+        assert.equal(await sha256(JSON.stringify(header.jwk)), thumbprint, 'thumbprint() is the key of the proofs');
         assert.equal(claims.htm, s.method);
         assert.equal(claims.htu, gw.url + s.path.replace(/\?.*$/, ''), 'htu without query or fragment');
         assert.ok(claims.iat >= started && claims.iat <= Math.floor(Date.now() / 1000) + 1, `iat ${claims.iat}`);

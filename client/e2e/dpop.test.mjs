@@ -187,7 +187,8 @@ test('DPoP-bound sessions in Chromium: the key, a thief, a reload, two tabs, oth
     }));
     assert.equal(got.extractable, false);
     assert.deepEqual(got.usages, ['sign']);
-    assert.deepEqual(got.algorithm, { name: 'ECDSA', namedCurve: 'P-256' });
+    // Chromium has Ed25519 in WebCrypto: the client's preferred key.
+    assert.deepEqual(got.algorithm, { name: 'Ed25519' });
     assert.deepEqual(got.exports, ['jwk: InvalidAccessError', 'pkcs8: InvalidAccessError']);
     assert.ok(!got.publicJWK.includes('d'), 'the public key holds no private part');
   });

@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unrecorded load before each window")
 	fs.IntVar(&o.conns, "conns", 64, "keep-alive connections of the throughput runs")
 	fs.StringVar(&o.modes, "modes", "", "`regexp` selecting modes by name (\"EdDSA refresh reused\", \"HS256 every_request fresh\", \"ES256 refresh bound\", ...; \"\": every reused and fresh mode and EdDSA refresh bound; \".\": all)")
-	fs.StringVar(&o.proofAlg, "proof-alg", "ES256", "`algorithm` of the bound modes' DPoP proofs: ES256 (the browser client's) or EdDSA")
+	fs.StringVar(&o.proofAlg, "proof-alg", "EdDSA", "`algorithm` of the bound modes' DPoP proofs: EdDSA (the browser client's, where WebCrypto has Ed25519) or ES256 (its fallback)")
 	fs.IntVar(&o.pool, "pool", 0, "fresh tokens minted per algorithm (0: enough for -rounds at 10,000 req/s)")
 	fs.IntVar(&o.proofRate, "proof-rate", 10000, "requests a second the proofs of one bound run are made for, before it")
 	fs.IntVar(&o.sessions, "sessions", 1000, "sessions seeded in each gateway's store; tokens name them")
