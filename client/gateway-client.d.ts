@@ -70,7 +70,14 @@ export type SessionEndedReason =
 export interface SessionEndedEvent extends Event {
   readonly type: 'sessionended';
   readonly reason: SessionEndedReason;
-  readonly detail: { reason: SessionEndedReason };
+  /**
+   * After logout() of a session of an OpenID Provider ([login.oidc]): the
+   * provider's end-session URL, for the app to follow
+   * (location.assign(ev.endSessionURL)) so that the provider's own session
+   * ends too. Absent otherwise, and in other tabs.
+   */
+  readonly endSessionURL?: string;
+  readonly detail: { reason: SessionEndedReason; endSessionURL?: string };
 }
 
 /** The event dispatched as "refreshed" when a new token came: from this tab's refresh, or another tab's (byOtherTab). */
@@ -101,7 +108,9 @@ export interface GatewayClient {
   login(username: string, password: string): Promise<void>;
   /**
    * Ends the session at the gateway and dispatches "sessionended" with
-   * reason "logout"; resolves true on 204. scope "others" ends every other
+   * reason "logout" (and, for a session of an OpenID Provider, its
+   * endSessionURL); resolves true when the gateway ended it (204, or 200
+   * with the provider's end-session URL). scope "others" ends every other
    * session of the user and keeps this one (no event); "all" ends every one.
    */
   logout(options?: { scope?: 'others' | 'all' }): Promise<boolean>;

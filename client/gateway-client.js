@@ -314,7 +314,10 @@ export function createClient(options = {}) {
     state = 'in';
   }
 
-  function end(reason, broadcast) {
+  // end forgets the session and tells the app (and with broadcast the
+  // other tabs); endSessionURL, where a logout answered one, goes with the
+  // event of this tab only: one tab follows it.
+  function end(reason, broadcast, endSessionURL) {
     const old = token;
     token = null;
     expiresAt = 0;
@@ -325,7 +328,7 @@ export function createClient(options = {}) {
     }
     if (state === 'out') return;
     state = 'out';
-    dispatch('sessionended', { reason });
+    dispatch('sessionended', endSessionURL ? { reason, endSessionURL } : { reason });
     if (onSessionEnded) onSessionEnded(reason);
   }
 
@@ -522,12 +525,18 @@ export function createClient(options = {}) {
         return (await post('/auth/logout', { scope })).status === 204;
       }
       let res;
+      let endSessionURL;
       try {
         res = await post('/auth/logout', scope === undefined ? undefined : { scope });
+        if (res.status === 200) {
+          // A session of an OpenID Provider: the gateway's session is over,
+          // and the provider's end-session URL is for the app to follow.
+          endSessionURL = await res.json().then((b) => b.end_session_url, () => undefined);
+        }
       } finally {
-        end('logout', true);
+        end('logout', true, endSessionURL);
       }
-      return res.status === 204;
+      return res.status === 204 || res.status === 200;
     },
 
     fetch: send,

@@ -76,6 +76,19 @@ test('the credentials option applies to every request to the gateway', async (t)
   assert.deepEqual(modes, [['/auth/login', 'include'], ['/api/hello', 'include'], ['/api/hello', 'omit'], ['/auth/logout', 'include']]);
 });
 
+test('logout of a session of an OpenID Provider hands the app its end-session URL', async (t) => {
+  const url = 'https://idp.example/end_session?id_token_hint=x&state=y';
+  const gw = await gateway(t, { delivery: 'bearer', endSessionURL: url });
+  const c = client(t, { baseURL: gw.url, delivery: 'bearer' });
+  await c.login('demo', 'demo');
+  const ended = new Promise((resolve) => c.addEventListener('sessionended', resolve, { once: true }));
+  assert.equal(await c.logout(), true, '200 with end_session_url is a logout that succeeded');
+  const ev = await ended;
+  assert.equal(ev.reason, 'logout');
+  assert.equal(ev.endSessionURL, url);
+  assert.equal(ev.detail.endSessionURL, url);
+});
+
 test('an expired token is refreshed once and the request retried once', async (t) => {
   const tests = [
     { name: 'retry succeeds', apiAlwaysExpired: false, wantStatus: 200, wantAPI: 2, wantRefresh: 1 },

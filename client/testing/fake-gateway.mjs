@@ -8,7 +8,7 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 
-export async function startFakeGateway({ delivery = 'bearer', allowEarly = false, nonce = false } = {}) {
+export async function startFakeGateway({ delivery = 'bearer', allowEarly = false, nonce = false, endSessionURL = '' } = {}) {
   const tokens = new Map(); // token -> { sid, expired, rotated }
   const sessions = new Map(); // sid -> { revoked, reason }
   const counts = { login: 0, refresh: 0, reuse: 0, api: 0, logout: 0 };
@@ -109,7 +109,13 @@ export async function startFakeGateway({ delivery = 'bearer', allowEarly = false
           s.revoked = true;
           s.reason = 'session revoked';
         }
-        res.writeHead(204, delivery !== 'bearer' ? { 'Set-Cookie': '__Host-gateway=; Path=/; Max-Age=0' } : {}).end();
+        const clear = delivery !== 'bearer' ? { 'Set-Cookie': '__Host-gateway=; Path=/; Max-Age=0' } : {};
+        if (endSessionURL) {
+          // A session of an OpenID Provider: the gateway answers its end-session URL.
+          res.writeHead(200, { ...clear, 'Content-Type': 'application/json' }).end(JSON.stringify({ end_session_url: endSessionURL }));
+          return;
+        }
+        res.writeHead(204, clear).end();
         return;
       }
       if (req.url.startsWith('/api/')) {
