@@ -379,6 +379,23 @@ test('DPoP: a use_dpop_nonce refusal is retried once with the new nonce', async 
   assert.equal(gw.seen.length - before, 2, 'one retry');
 });
 
+test('DPoP: without Ed25519 in WebCrypto the key is P-256', async (t) => {
+  const subtle = globalThis.crypto.subtle;
+  const generateKey = subtle.generateKey;
+  subtle.generateKey = function (alg, ...rest) {
+    if (alg?.name === 'Ed25519') return Promise.reject(new DOMException('Ed25519 unsupported', 'NotSupportedError'));
+    return generateKey.call(this, alg, ...rest);
+  };
+  t.after(() => { subtle.generateKey = generateKey; });
+  const gw = await gateway(t, { delivery: 'bearer' });
+  const c = client(t, { baseURL: gw.url, delivery: 'bearer', dpop: true });
+  await c.login('demo', 'demo');
+  const { header, valid } = await decodeProof(gw.seen.at(-1).dpop);
+  assert.ok(valid);
+  assert.equal(header.alg, 'ES256');
+  assert.equal(header.jwk.crv, 'P-256');
+});
+
 test('DPoP off: no proofs, Bearer tokens', async (t) => {
   const gw = await gateway(t, { delivery: 'bearer' });
   const c = client(t, { baseURL: gw.url, delivery: 'bearer', dpop: false });
