@@ -192,6 +192,6 @@ func logoutHeader(raw string) error {
 // logoutVerifier is go-oidc's verifier for logout tokens: the ID token
 // verifier's signature, iss and aud checks, with its expiry check skipped
 // (a logout token's exp is optional; VerifyLogout checks it when there).
-func logoutVerifier(p *oidc.Provider, keysCtx context.Context, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
-	return p.VerifierContext(keysCtx, &oidc.Config{ClientID: clientID, Now: now, SkipExpiryCheck: true})
+func logoutVerifier(issuer string, keys oidc.KeySet, algs []string, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(issuer, keys, &oidc.Config{ClientID: clientID, Now: now, SkipExpiryCheck: true, SupportedSigningAlgs: algs})
 }
