@@ -349,9 +349,9 @@ func (o *OIDC) Finish(ctx context.Context, sealed, state, code string) (OIDCLogi
 
 // verifyIDToken verifies raw and reads our identity from it.
 func (o *OIDC) verifyIDToken(ctx context.Context, p *oidcProvider, raw, nonce, accessToken string) (Identity, error) {
-	idt, err := p.verifier.Verify(ctx, raw)
+	idt, err := verifyProviderToken(ctx, p.verifier, raw, ErrIDToken)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %w", ErrIDToken, err)
+		return Identity{}, err
 	}
 	if idt.Nonce == "" || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		return Identity{}, fmt.Errorf("%w: nonce is not this login's", ErrIDToken)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -88,6 +89,9 @@ func (k *providerKeys) VerifySignature(ctx context.Context, raw string) ([]byte,
 	}
 	k.fetch(ctx)
 	if s = k.set.Load(); s == nil {
+		if out, ok := ctx.Value(keysOutageKey{}).(*bool); ok {
+			*out = true
+		}
 		return nil, fmt.Errorf("%w: the provider's keys could not be fetched", ErrIdPUnavailable)
 	}
 	if payload, ok := s.verify(jws, kid); ok {
@@ -188,4 +192,25 @@ func (k *providerKeys) get(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, errNoUsableKey
 	}
 	return keys, nil
+}
+
+// keysOutageKey marks a context whose *bool VerifySignature sets when it
+// had no keys to check with: go-oidc's verifier keeps only the text of a
+// key set's error, and its caller must tell the provider's outage (503)
+// from a refused token (400).
+type keysOutageKey struct{}
+
+// verifyProviderToken is v.Verify of raw, its error wrapping
+// ErrIdPUnavailable when the provider's keys could not be had, else
+// refused.
+func verifyProviderToken(ctx context.Context, v *oidc.IDTokenVerifier, raw string, refused error) (*oidc.IDToken, error) {
+	var outage bool
+	idt, err := v.Verify(context.WithValue(ctx, keysOutageKey{}, &outage), raw)
+	switch {
+	case err == nil:
+		return idt, nil
+	case outage:
+		return nil, fmt.Errorf("%w: %w", ErrIdPUnavailable, err)
+	}
+	return nil, fmt.Errorf("%w: %w", refused, err)
 }

@@ -101,3 +101,18 @@ func TestOIDCForgedTokensFetchNoKeys(t *testing.T) {
 		t.Fatalf("JWKS fetches past the interval = %d, want 2", got)
 	}
 }
+
+// TestOIDCKeysUnreachable: a logout token that cannot be checked because
+// the provider's keys cannot be had is the provider's outage (503, which
+// the provider may retry), not a refused token (400, which tells it the
+// token was bad, so the user's logout is lost), as the README says.
+func TestOIDCKeysUnreachable(t *testing.T) {
+	op := oidctest.Start(t, internalCallback)
+	o := discovered(t, op, nil)
+	op.Stop()
+	good := op.SignLogout(t, op.LogoutClaims(oidctest.ClientID, oidctest.Alice.ID, ""))
+	_, err := o.VerifyLogout(t.Context(), good)
+	if !errors.Is(err, ErrIdPUnavailable) || errors.Is(err, ErrLogoutToken) {
+		t.Fatalf("logout token with the provider's keys unreachable: %v, want ErrIdPUnavailable only", err)
+	}
+}

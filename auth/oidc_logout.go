@@ -80,7 +80,8 @@ var logoutTypes = map[string]bool{"": true, "jwt": true, "logout+jwt": true, "ap
 // payload shows no sid, unverified, is ErrLogoutUnsupported before any
 // other check, since nothing it could say would name our sessions. The
 // error is ErrLogoutUnsupported, or wraps ErrLogoutToken, or
-// ErrIdPUnavailable (the provider is not discovered yet).
+// ErrIdPUnavailable (the provider is not discovered yet, or its keys
+// could not be fetched: the provider may retry a 503, not a 400).
 func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error) {
 	bySID := o.cfg.SubjectClaim != "sub"
 	if bySID && unverifiedSID(raw) == "" {
@@ -93,9 +94,9 @@ func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error
 	if err := logoutHeader(raw); err != nil {
 		return LogoutToken{}, err
 	}
-	idt, err := p.logout.Verify(o.ctx(ctx), raw)
+	idt, err := verifyProviderToken(o.ctx(ctx), p.logout, raw, ErrLogoutToken)
 	if err != nil {
-		return LogoutToken{}, fmt.Errorf("%w: %w", ErrLogoutToken, err)
+		return LogoutToken{}, err
 	}
 	var c struct {
 		IssuedAt *json.Number   `json:"iat"`
