@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -174,14 +175,28 @@ func (o *OIDC) Discover(ctx context.Context) error {
 		return fmt.Errorf("%w: discovery of %s: %w", ErrIdPUnavailable, o.cfg.Issuer, err)
 	}
 	var extra struct {
-		EndSession string `json:"end_session_endpoint"`
+		EndSession string   `json:"end_session_endpoint"`
+		JWKSURI    string   `json:"jwks_uri"`
+		Algs       []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return fmt.Errorf("%w: discovery of %s: %w", ErrIdPUnavailable, o.cfg.Issuer, err)
 	}
-	// The key set's fetches run on this context, without the timeout of
-	// discovery: the client's own Timeout bounds each.
-	keysCtx := oidc.ClientContext(context.WithoutCancel(ctx), o.client)
+	if extra.JWKSURI == "" {
+		return fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrIdPUnavailable, o.cfg.Issuer)
+	}
+	// The provider's keys, shared by the ID token and logout token
+	// verifiers, and fetched as providerKeys says (not go-oidc's
+	// RemoteKeySet, which fetches again for every forged token). The algs
+	// are the announced ones go-oidc supports, as its own verifier takes
+	// them; none announced means RS256.
+	keys := &providerKeys{url: extra.JWKSURI, client: o.client, now: o.now, timeout: o.cfg.Timeout}
+	var algs []string
+	for _, a := range extra.Algs {
+		if slices.Contains(ExternalAlgorithms, a) {
+			algs = append(algs, a)
+		}
+	}
 	o.p.Store(&oidcProvider{
 		oauth: oauth2.Config{
 			ClientID:     o.cfg.ClientID,
@@ -190,8 +205,8 @@ func (o *OIDC) Discover(ctx context.Context) error {
 			RedirectURL:  o.cfg.RedirectURL,
 			Scopes:       o.cfg.Scopes,
 		},
-		verifier:   p.VerifierContext(keysCtx, &oidc.Config{ClientID: o.cfg.ClientID, Now: o.now}),
-		logout:     logoutVerifier(p, keysCtx, o.cfg.ClientID, o.now),
+		verifier:   oidc.NewVerifier(o.cfg.Issuer, keys, &oidc.Config{ClientID: o.cfg.ClientID, Now: o.now, SupportedSigningAlgs: algs}),
+		logout:     logoutVerifier(o.cfg.Issuer, keys, algs, o.cfg.ClientID, o.now),
 		endSession: extra.EndSession,
 	})
 	return nil
@@ -334,9 +349,9 @@ func (o *OIDC) Finish(ctx context.Context, sealed, state, code string) (OIDCLogi
 
 // verifyIDToken verifies raw and reads our identity from it.
 func (o *OIDC) verifyIDToken(ctx context.Context, p *oidcProvider, raw, nonce, accessToken string) (Identity, error) {
-	idt, err := p.verifier.Verify(ctx, raw)
+	idt, err := verifyProviderToken(ctx, p.verifier, raw, ErrIDToken)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %w", ErrIDToken, err)
+		return Identity{}, err
 	}
 	if idt.Nonce == "" || subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		return Identity{}, fmt.Errorf("%w: nonce is not this login's", ErrIDToken)

@@ -80,7 +80,8 @@ var logoutTypes = map[string]bool{"": true, "jwt": true, "logout+jwt": true, "ap
 // payload shows no sid, unverified, is ErrLogoutUnsupported before any
 // other check, since nothing it could say would name our sessions. The
 // error is ErrLogoutUnsupported, or wraps ErrLogoutToken, or
-// ErrIdPUnavailable (the provider is not discovered yet).
+// ErrIdPUnavailable (the provider is not discovered yet, or its keys
+// could not be fetched: the provider may retry a 503, not a 400).
 func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error) {
 	bySID := o.cfg.SubjectClaim != "sub"
 	if bySID && unverifiedSID(raw) == "" {
@@ -93,9 +94,9 @@ func (o *OIDC) VerifyLogout(ctx context.Context, raw string) (LogoutToken, error
 	if err := logoutHeader(raw); err != nil {
 		return LogoutToken{}, err
 	}
-	idt, err := p.logout.Verify(o.ctx(ctx), raw)
+	idt, err := verifyProviderToken(o.ctx(ctx), p.logout, raw, ErrLogoutToken)
 	if err != nil {
-		return LogoutToken{}, fmt.Errorf("%w: %w", ErrLogoutToken, err)
+		return LogoutToken{}, err
 	}
 	var c struct {
 		IssuedAt *json.Number   `json:"iat"`
@@ -192,6 +193,6 @@ func logoutHeader(raw string) error {
 // logoutVerifier is go-oidc's verifier for logout tokens: the ID token
 // verifier's signature, iss and aud checks, with its expiry check skipped
 // (a logout token's exp is optional; VerifyLogout checks it when there).
-func logoutVerifier(p *oidc.Provider, keysCtx context.Context, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
-	return p.VerifierContext(keysCtx, &oidc.Config{ClientID: clientID, Now: now, SkipExpiryCheck: true})
+func logoutVerifier(issuer string, keys oidc.KeySet, algs []string, clientID string, now func() time.Time) *oidc.IDTokenVerifier {
+	return oidc.NewVerifier(issuer, keys, &oidc.Config{ClientID: clientID, Now: now, SkipExpiryCheck: true, SupportedSigningAlgs: algs})
 }
