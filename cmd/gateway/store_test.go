@@ -189,3 +189,25 @@ func TestDPoPReplaySizedByConfig(t *testing.T) {
 		t.Errorf("Seen(first of %d proofs) = %v, %v, want ErrDPoPProofTooOld from a cache of %d entries", 4*minDPoPReplayEntries, seen, err, minDPoPReplayEntries)
 	}
 }
+
+// TestReloadKeepsDPoPReplayWindow: a reload keeps tokens.dpop_proof_max_age
+// and tokens.dpop_replay_entries. The replay cache is kept across reloads
+// and forgets a proof at the until of the verifier that recorded it: a
+// longer max age after a reload would accept again, as fresh, the proofs
+// accepted before it whose entries had gone.
+func TestReloadKeepsDPoPReplayWindow(t *testing.T) {
+	var logs strings.Builder
+	m := &Main{cfg: Default(), log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	cfg := Default()
+	cfg.Tokens.DPoPProofMaxAge = Duration(5 * time.Minute)
+	cfg.Tokens.DPoPReplayEntries = 2 * auth.DefaultDPoPReplayEntries
+	m.keepFixed(&cfg)
+	if cfg.Tokens.DPoPProofMaxAge != m.cfg.Tokens.DPoPProofMaxAge || cfg.Tokens.DPoPReplayEntries != m.cfg.Tokens.DPoPReplayEntries {
+		t.Errorf("after a reload: max age %v, entries %d; want the start-up %v, %d", cfg.Tokens.DPoPProofMaxAge, cfg.Tokens.DPoPReplayEntries, m.cfg.Tokens.DPoPProofMaxAge, m.cfg.Tokens.DPoPReplayEntries)
+	}
+	for _, key := range []string{"tokens.dpop_proof_max_age", "tokens.dpop_replay_entries"} {
+		if !strings.Contains(logs.String(), `"key":"`+key+`"`) {
+			t.Errorf("no warning names %s: %s", key, logs.String())
+		}
+	}
+}
