@@ -327,7 +327,8 @@ func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequ
 			return DPoPProof{}, err
 		}
 	}
-	seen, err := v.replay.Seen(ctx, replayID(proof.JKT, proof.ID), proof.IssuedAt.Add(v.maxAge))
+	until := proof.IssuedAt.Add(v.maxAge)
+	seen, err := v.replay.Seen(ctx, replayID(proof.JKT, proof.ID), until)
 	switch {
 	case errors.Is(err, ErrDPoPProofTooOld):
 		return DPoPProof{}, dpopInvalid("DPoP proof too old")
@@ -335,6 +336,12 @@ func (v *DPoPVerifier) Verify(ctx context.Context, proofs []string, req DPoPRequ
 		return DPoPProof{}, fmt.Errorf("dpop replay cache: %w", err)
 	case seen:
 		return DPoPProof{}, dpopInvalid("DPoP proof replayed")
+	case v.now().After(until):
+		// The cache lets an entry go once its until has passed on its own
+		// clock, read after ours: a proof checked on the last instant of
+		// its window may meet its own entry already gone. Past until now,
+		// it is too old, whatever the cache said.
+		return DPoPProof{}, dpopInvalid("DPoP proof too old")
 	}
 	return proof, nil
 }

@@ -42,6 +42,8 @@ func FuzzDPoPVerify(f *testing.F) {
 	f.Add("", ecH, js(authtest.With(c, "nonce", fx.nonces.Nonce())), true, "GET", testHTU, "", true)
 	f.Add("", js(authtest.With(fx.header(f, fx.ec), "typ", "JWT")), js(c), true, "GET", testHTU, "", false)
 	f.Add("e30.e30.", "", "", false, "GET", testHTU, "", false)
+	f.Add("", js(authtest.With(fx.header(f, fx.ed), "alg", Ed25519)), js(c), true, "GET", testHTU, "", false)
+	f.Add("", js(authtest.With(fx.header(f, fx.ec), "alg", Ed25519)), js(c), true, "GET", testHTU, "", false)
 	f.Fuzz(func(t *testing.T, proof, header, claims string, signIt bool, method, url, token string, requireNonce bool) {
 		if signIt {
 			proof = fuzzSign(fx, header, claims)
@@ -69,14 +71,14 @@ func FuzzDPoPVerify(f *testing.F) {
 }
 
 // fuzzSign signs header.claims with the fixture's key of the header's alg
-// (ES256 unless it says EdDSA).
+// (ES256 unless it says EdDSA or Ed25519).
 func fuzzSign(fx *dpopFixture, header, claims string) string {
 	enc := base64.RawURLEncoding.EncodeToString
 	input := enc([]byte(header)) + "." + enc([]byte(claims))
 	var h map[string]any
 	_ = json.Unmarshal([]byte(header), &h)
 	var sig []byte
-	if h["alg"] == EdDSA {
+	if h["alg"] == EdDSA || h["alg"] == Ed25519 {
 		sig, _ = jwt.SigningMethodEdDSA.Sign(input, fx.ed)
 	} else {
 		sig, _ = jwt.SigningMethodES256.Sign(input, fx.ec)
@@ -106,7 +108,7 @@ func checkAcceptedProof(t *testing.T, fx *dpopFixture, proof string, req DPoPReq
 	if t2 := strings.ToLower(typ); t2 != "dpop+jwt" && t2 != "application/dpop+jwt" {
 		t.Errorf("accepted typ %q", typ)
 	}
-	if alg != ES256 && alg != EdDSA || alg != got.Algorithm {
+	if alg != ES256 && alg != EdDSA && alg != Ed25519 || alg != got.Algorithm {
 		t.Errorf("accepted alg %q (reported %q)", alg, got.Algorithm)
 	}
 	jwk, _ := h["jwk"].(map[string]any)
@@ -122,7 +124,7 @@ func checkAcceptedProof(t *testing.T, fx *dpopFixture, proof string, req DPoPReq
 		}
 	}
 	switch alg {
-	case EdDSA:
+	case EdDSA, Ed25519:
 		x, _ := base64.RawURLEncoding.DecodeString(members["x"])
 		if len(x) != ed25519.PublicKeySize || members["kty"] != "OKP" || members["crv"] != "Ed25519" {
 			t.Fatalf("accepted EdDSA with jwk %v", jwk)

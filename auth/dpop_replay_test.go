@@ -149,3 +149,43 @@ func TestSharedDPoPReplayDecidesUnderFullLocal(t *testing.T) {
 		t.Fatalf("Verify(replay) = %v, want the shared cache's replayed", err)
 	}
 }
+
+// steppingClock is a clock that moves on by step at each reading, as time
+// passes between the verifier's reading and the replay cache's.
+type steppingClock struct {
+	testClock
+	step time.Duration
+}
+
+func (c *steppingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.t
+	c.t = c.t.Add(c.step)
+	return t
+}
+
+// TestDPoPReplayAtTheWindowsEnd: a proof replayed when its iat is at the
+// very end of the window, so that the verifier reads the clock just before
+// the proof's until and the replay cache just after, is refused: the cache
+// has let the proof's entry expire, so the verifier must not accept on the
+// earlier reading.
+func TestDPoPReplayAtTheWindowsEnd(t *testing.T) {
+	f := newDPoPFixture(t, 0)
+	clock := &steppingClock{testClock: *newTestClock()}
+	v, err := NewDPoPVerifier(DPoPConfig{Now: clock.Now, Replay: NewMemoryDPoPReplay(0, clock.Now)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.proof(t, f.ec) // iat is the fixture's clock, the same start
+	if _, err := v.Verify(t.Context(), oneProof(p), getRequest()); err != nil {
+		t.Fatalf("Verify(first) = %v", err)
+	}
+	// The verifier's next reading is the last instant of the window; the
+	// cache's, a millisecond later, is past the proof's until.
+	clock.Advance(DefaultDPoPMaxAge)
+	clock.step = time.Millisecond
+	if _, err := v.Verify(t.Context(), oneProof(p), getRequest()); !errors.Is(err, ErrDPoPProofInvalid) {
+		t.Fatalf("Verify(replay at the window's end) = %v, want ErrDPoPProofInvalid", err)
+	}
+}

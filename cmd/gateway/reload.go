@@ -136,8 +136,8 @@ func (m *Main) successor(ctx context.Context, cfg Config) (*Main, error) {
 }
 
 // fixedSettings are the keys a reload cannot apply: they are read once,
-// by the listeners, the servers, the logger and the store, all kept
-// across a reload. storeLive lists the [store] keys that are read per
+// by the listeners, the servers, the logger, the store and the DPoP
+// replay cache, all kept across a reload. storeLive lists the [store] keys that are read per
 // call and so do change live; every other [store] key is fixed.
 var fixedSettings = []struct {
 	key string
@@ -156,6 +156,12 @@ var fixedSettings = []struct {
 	{"server.shutdown_timeout", func(c *Config) any { return &c.Server.ShutdownTimeout }},
 	{"server.drain_delay", func(c *Config) any { return &c.Server.DrainDelay }},
 	{"log", func(c *Config) any { return &c.Log }},
+	// The DPoP replay cache is kept across reloads, its capacity with it,
+	// and forgets a proof at the until of the verifier that recorded it:
+	// a longer max age would accept again the proofs of before the reload
+	// whose entries had gone.
+	{"tokens.dpop_proof_max_age", func(c *Config) any { return &c.Tokens.DPoPProofMaxAge }},
+	{"tokens.dpop_replay_entries", func(c *Config) any { return &c.Tokens.DPoPReplayEntries }},
 }
 
 // storeLive are the [store] keys a reload applies; see fixedSettings.

@@ -100,15 +100,15 @@ func pingStore(ctx context.Context, st sessionstore.Store) error {
 // the cache every replica on that Redis shares (a proof accepted at one is
 // refused as a replay at the others), behind this replica's memory cache;
 // its calls are observed in gateway_store_operation_duration_seconds as
-// "dpop_replay". With bbolt, the verifier's default memory cache, this
-// process's alone (a bbolt file serves one gateway process; several
+// "dpop_replay". With bbolt, a memory cache of tokens.dpop_replay_entries,
+// this process's alone (a bbolt file serves one gateway process; several
 // bbolt replicas behind one balancer each refuse only the replays they
 // saw themselves). Either is made once and kept across reloads, so that
 // a proof accepted before one is still a replay after it.
 func (m *Main) dpopReplay() auth.DPoPReplayCache {
 	rs, ok := m.store.(*redisstore.Store)
 	if !ok {
-		return auth.NewMemoryDPoPReplay(auth.DefaultDPoPReplayEntries, m.now)
+		return auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now)
 	}
 	shared := observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("dpop_replay")}
 	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now))

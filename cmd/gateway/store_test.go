@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spa-gateway/gateway/auth"
 	"github.com/spa-gateway/gateway/sessionstore"
 	"github.com/spa-gateway/gateway/sessionstore/boltstore"
 	"github.com/spa-gateway/gateway/sessionstore/redisstore/redistest"
@@ -160,5 +163,51 @@ func TestPingStore(t *testing.T) {
 				t.Errorf("pingStore() took %v, want about %v at most", d, readyPingTimeout)
 			}
 		})
+	}
+}
+
+// TestDPoPReplaySizedByConfig: with bbolt, the memory DPoP replay cache
+// has tokens.dpop_replay_entries' capacity, as with Redis: a small one
+// shrinks its window (a recorded proof is then too old) where the default
+// would still hold every proof.
+func TestDPoPReplaySizedByConfig(t *testing.T) {
+	now := time.Now()
+	m := &Main{cfg: Default(), now: func() time.Time { return now }}
+	m.cfg.Tokens.DPoPReplayEntries = minDPoPReplayEntries
+	c := m.dpopReplay()
+	until := now.Add(time.Minute)
+	id := func(n int) string {
+		sum := sha256.Sum256([]byte(strconv.Itoa(n)))
+		return string(sum[:])
+	}
+	for n := range 4 * minDPoPReplayEntries {
+		if _, err := c.Seen(t.Context(), id(n), until); err != nil && !errors.Is(err, auth.ErrDPoPProofTooOld) {
+			t.Fatal(err)
+		}
+	}
+	if seen, err := c.Seen(t.Context(), id(0), until); !errors.Is(err, auth.ErrDPoPProofTooOld) {
+		t.Errorf("Seen(first of %d proofs) = %v, %v, want ErrDPoPProofTooOld from a cache of %d entries", 4*minDPoPReplayEntries, seen, err, minDPoPReplayEntries)
+	}
+}
+
+// TestReloadKeepsDPoPReplayWindow: a reload keeps tokens.dpop_proof_max_age
+// and tokens.dpop_replay_entries. The replay cache is kept across reloads
+// and forgets a proof at the until of the verifier that recorded it: a
+// longer max age after a reload would accept again, as fresh, the proofs
+// accepted before it whose entries had gone.
+func TestReloadKeepsDPoPReplayWindow(t *testing.T) {
+	var logs strings.Builder
+	m := &Main{cfg: Default(), log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	cfg := Default()
+	cfg.Tokens.DPoPProofMaxAge = Duration(5 * time.Minute)
+	cfg.Tokens.DPoPReplayEntries = 2 * auth.DefaultDPoPReplayEntries
+	m.keepFixed(&cfg)
+	if cfg.Tokens.DPoPProofMaxAge != m.cfg.Tokens.DPoPProofMaxAge || cfg.Tokens.DPoPReplayEntries != m.cfg.Tokens.DPoPReplayEntries {
+		t.Errorf("after a reload: max age %v, entries %d; want the start-up %v, %d", cfg.Tokens.DPoPProofMaxAge, cfg.Tokens.DPoPReplayEntries, m.cfg.Tokens.DPoPProofMaxAge, m.cfg.Tokens.DPoPReplayEntries)
+	}
+	for _, key := range []string{"tokens.dpop_proof_max_age", "tokens.dpop_replay_entries"} {
+		if !strings.Contains(logs.String(), `"key":"`+key+`"`) {
+			t.Errorf("no warning names %s: %s", key, logs.String())
+		}
 	}
 }
