@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +36,10 @@ func TestReplicaDown(t *testing.T) {
 	st := openOn(t, master.URL(0), &Options{MinReplicas: 1, ReplicaTimeout: timeout})
 	ctx := t.Context()
 	now := time.Now()
-	if err := st.Create(ctx, storetest.NewSession("s", "alice", now)); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"s", "u"} {
+		if err := st.Create(ctx, storetest.NewSession(id, "alice", now)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	replica.Stop(t)
 	req := sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-0", NewJTI: "s-jti-1", Now: now.Add(time.Second), IdleTimeout: time.Hour, Grace: time.Second}
@@ -49,6 +52,11 @@ func TestReplicaDown(t *testing.T) {
 	if took < timeout {
 		t.Errorf("Rotate() failed after %v, before the replica timeout %v", took, timeout)
 	}
+	reqU := req
+	reqU.SessionID, reqU.JTI, reqU.NewJTI = "u", "u-jti-0", "u-jti-1"
+	if _, err := st.Rotate(ctx, reqU); !errors.Is(err, sessionstore.ErrUnavailable) {
+		t.Fatalf("Rotate(u) with the replica down = %v, want %v", err, sessionstore.ErrUnavailable)
+	}
 	t.Logf("replica down: Rotate answered unavailable after %v", took)
 	if err := st.Create(ctx, storetest.NewSession("t", "alice", now)); !errors.Is(err, sessionstore.ErrUnavailable) {
 		t.Fatalf("Create() with the replica down = %v, want %v", err, sessionstore.ErrUnavailable)
@@ -58,7 +66,7 @@ func TestReplicaDown(t *testing.T) {
 	// The restarted replica (with no data) synchronises from the master
 	// by itself; until then WAIT confirms nothing.
 	retry := req
-	retry.NewJTI, retry.Now = "s-jti-other", now.Add(time.Hour/2)
+	retry.NewJTI, retry.Now = "s-jti-other", now.Add(UnconfirmedGrace)
 	var res sessionstore.RotateResult
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		res, err = st.Rotate(ctx, retry)
@@ -73,6 +81,14 @@ func TestReplicaDown(t *testing.T) {
 	next := sessionstore.RotateRequest{SessionID: "s", JTI: "s-jti-1", NewJTI: "s-jti-2", Now: now.Add(time.Hour), IdleTimeout: time.Hour, Grace: time.Second}
 	if res, err := st.Rotate(ctx, next); err != nil || res.Grace || res.Session.JTI != "s-jti-2" {
 		t.Fatalf("Rotate(successor) = %+v, %v; want a rotation to s-jti-2", res, err)
+	}
+	// Past UnconfirmedGrace, the previous token of an unconfirmed rotation
+	// is reuse, as after the grace: a thief holding it does not get the
+	// successor silently for as long as the user does not refresh.
+	late := reqU
+	late.NewJTI, late.Now = "u-jti-other", reqU.Now.Add(UnconfirmedGrace+time.Millisecond)
+	if _, err := st.Rotate(ctx, late); !errors.Is(err, sessionstore.ErrReuseDetected) {
+		t.Fatalf("Rotate(previous token past UnconfirmedGrace) = %v, want %v", err, sessionstore.ErrReuseDetected)
 	}
 	// That rotation was confirmed: the old token is reuse again, past the
 	// grace.
@@ -145,5 +161,12 @@ func TestClusterMasterDown(t *testing.T) {
 			t.Fatalf("Revoke() still fails with %v %v after the kill, want the promoted master's %q", err, redistest.FailoverTimeout, errNotReplicated)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestUnconfirmedGraceMillis: the scripts' copy of UnconfirmedGrace is it.
+func TestUnconfirmedGraceMillis(t *testing.T) {
+	if want := strconv.FormatInt(UnconfirmedGrace.Milliseconds(), 10); unconfirmedGraceMillis != want {
+		t.Errorf("unconfirmedGraceMillis = %s, want %s", unconfirmedGraceMillis, want)
 	}
 }

@@ -1,6 +1,10 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The Lua scripts below are every change the store makes: each is one atomic
 // step on the keys of one bucket (one Cluster hash slot), and every key it
@@ -201,7 +205,8 @@ return r
 // session hash's "wid" is not read by decodeSession, nor is "ucf": the
 // current jti, set by scriptMarkUnconfirmed when replicas did not confirm
 // the rotation to it, which makes the previous jti answer "grace" past the
-// grace period until the next rotation (see Store, "Replicated writes").
+// grace period, until the next rotation and for at most UnconfirmedGrace
+// after the rotation (see Store, "Replicated writes").
 var scriptRotate = redis.NewScript(lateCheck + `
 local function answer(code)
 	local r = redis.call('HGETALL', KEYS[1])
@@ -245,7 +250,7 @@ if ARGV[2] == f[1] then
 	return answer('ok')
 end
 if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
-	if (f[3] and now < tonumber(f[3]) + tonumber(ARGV[6])) or f[8] == f[1] then
+	if f[3] and (now < tonumber(f[3]) + tonumber(ARGV[6]) or (f[8] == f[1] and now < tonumber(f[3]) + ` + unconfirmedGraceMillis + `)) then
 		return answer('grace')
 	end
 end
@@ -347,6 +352,17 @@ return n
 
 // scripts are loaded at Open, so that a server refusing them fails there.
 var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptMarkUnconfirmed}
+
+// UnconfirmedGrace is how long after a rotation the replicas did not
+// confirm its previous token still gets the successor (answered "grace"):
+// the client that got 503 retries within the failover's error window
+// (seconds: docs/PERFORMANCE.md), and a thief holding that previous token
+// must not get the successor silently for longer. Past it, the previous
+// token is reuse again, as after refresh_grace.
+const UnconfirmedGrace = 2 * time.Minute
+
+// unconfirmedGraceMillis is UnconfirmedGrace for the scripts.
+const unconfirmedGraceMillis = "120000"
 
 // scriptMarkUnconfirmed marks a rotation the replicas did not confirm in
 // time, if it is still the session's latest: its successor may never have
