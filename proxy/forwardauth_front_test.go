@@ -141,6 +141,17 @@ func testIngress(t *testing.T, in *ingress, logs func() string) {
 	if n := len(e.upstream.requests()); n != before {
 		t.Errorf("a request described by its client as another reached the upstream")
 	}
+	// Anonymous on an optional or public route: the upstream gets no
+	// identity header at all, neither the client's nor the ingress's own
+	// stand-in for the gateway's absent answer.
+	for _, p := range []string{"/maybe/x", "/public/x"} {
+		res := in.do("GET", p, http.Header{"X-Auth-Subject": {"mallory"}, "X-Auth-Roles": {"admin"}}, "")
+		readBody(t, res)
+		got := e.upstream.last(t)
+		if res.StatusCode != 200 || !strings.HasPrefix(got.RequestURI, p) || len(got.Header["X-Auth-Subject"]) != 0 || len(got.Header["X-Auth-Roles"]) != 0 {
+			t.Errorf("anonymous %s: %d, upstream got %s %v", p, res.StatusCode, got.RequestURI, got.Header)
+		}
+	}
 	// Roles: 403 with the gateway's body.
 	if res := in.do("GET", "/admin-api/x", bearer(tr.AccessToken), ""); res.StatusCode != 403 || errorOf(t, res).Error != errInsufficientScope {
 		t.Errorf("role: %d", res.StatusCode)
