@@ -156,6 +156,8 @@ var fixedSettings = []struct {
 	{"server.shutdown_timeout", func(c *Config) any { return &c.Server.ShutdownTimeout }},
 	{"server.drain_delay", func(c *Config) any { return &c.Server.DrainDelay }},
 	{"log", func(c *Config) any { return &c.Log }},
+	// The DPoP replay cache is made once and kept (Main.dpopReplay).
+	{"tokens.dpop_replay_entries", func(c *Config) any { return &c.Tokens.DPoPReplayEntries }},
 }
 
 // storeLive are the [store] keys a reload applies; see fixedSettings.

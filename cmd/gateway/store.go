@@ -108,7 +108,7 @@ func pingStore(ctx context.Context, st sessionstore.Store) error {
 func (m *Main) dpopReplay() auth.DPoPReplayCache {
 	rs, ok := m.store.(*redisstore.Store)
 	if !ok {
-		return auth.NewMemoryDPoPReplay(auth.DefaultDPoPReplayEntries, m.now)
+		return auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now)
 	}
 	shared := observedReplay{cache: rs.ReplayCache(m.now), hist: m.met.StoreOperationLength.WithLabelValues("dpop_replay")}
 	return auth.NewSharedDPoPReplay(shared, auth.NewMemoryDPoPReplay(m.cfg.Tokens.DPoPReplayEntries, m.now))
