@@ -121,6 +121,37 @@ func testIngress(t *testing.T, in *ingress, logs func() string) {
 	if n := len(e.upstream.requests()); n != before {
 		t.Errorf("a path trick reached the upstream")
 	}
+	// The client's own description of the original request is never the
+	// one believed: a protected URI named as a public one (or a role's as
+	// another's) is refused, and never reaches the upstream.
+	before = len(e.upstream.requests())
+	for i, c := range []struct {
+		target string
+		h      http.Header
+	}{
+		{"/api/x", http.Header{"X-Forwarded-Uri": {"/public/x"}}},
+		{"/api/x", http.Header{"X-Original-Uri": {"/public/x"}}},
+		{"/admin-api/x", with(bearer(tr.AccessToken), "X-Forwarded-Uri", "/api/x")},
+		{"/admin-api/x", with(bearer(tr.AccessToken), "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/api/x")},
+	} {
+		if res := in.do("GET", c.target, c.h, ""); res.StatusCode == 200 {
+			t.Errorf("case %d: %s described by its client as another: 200", i, c.target)
+		}
+	}
+	if n := len(e.upstream.requests()); n != before {
+		t.Errorf("a request described by its client as another reached the upstream")
+	}
+	// Anonymous on an optional or public route: the upstream gets no
+	// identity header at all, neither the client's nor the ingress's own
+	// stand-in for the gateway's absent answer.
+	for _, p := range []string{"/maybe/x", "/public/x"} {
+		res := in.do("GET", p, http.Header{"X-Auth-Subject": {"mallory"}, "X-Auth-Roles": {"admin"}}, "")
+		readBody(t, res)
+		got := e.upstream.last(t)
+		if res.StatusCode != 200 || !strings.HasPrefix(got.RequestURI, p) || len(got.Header["X-Auth-Subject"]) != 0 || len(got.Header["X-Auth-Roles"]) != 0 {
+			t.Errorf("anonymous %s: %d, upstream got %s %v", p, res.StatusCode, got.RequestURI, got.Header)
+		}
+	}
 	// Roles: 403 with the gateway's body.
 	if res := in.do("GET", "/admin-api/x", bearer(tr.AccessToken), ""); res.StatusCode != 403 || errorOf(t, res).Error != errInsufficientScope {
 		t.Errorf("role: %d", res.StatusCode)

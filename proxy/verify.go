@@ -136,12 +136,18 @@ func originalRequest(r *http.Request) (orig *http.Request, reason string) {
 		}
 		method = ms[0]
 	}
-	uris := r.Header[headerForwardedURI]
+	// An ingress sets one of the two and passes the client's headers on:
+	// the other may be the client's own, so where both are present they
+	// must agree, whichever the ingress set.
+	uris, other := r.Header[headerForwardedURI], r.Header[headerOriginalURI]
 	if len(uris) == 0 {
-		uris = r.Header[headerOriginalURI]
+		uris, other = other, nil
 	}
 	if len(uris) != 1 || uris[0] == "" || uris[0][0] != '/' {
 		return nil, "X-Forwarded-Uri or X-Original-URI must hold the original request's path"
+	}
+	if len(other) > 0 && (len(other) != 1 || other[0] != uris[0]) {
+		return nil, "X-Forwarded-Uri and X-Original-URI name different requests"
 	}
 	// As net/http parses a request line: a "//x" is a path, not a host.
 	u, err := url.ParseRequestURI(uris[0])

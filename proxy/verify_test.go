@@ -178,3 +178,20 @@ func TestVerifyEveryRequest(t *testing.T) {
 		t.Fatalf("revoked session: %d %+v", res.StatusCode, eb)
 	}
 }
+
+// TestVerifyURIsDisagree: an ingress sets one of X-Forwarded-Uri and
+// X-Original-URI and passes the client's headers, so the other may be
+// the client's own; where both are present they must name the same URI,
+// or a client of an nginx setting only X-Original-URI would have its
+// request to /admin-api/ decided as one to /public/.
+func TestVerifyURIsDisagree(t *testing.T) {
+	e := newEnv(t, trustLoopback(t))
+	h := with(described(nil, "GET", "/public/x"), "X-Original-URI", "/admin-api/x")
+	if eb := errorOf(t, e.do("GET", "/auth/verify", h, "")); eb.Error != errInvalidRequest {
+		t.Errorf("disagreeing URIs: %+v, want %s", eb, errInvalidRequest)
+	}
+	h = with(described(nil, "GET", "/public/x"), "X-Original-URI", "/public/x")
+	if res := e.do("GET", "/auth/verify", h, ""); res.StatusCode != 200 {
+		t.Errorf("agreeing URIs: %d", res.StatusCode)
+	}
+}

@@ -218,17 +218,30 @@ func (m *Main) newSessions() *auth.Sessions {
 // was built from changed (the [login.oidc] settings, the client secret,
 // the signing key its login state is sealed with): a discovered provider
 // stays discovered, and login states sealed before the reload still open.
-// A relying party built anew is discovered in the background until ctx
-// ends, as at start-up.
-func (n *Main) keepOIDC(ctx context.Context, prev *Main) {
-	if n.oidc == nil {
-		return
-	}
-	if prev.oidc != nil && n.oidcBuiltFrom == prev.oidcBuiltFrom {
+// A relying party built anew is discovered by startOIDC, once n is live.
+func (n *Main) keepOIDC(prev *Main) {
+	if n.oidc != nil && prev.oidc != nil && n.oidcBuiltFrom == prev.oidcBuiltFrom {
 		n.oidc = prev.oidc
+		n.stopDiscovery = prev.stopDiscovery
+	}
+}
+
+// startOIDC, run when successor n has replaced prev, discovers n's relying
+// party in the background until ctx ends if it is a new one, and stops the
+// discovery of prev's if n no longer uses it. So a reload that fails starts
+// nothing, and a provider replaced before it answered is not retried for
+// ever. (The start-up Main's discovery runs on Run's context; a reload that
+// replaces its provider leaves it until it answers or the gateway stops.)
+func (n *Main) startOIDC(ctx context.Context, prev *Main) {
+	if prev.oidc != n.oidc && prev.stopDiscovery != nil {
+		prev.stopDiscovery()
+	}
+	if n.oidc == nil || n.oidc == prev.oidc {
 		return
 	}
-	go n.discoverOIDC(ctx)
+	dctx, stop := context.WithCancel(ctx)
+	n.stopDiscovery = stop
+	go n.discoverOIDC(dctx)
 }
 
 // discoverOIDC discovers the provider until it answers or ctx ends: the

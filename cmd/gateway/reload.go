@@ -93,11 +93,13 @@ func (m *Main) reloadFrom(ctx context.Context, load func() (Config, error)) erro
 		return err
 	}
 	m.keepFixed(&cfg)
-	n, err := m.successor(ctx, cfg)
+	n, err := m.successor(cfg)
 	if err != nil {
 		return err
 	}
+	prev := m.live.Load()
 	m.live.Store(n)
+	n.startOIDC(ctx, prev)
 	select {
 	case m.swapped <- struct{}{}: // watchTunnels moves to n
 	default: // it has not yet seen the previous swap, and will load n
@@ -108,14 +110,14 @@ func (m *Main) reloadFrom(ctx context.Context, load func() (Config, error)) erro
 // successor builds the parts of a Main that a reload replaces from cfg,
 // by the steps newMain takes, around the parts it keeps of m. Its
 // listeners and servers are nil: m's serve it, through m.live.
-func (m *Main) successor(ctx context.Context, cfg Config) (*Main, error) {
+func (m *Main) successor(cfg Config) (*Main, error) {
 	prev := m.live.Load()
 	n := &Main{cfg: cfg, now: m.now, log: m.log, store: m.store, reg: m.reg, met: m.met,
 		limiter: prev.limiter, replay: m.replay, logoutRC: m.logoutRC, tunnels: m.tunnels}
 	if err := n.buildAuth(false); err != nil {
 		return nil, err
 	}
-	n.keepOIDC(ctx, prev)
+	n.keepOIDC(prev)
 	n.sessions = n.newSessions()
 	if l, p := cfg.Login, prev.cfg.Login; l.MaxFailures != p.MaxFailures || l.FailureWindow != p.FailureWindow {
 		// The counts were kept against the old limits; the new ones start

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/spa-gateway/gateway/auth"
 )
 
 // reloadConfig is the configuration of the reload tests: writeSetup's
@@ -520,4 +524,40 @@ func mustSymlink(t testing.TB, target, link string) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReloadStopsReplacedDiscovery: a successor with a new relying party
+// starts its discovery only once live, and stops that of the one it
+// replaced; one that keeps its predecessor's relying party keeps its
+// discovery running.
+func TestReloadStopsReplacedDiscovery(t *testing.T) {
+	rp := func() *auth.OIDC {
+		o, err := auth.NewOIDC(auth.OIDCConfig{Issuer: "http://127.0.0.1:9/", ClientID: "gw",
+			RedirectURL: "http://127.0.0.1:9/auth/oidc/callback", Secret: make([]byte, 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	prevCtx, prevStop := context.WithCancel(t.Context())
+	prev := &Main{oidc: rp(), oidcBuiltFrom: "a", stopDiscovery: prevStop, log: log}
+
+	same := &Main{oidc: rp(), oidcBuiltFrom: "a", log: log}
+	same.keepOIDC(prev)
+	same.startOIDC(t.Context(), prev)
+	if same.oidc != prev.oidc || prevCtx.Err() != nil {
+		t.Fatalf("unchanged [login.oidc]: relying party kept %v, predecessor's discovery stopped %v; want kept, running", same.oidc == prev.oidc, prevCtx.Err() != nil)
+	}
+
+	changed := &Main{oidc: rp(), oidcBuiltFrom: "b", log: log}
+	changed.keepOIDC(same)
+	changed.startOIDC(t.Context(), same)
+	if prevCtx.Err() == nil {
+		t.Error("the replaced relying party's discovery still runs")
+	}
+	if changed.oidc == same.oidc || changed.stopDiscovery == nil {
+		t.Fatal("a new relying party without a discovery of its own")
+	}
+	changed.stopDiscovery()
 }

@@ -158,6 +158,7 @@ type Main struct {
 	login             auth.Authenticator   // nil: /auth/login is left to the routes
 	oidc              *auth.OIDC           // nil: no [login.oidc]
 	oidcBuiltFrom     string               // oidcFingerprint of what oidc was built from
+	stopDiscovery     context.CancelFunc   // ends the discovery of oidc a reload started; nil: none
 	logoutRC          auth.DPoPReplayCache // back-channel logout tokens seen; kept across reloads
 	sessions          *auth.Sessions
 	reg               *prometheus.Registry

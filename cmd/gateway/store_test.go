@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,30 +161,6 @@ func TestPingStore(t *testing.T) {
 				t.Errorf("pingStore() took %v, want about %v at most", d, readyPingTimeout)
 			}
 		})
-	}
-}
-
-// TestDPoPReplaySizedByConfig: with bbolt, the memory DPoP replay cache
-// has tokens.dpop_replay_entries' capacity, as with Redis: a small one
-// shrinks its window (a recorded proof is then too old) where the default
-// would still hold every proof.
-func TestDPoPReplaySizedByConfig(t *testing.T) {
-	now := time.Now()
-	m := &Main{cfg: Default(), now: func() time.Time { return now }}
-	m.cfg.Tokens.DPoPReplayEntries = minDPoPReplayEntries
-	c := m.dpopReplay()
-	until := now.Add(time.Minute)
-	id := func(n int) string {
-		sum := sha256.Sum256([]byte(strconv.Itoa(n)))
-		return string(sum[:])
-	}
-	for n := range 4 * minDPoPReplayEntries {
-		if _, err := c.Seen(t.Context(), id(n), until); err != nil && !errors.Is(err, auth.ErrDPoPProofTooOld) {
-			t.Fatal(err)
-		}
-	}
-	if seen, err := c.Seen(t.Context(), id(0), until); !errors.Is(err, auth.ErrDPoPProofTooOld) {
-		t.Errorf("Seen(first of %d proofs) = %v, %v, want ErrDPoPProofTooOld from a cache of %d entries", 4*minDPoPReplayEntries, seen, err, minDPoPReplayEntries)
 	}
 }
 
