@@ -140,14 +140,16 @@ function cell(tr, text) {
 
 async function listSessions() {
   const res = await client.fetch('/auth/sessions', { cache: 'no-store' });
+  const list = res.ok ? await res.json() : null;
+  // Emptied only once the answer is in: the table never shows an empty
+  // list between two full ones.
   const rows = $('sessions').tBodies[0];
   rows.replaceChildren();
-  if (!res.ok) {
+  if (!list) {
     cell(rows.insertRow(), `${res.status}: log in to see them`).colSpan = 5;
     $('sessions').dataset.count = '0';
     return;
   }
-  const list = await res.json();
   // After a reload the page learns here that the session (and its key) came back.
   if ($('status').textContent === 'logged out') $('status').textContent = 'logged in (kept across the reload)';
   for (const s of list) {
