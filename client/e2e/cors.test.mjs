@@ -20,22 +20,16 @@
 // reach the upstream.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { repo, skip, buildGateway, startGateway, stop, launchChromium } from './harness.mjs';
 
-const repo = path.resolve(import.meta.dirname, '..', '..');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ACCESS_TTL_MS = 2000;
-// Without Chromium the browser tests skip, except under CI=true, where they
-// fail: they can never be skipped in CI unnoticed.
-const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true'
-  ? `${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)` : false;
 
-let dir, gw, base, context, stderr = '';
+let dir, gw, base, context;
 const servers = [];
 // Every request the upstream saw: method, path, Origin, injected subject.
 const seen = [];
@@ -64,12 +58,8 @@ function pageServer() {
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)`);
-  }
   dir = mkdtempSync(path.join(tmpdir(), 'gateway-e2e-cors-'));
-  const bin = path.join(dir, 'gateway');
-  execFileSync('go', ['build', '-o', bin, './cmd/gateway'], { cwd: repo, stdio: 'inherit' });
+  const bin = buildGateway(dir);
   execFileSync(bin, ['keygen', '--alg', 'EdDSA', '--out', path.join(dir, 'signing.pem')]);
   const line = execFileSync(bin, ['hash-password', 'alice'], { input: 'wonderland\n' }).toString();
   writeFileSync(path.join(dir, 'users'), line);
@@ -109,35 +99,14 @@ cors = true
 prefix = "/private/"
 upstream = ${JSON.stringify(upstream)}
 `);
-  gw = spawn(bin, ['serve', '--config', path.join(dir, 'gateway.toml')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line in 20 s:\n${stderr}`)), 20_000);
-    gw.stderr.setEncoding('utf8');
-    gw.stderr.on('data', (chunk) => {
-      stderr += chunk;
-      const m = /msg=listening addr=(\S+)/.exec(stderr);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`http://${m[1]}`);
-      }
-    });
-    gw.on('exit', (code) => reject(new Error(`gateway exited ${code}:\n${stderr}`)));
-  });
-  context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  gw = await startGateway(bin, ['serve', '--config', path.join(dir, 'gateway.toml')], { cwd: dir });
+  base = gw.base;
+  context = await launchChromium(dir);
 });
 
 after(async () => {
   await context?.close();
-  if (gw && gw.exitCode === null) {
-    const exited = new Promise((r) => gw.once('exit', r));
-    gw.kill('SIGTERM');
-    await exited;
-  }
+  await stop(gw?.proc);
   for (const s of servers) s.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

@@ -7,15 +7,15 @@
 // package, Go toolchain or binary fails the test.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
+import { buildGateway, startGateway as startBinary, stop } from './harness.mjs';
 
-const repo = path.resolve(import.meta.dirname, '..', '..');
 const credentials = JSON.stringify({ username: 'alice', password: 'wonderland' });
 
 let dir, bin, upstream;
@@ -23,8 +23,7 @@ const gateways = [];
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'gateway-dpop-interop-'));
-  bin = path.join(dir, 'gateway');
-  execFileSync('go', ['build', '-o', bin, './cmd/gateway'], { cwd: repo, stdio: 'inherit' });
+  bin = buildGateway(dir);
   execFileSync(bin, ['keygen', '--alg', 'EdDSA', '--out', path.join(dir, 'signing.pem')]);
   const hash = execFileSync(bin, ['hash-password'], { input: 'wonderland\n', encoding: 'utf8' }).trim();
   writeFileSync(path.join(dir, 'users'), `alice:${hash}\n`, { mode: 0o600 });
@@ -38,13 +37,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const gw of gateways) {
-    if (gw.exitCode === null) {
-      const exited = new Promise((r) => gw.once('exit', r));
-      gw.kill('SIGTERM');
-      await exited;
-    }
-  }
+  for (const gw of gateways) await stop(gw);
   await new Promise((r) => upstream?.close(r));
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -77,22 +70,9 @@ users_file = "users"
 prefix = "/api/"
 upstream = "http://127.0.0.1:${upstream.address().port}"
 `);
-  const gw = spawn(bin, ['serve', '--config', config], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  gateways.push(gw);
-  let stderr = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line in 20 s:\n${stderr}`)), 20_000);
-    gw.stderr.setEncoding('utf8');
-    gw.stderr.on('data', (chunk) => {
-      stderr += chunk;
-      const m = /"msg":"listening","addr":"([^"]+)"|msg=listening addr=(\S+)/.exec(stderr);
-      if (m) {
-        clearTimeout(timer);
-        resolve(`http://${m[1] ?? m[2]}`);
-      }
-    });
-    gw.on('exit', (code) => reject(new Error(`gateway exited ${code}:\n${stderr}`)));
-  });
+  const gw = await startBinary(bin, ['serve', '--config', config], { cwd: dir });
+  gateways.push(gw.proc);
+  return gw.base;
 }
 
 /** thumbprint is the RFC 7638 thumbprint of a public CryptoKey: cnf.jkt. */

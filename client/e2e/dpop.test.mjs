@@ -7,74 +7,35 @@
 // two tabs. The screenshot is saved to client/test-artifacts/dpop.png.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
 import { parseChallenge } from '../gateway-client.js';
+import { artifacts, skip, buildGateway, startGateway, stop, launchChromium, refreshes as refreshesAt } from './harness.mjs';
 
-const repo = path.resolve(import.meta.dirname, '..', '..');
-const artifacts = path.join(repo, 'client', 'test-artifacts');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Long enough that a refresh's new token outlives two tabs' calls on a
 // slow machine, so that "one refresh" can be asserted exactly.
 const ACCESS_TTL_MS = 4000;
-// Without Chromium the browser tests skip, except under CI=true, where they
-// fail: they can never be skipped in CI unnoticed.
-const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true'
-  ? `${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)` : false;
 
-let dir, gw, base, admin, context, stderr = '';
+let dir, gw, base, admin, context;
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)`);
-  }
   dir = mkdtempSync(path.join(tmpdir(), 'gateway-e2e-dpop-'));
-  const bin = path.join(dir, 'gateway');
-  execFileSync('go', ['build', '-o', bin, './cmd/gateway'], { cwd: repo, stdio: 'inherit' });
-  gw = spawn(bin, ['serve', '--dev', '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0',
-    '--dev-access-ttl', `${ACCESS_TTL_MS}ms`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  [base, admin] = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line in 20 s:\n${stderr}`)), 20_000);
-    gw.stderr.setEncoding('utf8');
-    gw.stderr.on('data', (chunk) => {
-      stderr += chunk;
-      const m = /msg=listening addr=(\S+) admin_addr=(\S+)/.exec(stderr);
-      if (m) {
-        clearTimeout(timer);
-        resolve([`http://${m[1]}`, `http://${m[2]}`]);
-      }
-    });
-    gw.on('exit', (code) => reject(new Error(`gateway exited ${code}:\n${stderr}`)));
-  });
-  context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 900, height: 1400 },
-  });
+  gw = await startGateway(buildGateway(dir), ['serve', '--dev', '--listen', '127.0.0.1:0',
+    '--admin-listen', '127.0.0.1:0', '--dev-access-ttl', `${ACCESS_TTL_MS}ms`]);
+  ({ base, admin } = gw);
+  context = await launchChromium(dir, { width: 900, height: 1400 });
 });
 
 after(async () => {
   await context?.close();
-  if (gw && gw.exitCode === null) {
-    const exited = new Promise((r) => gw.once('exit', r));
-    gw.kill('SIGTERM');
-    await exited;
-  }
+  await stop(gw?.proc);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function refreshes(result) {
-  const text = await (await fetch(`${admin}/metrics`)).text();
-  const m = new RegExp(`^gateway_refreshes_total\\{result="${result}"\\} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
+const refreshes = (result) => refreshesAt(admin, result);
 
 async function callAPI(page) {
   await page.evaluate(() => { delete document.getElementById('call').dataset.status; });

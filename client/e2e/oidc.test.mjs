@@ -15,19 +15,12 @@ import { createServer } from 'node:http';
 import { tmpdir, homedir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
+import { artifacts, skip, buildGateway, startGateway, stop, launchChromium } from './harness.mjs';
 
-const repo = path.resolve(import.meta.dirname, '..', '..');
-const artifacts = path.join(repo, 'client', 'test-artifacts');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OP_MODULE = 'github.com/zitadel/oidc/v3/example/server@v3.52.0';
 const ALICE = { id: 'alice-id-7f3a', username: 'alice', password: 'alice-secret-pw' };
-// Without Chromium the test skips, except under CI=true (as .ci/run sets),
-// where it fails: it can never be skipped in CI unnoticed.
-const skip = !existsSync(CHROMIUM) && process.env.CI !== 'true'
-  ? `${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)` : false;
 
-let dir, gw, op, upstream, base, context, stderr = '', opLog = '';
+let dir, gw, op, upstream, base, context, opLog = '';
 
 /** freePort returns a loopback port that was free a moment ago. */
 async function freePort() {
@@ -58,19 +51,15 @@ async function waitFor(what, f, ms = 20_000) {
     try {
       if (await f()) return;
     } catch { /* not yet */ }
-    if (Date.now() > deadline) throw new Error(`${what} not within ${ms} ms:\n${stderr}\n${opLog}`);
+    if (Date.now() > deadline) throw new Error(`${what} not within ${ms} ms:\n${gw?.log ?? ''}\n${opLog}`);
     await sleep(100);
   }
 }
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)`);
-  }
   dir = mkdtempSync(path.join(tmpdir(), 'gateway-oidc-e2e-'));
-  const bin = path.join(dir, 'gateway');
-  execFileSync('go', ['build', '-o', bin, './cmd/gateway'], { cwd: repo, stdio: 'inherit' });
+  const bin = buildGateway(dir);
   execFileSync(bin, ['keygen', '--alg', 'EdDSA', '--out', path.join(dir, 'signing.pem')]);
 
   // Our app: a page that calls the API through the gateway, and the API,
@@ -133,32 +122,19 @@ prefix = "/app/"
 upstream = "${up}"
 auth = "none"
 `);
-  gw = spawn(bin, ['serve', '--config', path.join(dir, 'gateway.toml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  gw.stderr.setEncoding('utf8');
-  gw.stderr.on('data', (c) => { stderr += c; });
+  gw = await startGateway(bin, ['serve', '--config', path.join(dir, 'gateway.toml')]);
   // The gateway discovers the OP in the background: its login answers
   // 503 until then.
   await waitFor('the gateway\'s OIDC login', async () =>
     (await fetch(`${base}/auth/oidc/login`, { redirect: 'manual' })).status === 302);
 
-  context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 900, height: 700 },
-  });
+  context = await launchChromium(dir, { width: 900, height: 700 });
 });
 
 after(async () => {
   await context?.close();
-  for (const p of [gw, op]) {
-    if (p && p.exitCode === null) {
-      const exited = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
-      await exited;
-    }
-  }
+  await stop(gw?.proc);
+  await stop(op);
   upstream?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -173,7 +149,7 @@ test('login through the provider\'s own page lands on our page logged in', { ski
   await page.fill('#password', ALICE.password);
   await Promise.all([page.waitForURL(`${base}/app/home`), page.click('button[type="submit"]')]);
   await page.waitForFunction(() => document.getElementById('who')?.textContent !== 'loading');
-  assert.equal(await page.textContent('#who'), `subject: ${ALICE.id}`, `gateway log:\n${stderr}`);
+  assert.equal(await page.textContent('#who'), `subject: ${ALICE.id}`, `gateway log:\n${gw.log}`);
 
   // The token is an HttpOnly cookie: the page cannot read it, and no
   // provider token reached the browser at all.
