@@ -257,8 +257,9 @@ export function createClient(options = {}) {
 
   // The session as this tab knows it. token: bearer delivery only.
   let token = null;
-  let scheme = 'Bearer'; // of the token: 'DPoP' when the session is bound
-  let bound = null; // from the last token answer's token_type; null: unknown
+  // From the last token answer's token_type ('DPoP': true); null: unknown.
+  // The Authorization scheme of the token follows from it.
+  let bound = null;
   let expiresAt = 0; // ms; 0: unknown
   let refreshDeadline = 0; // ms; 0: unknown
   let generation = 0; // bumped on every new token (ours or another tab's)
@@ -282,7 +283,6 @@ export function createClient(options = {}) {
         if (delivery === 'bearer') {
           if (token === null || msg.previous !== token) return;
           token = msg.token;
-          scheme = msg.scheme;
         }
         adopt(msg.expiresIn, msg.refreshExpiresIn);
         dispatch('refreshed', { byOtherTab: true });
@@ -353,7 +353,7 @@ export function createClient(options = {}) {
       sent = /^DPoP (.+)$/.exec(h.get('Authorization'))?.[1] ?? null;
     } else if (token !== null && !anonymous) {
       sent = token;
-      h.set('Authorization', `${scheme} ${token}`);
+      h.set('Authorization', `${bound ? 'DPoP' : 'Bearer'} ${token}`);
     }
     if (prover) h.set('DPoP', await prover.proof(req.method, req.url, sent, nonce));
     return new Request(req, { headers: h, credentials });
@@ -393,7 +393,6 @@ export function createClient(options = {}) {
       token = body.access_token;
     }
     bound = body.token_type === 'DPoP';
-    scheme = bound ? 'DPoP' : 'Bearer';
     adopt(Number(body.expires_in) || 0, Number(body.refresh_expires_in) || 0);
     return body;
   }
@@ -417,7 +416,7 @@ export function createClient(options = {}) {
           type: 'refreshed',
           expiresIn: Number(body.expires_in) || 0,
           refreshExpiresIn: Number(body.refresh_expires_in) || 0,
-          ...(delivery === 'bearer' ? { token, previous, scheme } : {}),
+          ...(delivery === 'bearer' ? { token, previous } : {}),
         });
       }
       dispatch('refreshed', { byOtherTab: false });
