@@ -369,7 +369,6 @@ test('DPoP: a use_dpop_nonce refusal is retried once with the new nonce', async 
   assert.notEqual(last.claims.nonce, stale.claims.nonce);
   assert.notEqual(last.claims.jti, stale.claims.jti, 'the retry is a new proof');
   // A gateway that keeps refusing gets one retry, not a loop.
-  gw.setAPIAlwaysExpired(false);
   const before = gw.seen.length;
   const orig = gw.rotateNonce;
   const flaky = createClient({ baseURL: gw.url, delivery: 'bearer', dpop: true, channel: null, locks: null,
