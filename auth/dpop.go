@@ -58,8 +58,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // MaxDPoPProofBytes is the longest DPoP proof Verify will parse; longer
@@ -157,17 +155,6 @@ func DPoPAlgorithms() []string { return []string{ES256, EdDSA, Ed25519} }
 // It is accepted for proofs only, with an OKP Ed25519 jwk, exactly as
 // EdDSA; the gateway's own tokens keep EdDSA.
 const Ed25519 = "Ed25519"
-
-// ed25519Method is golang-jwt's EdDSA method under the name Ed25519.
-// Registering it makes no parser accept it: each one names its methods
-// (WithValidMethods), and only the DPoP verifier names Ed25519.
-type ed25519Method struct{ *jwt.SigningMethodEd25519 }
-
-func (ed25519Method) Alg() string { return Ed25519 }
-
-func init() {
-	jwt.RegisterSigningMethod(Ed25519, func() jwt.SigningMethod { return ed25519Method{jwt.SigningMethodEdDSA} })
-}
 
 // DPoPConfig configures a DPoPVerifier. The zero DPoPConfig is usable: it
 // accepts ES256, EdDSA and Ed25519 proofs up to a minute old, remembers their jti in

@@ -139,7 +139,7 @@ func checkAcceptedProof(t *testing.T, fx *dpopFixture, proof string, req DPoPReq
 		}
 		key = pub
 	}
-	if err := jwt.GetSigningMethod(alg).Verify(parts[0]+"."+parts[1], sig, key); err != nil {
+	if err := authtest.Method(alg).Verify(parts[0]+"."+parts[1], sig, key); err != nil {
 		t.Errorf("accepted a proof whose signature does not verify with its jwk: %v", err)
 	}
 	sum := sha256.Sum256([]byte(mustJSON(t, members)))

@@ -85,7 +85,7 @@ type ExternalConfig struct {
 type ExternalVerifier struct {
 	name string
 	v    *Verifier
-	jwks *jwksCache
+	jwks *jwksCache[kidKeys]
 }
 
 // NewExternalVerifier returns the verifier of cfg, or an error listing
@@ -120,7 +120,7 @@ func NewExternalVerifier(cfg ExternalConfig) (*ExternalVerifier, error) {
 		subjectClaim: subjectClaim,
 		rolesClaim:   cfg.RolesClaim,
 	}
-	return &ExternalVerifier{name: cfg.Name, v: v, jwks: &jwksCache{
+	return &ExternalVerifier{name: cfg.Name, v: v, jwks: &jwksCache[kidKeys]{
 		issuer:      cfg.Issuer,
 		url:         cfg.JWKSURL,
 		client:      client,
@@ -131,6 +131,7 @@ func NewExternalVerifier(cfg ExternalConfig) (*ExternalVerifier, error) {
 		timeout:     valueOr(cfg.FetchTimeout, 5*time.Second),
 		maxBytes:    valueOr(cfg.MaxJWKSBytes, 1<<20),
 		onFetch:     cfg.OnFetch,
+		parse:       parseKeySet,
 	}}, nil
 }
 
@@ -203,7 +204,7 @@ func (e *ExternalVerifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 	if !ok || kid == "" {
 		return nil, invalid("missing key id")
 	}
-	k, err := e.jwks.lookup(ctx, kid)
+	k, err := jwksLookup(ctx, e.jwks, kid)
 	if err != nil {
 		return nil, err
 	}

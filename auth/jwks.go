@@ -21,9 +21,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// jwksCache holds an external issuer's JSON Web Key Set and decides when to
-// fetch it again. Its rules are about surviving both key rotation and
-// attack:
+// jwksCache holds a JSON Web Key Set, decoded by parse into K, and
+// decides when to fetch it again: an external issuer's (jwksLookup, K a
+// kidKeys) and the OpenID Provider's (providerKeys, K its key list). Its
+// rules are about surviving both key rotation and attack:
 //
 //   - A lookup of a known kid reads the set through an atomic pointer: no
 //     lock, no fetch.
@@ -41,7 +42,7 @@ import (
 //     until maxStale after its fetch: the issuer being down does not fail
 //     tokens signed by keys it published. Past that, or before any fetch
 //     succeeded, lookups fail with ErrKeysUnavailable.
-type jwksCache struct {
+type jwksCache[K any] struct {
 	issuer      string
 	url         string // the configured JWKS URL; "" means discovery
 	client      *http.Client
@@ -52,8 +53,10 @@ type jwksCache struct {
 	timeout     time.Duration
 	maxBytes    int64
 	onFetch     func(error)
+	// parse decodes a fetched body; its error keeps the set there was.
+	parse func(body []byte) (K, error)
 
-	set atomic.Pointer[jwksSnapshot] // nil until a fetch succeeded
+	set atomic.Pointer[jwksSnapshot[K]] // nil until a fetch succeeded
 
 	mu          sync.Mutex
 	flight      chan struct{} // closed when the fetch in progress ends; nil if none
@@ -62,11 +65,14 @@ type jwksCache struct {
 }
 
 // jwksSnapshot is one fetched key set; it is never modified once stored.
-type jwksSnapshot struct {
-	keys      map[string]jwksKey
+type jwksSnapshot[K any] struct {
+	keys      K
 	fetched   time.Time
 	refreshAt time.Time
 }
+
+// kidKeys is an external issuer's set: its keys by kid (parseKeySet).
+type kidKeys = map[string]jwksKey
 
 // jwksKey is a verification key of a set: its public key and its JWK's
 // "alg" ("" if it has none).
@@ -75,10 +81,10 @@ type jwksKey struct {
 	alg string
 }
 
-// lookup returns the key kid of the set, fetching the set as the rules of
-// jwksCache say. Its errors are ErrKeysUnavailable and an invalid "unknown
-// key id".
-func (c *jwksCache) lookup(ctx context.Context, kid string) (jwksKey, error) {
+// jwksLookup returns the key kid of c's set, fetching the set as the rules
+// of jwksCache say. Its errors are ErrKeysUnavailable and an invalid
+// "unknown key id".
+func jwksLookup(ctx context.Context, c *jwksCache[kidKeys], kid string) (jwksKey, error) {
 	s := c.usable()
 	if s != nil {
 		k, ok := s.keys[kid]
@@ -113,7 +119,7 @@ func (c *jwksCache) lookup(ctx context.Context, kid string) (jwksKey, error) {
 
 // usable returns the current set, or nil if there is none or it is more
 // than maxStale old.
-func (c *jwksCache) usable() *jwksSnapshot {
+func (c *jwksCache[K]) usable() *jwksSnapshot[K] {
 	s := c.set.Load()
 	if s == nil || c.now().Sub(s.fetched) > c.maxStale {
 		return nil
@@ -125,7 +131,7 @@ func (c *jwksCache) usable() *jwksSnapshot {
 // that one if wait says so) or the last one started less than minInterval
 // ago. The fetch runs on ctx's values but not its cancellation: other
 // requests may be waiting for it.
-func (c *jwksCache) fetch(ctx context.Context, wait bool) {
+func (c *jwksCache[K]) fetch(ctx context.Context, wait bool) {
 	c.mu.Lock()
 	if ch := c.flight; ch != nil {
 		c.mu.Unlock()
@@ -159,7 +165,7 @@ func (c *jwksCache) fetch(ctx context.Context, wait bool) {
 
 // fetchSet fetches the set (discovering its URL first if need be) and
 // stores it, or returns why not, keeping the set there was.
-func (c *jwksCache) fetchSet(ctx context.Context) error {
+func (c *jwksCache[K]) fetchSet(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u, err := c.jwksURL(ctx)
@@ -170,7 +176,7 @@ func (c *jwksCache) fetchSet(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jwks: %w", err)
 	}
-	keys, err := parseKeySet(body)
+	keys, err := c.parse(body)
 	if err != nil {
 		return fmt.Errorf("jwks %s: %w", u, err)
 	}
@@ -179,14 +185,14 @@ func (c *jwksCache) fetchSet(ctx context.Context) error {
 	if age, ok := maxAge(header.Get("Cache-Control")); ok && age < refresh {
 		refresh = max(age, c.minInterval)
 	}
-	c.set.Store(&jwksSnapshot{keys: keys, fetched: now, refreshAt: now.Add(refresh)})
+	c.set.Store(&jwksSnapshot[K]{keys: keys, fetched: now, refreshAt: now.Add(refresh)})
 	return nil
 }
 
 // jwksURL returns the configured URL, or the jwks_uri of the issuer's
 // discovery document (OpenID Connect Discovery 1.0 section 4), whose
 // issuer must be the configured one exactly.
-func (c *jwksCache) jwksURL(ctx context.Context) (string, error) {
+func (c *jwksCache[K]) jwksURL(ctx context.Context) (string, error) {
 	if c.url != "" {
 		return c.url, nil
 	}
@@ -221,7 +227,7 @@ func (c *jwksCache) jwksURL(ctx context.Context) (string, error) {
 }
 
 // get fetches u, expecting 200 and a body of at most maxBytes.
-func (c *jwksCache) get(ctx context.Context, u string) ([]byte, http.Header, error) {
+func (c *jwksCache[K]) get(ctx context.Context, u string) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, nil, err
@@ -254,12 +260,12 @@ var errNoUsableKey = errors.New("no usable signing key")
 // public value can never serve as an HMAC secret. Private members, if an
 // issuer publishes them by mistake, are dropped. The first key of a kid
 // wins.
-func parseKeySet(body []byte) (map[string]jwksKey, error) {
+func parseKeySet(body []byte) (kidKeys, error) {
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(body, &set); err != nil {
 		return nil, err
 	}
-	keys := make(map[string]jwksKey, len(set.Keys))
+	keys := make(kidKeys, len(set.Keys))
 	for _, k := range set.Keys {
 		if k.KeyID == "" || (k.Use != "" && k.Use != "sig") {
 			continue

@@ -190,7 +190,7 @@ func (o *OIDC) Discover(ctx context.Context) error {
 	// RemoteKeySet, which fetches again for every forged token). The algs
 	// are the announced ones go-oidc supports, as its own verifier takes
 	// them; none announced means RS256.
-	keys := &providerKeys{url: extra.JWKSURI, client: o.client, now: o.now, timeout: o.cfg.Timeout}
+	keys := newProviderKeys(extra.JWKSURI, o.client, o.now, o.cfg.Timeout)
 	var algs []string
 	for _, a := range extra.Algs {
 		if slices.Contains(ExternalAlgorithms, a) {

@@ -5,17 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// Fetch rules of providerKeys.
+// Fetch rules of providerKeys (see jwksCache).
 const (
 	// oidcMinRefetch is the least time between two fetches of the
 	// provider's JWKS: a flood of forged tokens costs the provider one
@@ -38,29 +36,29 @@ var errOIDCSignature = errors.New("oidc: no key of the provider verifies the sig
 // recently it fetched: the back-channel logout endpoint is public, so each
 // forged token would cost a request to the provider and hold its own
 // request for it. Here a token that no cached key verifies (or that finds
-// the set oidcKeysRefresh old) fetches the set at most once per
-// oidcMinRefetch, one fetch at a time, the others waiting for it; within
-// the interval it is refused at once. A failed fetch keeps the set there
-// was. As RemoteKeySet, a token's kid, if any, selects the keys tried, and
-// one without a kid is tried against all.
+// the set oidcKeysRefresh old) fetches the set through jwksCache's rules:
+// at most once per oidcMinRefetch, one fetch at a time, the others waiting
+// for it; within the interval it is refused at once. A failed fetch keeps
+// the set there was, however old. As RemoteKeySet, a token's kid, if any,
+// selects the keys tried, and one without a kid is tried against all.
 type providerKeys struct {
-	url    string
-	client *http.Client
-	now    func() time.Time
-	// timeout bounds one fetch.
-	timeout time.Duration
-
-	set atomic.Pointer[providerKeySet] // nil until a fetch succeeded
-
-	mu     sync.Mutex
-	flight chan struct{} // closed when the fetch in progress ends; nil if none
-	last   time.Time     // the start of the last fetch
+	jwksCache[[]jose.JSONWebKey]
 }
 
-// providerKeySet is one fetched set; never modified once stored.
-type providerKeySet struct {
-	keys    []jose.JSONWebKey
-	fetched time.Time
+// newProviderKeys returns the key set fetched from url with client, each
+// fetch bounded by timeout.
+func newProviderKeys(url string, client *http.Client, now func() time.Time, timeout time.Duration) *providerKeys {
+	return &providerKeys{jwksCache[[]jose.JSONWebKey]{
+		url:         url,
+		client:      client,
+		now:         now,
+		minInterval: oidcMinRefetch,
+		refresh:     oidcKeysRefresh,
+		maxStale:    math.MaxInt64,
+		timeout:     timeout,
+		maxBytes:    oidcMaxJWKSBytes,
+		parse:       parseProviderKeys,
+	}}
 }
 
 // oidcSignatureAlgs are the algs a provider's token may be parsed with;
@@ -81,101 +79,50 @@ func (k *providerKeys) VerifySignature(ctx context.Context, raw string) ([]byte,
 		return nil, errors.New("oidc: not one signature")
 	}
 	kid := jws.Signatures[0].Header.KeyID
+	// Due by its age alone: the provider's Cache-Control does not bring
+	// the refetch forward, as it does for an external issuer's set.
 	s := k.set.Load()
 	if s != nil && k.now().Sub(s.fetched) < oidcKeysRefresh {
-		if payload, ok := s.verify(jws, kid); ok {
+		if payload, ok := verifyWith(s.keys, jws, kid); ok {
 			return payload, nil
 		}
 	}
-	k.fetch(ctx)
+	k.fetch(ctx, true)
 	if s = k.set.Load(); s == nil {
 		if out, ok := ctx.Value(keysOutageKey{}).(*bool); ok {
 			*out = true
 		}
 		return nil, fmt.Errorf("%w: the provider's keys could not be fetched", ErrIdPUnavailable)
 	}
-	if payload, ok := s.verify(jws, kid); ok {
+	if payload, ok := verifyWith(s.keys, jws, kid); ok {
 		return payload, nil
 	}
 	return nil, errOIDCSignature
 }
 
-// verify is jws's payload if a key of s (of kid, when not "") verifies it.
-func (s *providerKeySet) verify(jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
-	for i := range s.keys {
-		if kid != "" && s.keys[i].KeyID != kid {
+// verifyWith is jws's payload if a key of keys (of kid, when not "")
+// verifies it.
+func verifyWith(keys []jose.JSONWebKey, jws *jose.JSONWebSignature, kid string) ([]byte, bool) {
+	for i := range keys {
+		if kid != "" && keys[i].KeyID != kid {
 			continue
 		}
-		if payload, err := jws.Verify(&s.keys[i]); err == nil {
+		if payload, err := jws.Verify(&keys[i]); err == nil {
 			return payload, true
 		}
 	}
 	return nil, false
 }
 
-// fetch fetches the set unless one is in progress (it then waits for that
-// one, or for ctx) or the last one started less than oidcMinRefetch ago.
-// The fetch runs on ctx's values but not its cancellation: others may be
-// waiting for it.
-func (k *providerKeys) fetch(ctx context.Context) {
-	k.mu.Lock()
-	if ch := k.flight; ch != nil {
-		k.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-		return
-	}
-	now := k.now()
-	if !k.last.IsZero() && now.Sub(k.last) < oidcMinRefetch {
-		k.mu.Unlock()
-		return
-	}
-	k.last = now
-	ch := make(chan struct{})
-	k.flight = ch
-	k.mu.Unlock()
-
-	if keys, err := k.get(context.WithoutCancel(ctx)); err == nil {
-		k.set.Store(&providerKeySet{keys: keys, fetched: now})
-	}
-	k.mu.Lock()
-	k.flight = nil
-	k.mu.Unlock()
-	close(ch)
-}
-
-// get fetches and decodes the set: its signing keys (use "sig" or none).
-func (k *providerKeys) get(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, k.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("jwks: status %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, oidcMaxJWKSBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > oidcMaxJWKSBytes {
-		return nil, errors.New("jwks: body too large")
-	}
+// parseProviderKeys decodes the provider's set: its signing keys (use
+// "sig" or none), with or without a kid. Public members only: a private
+// key published by mistake verifies as its public half, and a symmetric
+// one ("oct") not at all.
+func parseProviderKeys(body []byte) ([]jose.JSONWebKey, error) {
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(body, &set); err != nil {
-		return nil, fmt.Errorf("jwks: %w", err)
+		return nil, err
 	}
-	// Public members only: a private key published by mistake verifies
-	// as its public half, and a symmetric one ("oct") not at all.
 	keys := set.Keys[:0]
 	for _, j := range set.Keys {
 		if j.Use != "" && j.Use != "sig" {

@@ -23,11 +23,13 @@ type Signer func(tb testing.TB, input string) []byte
 
 // SignAs signs with golang-jwt's method alg and any key, whatever it is:
 // the key need not be one the method is meant for (an RSA public key given
-// to HS256 is the algorithm confusion attack). Signing errors fail the test.
+// to HS256 is the algorithm confusion attack). Ed25519 (RFC 9864's name,
+// which golang-jwt does not know) signs as EdDSA. Signing errors fail the
+// test.
 func SignAs(alg string, key any) Signer {
 	return func(tb testing.TB, input string) []byte {
 		tb.Helper()
-		sig, err := jwt.GetSigningMethod(alg).Sign(input, key)
+		sig, err := Method(alg).Sign(input, key)
 		if err != nil {
 			tb.Fatalf("sign %s: %v", alg, err)
 		}
@@ -109,4 +111,13 @@ func segment(tb testing.TB, tok string, i int) map[string]any {
 		tb.Fatal(err)
 	}
 	return m
+}
+
+// Method is golang-jwt's signing method alg, EdDSA's for Ed25519, nil for
+// an alg it does not know.
+func Method(alg string) jwt.SigningMethod {
+	if alg == "Ed25519" {
+		return jwt.SigningMethodEdDSA
+	}
+	return jwt.GetSigningMethod(alg)
 }
