@@ -42,9 +42,6 @@ const (
 // It is a fixed phrase of ours, never anything the client sent.
 const HeaderVerifyError = "X-Gateway-Error"
 
-// errVerifyUntrusted: /auth/verify called by a peer outside TrustedProxies.
-var errVerifyUntrusted = errors.New("forward-auth caller not in trusted_proxies")
-
 // handleVerify answers the forward-auth question for the original request
 // r's headers describe. Any method: the ingress's subrequest may be a GET
 // or the original method.
