@@ -87,14 +87,8 @@ func (g *Gateway) handleVerify(w http.ResponseWriter, r *http.Request) {
 // every_request), and on success sets the identity headers on w. It
 // returns the status it answered, or 200 for the caller to write.
 func (g *Gateway) decide(w *verifyWriter, orig *http.Request, rt *route) int {
-	if hasIdentityHeader(orig.Header, g.prefix) {
-		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
-			"client", clientIP(g.cfg.TrustedProxies, orig), "request_id", orig.Header.Get(HeaderRequestID), "action", g.cfg.OnSpoof.String())
-		if g.cfg.OnSpoof == SpoofReject {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
-			return http.StatusBadRequest
-		}
+	if g.spoofRefused(w, orig, rt) {
+		return http.StatusBadRequest
 	}
 	if rt.Auth == AuthNone {
 		return http.StatusOK
