@@ -70,11 +70,8 @@ func (g *Gateway) handleOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		g.oidcFailed(w, r, metrics.OIDCUnavailable, err)
 		return
 	}
-	g.endDisplaced(r, &grant)
-	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
 	g.m.OIDCLogins.WithLabelValues(metrics.OIDCSuccess).Inc()
-	noteSubject(w, grant.Subject)
-	g.sessionCreated(r, &grant)
+	g.loggedIn(w, r, &grant)
 	if err != nil {
 		g.fail(w, schemeNone, err)
 		return
