@@ -479,12 +479,8 @@ func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 	if g.cfg.Delivery != DeliveryBearer {
 		g.setTokenCookie(w, grant)
 	}
-	body, _ := json.Marshal(resp)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.Write(append(body, '\n'))
+	w.Header().Set("Pragma", "no-cache") // RFC 6749 section 5.1, for HTTP/1.0 caches
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // setTokenCookie sets grant's token as the token cookie, for as long as

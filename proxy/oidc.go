@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -174,12 +173,10 @@ func (g *Gateway) endSessionURL(r *http.Request, id string) string {
 // answerLogout answers a logout of the caller's own session: 204, or, for
 // an OpenID Connect session, 200 with the provider's end-session URL.
 func answerLogout(w http.ResponseWriter, endSession string) {
-	w.Header().Set("Cache-Control", "no-store")
 	if endSession == "" {
+		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	body, _ := json.Marshal(logoutBody{EndSessionURL: endSession})
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(body, '\n'))
+	writeJSON(w, http.StatusOK, logoutBody{EndSessionURL: endSession})
 }
