@@ -210,3 +210,23 @@ func withoutDefaultPort(host, scheme string) string {
 	}
 	return host
 }
+
+// spoofRefused handles a request to rt that carries a header under the
+// identity prefix, which only the gateway sets: it counts and logs it and,
+// under SpoofReject, answers 400 and reports true (the request is done).
+// Under SpoofStrip the headers are left for the request's header rules to
+// remove. A proxied request (serveRoute) and a forward-auth decision
+// (decide) share it, so that both treat a spoofed header alike.
+func (g *Gateway) spoofRefused(w http.ResponseWriter, r *http.Request, rt *route) bool {
+	if !hasIdentityHeader(r.Header, g.prefix) {
+		return false
+	}
+	g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
+	g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
+		"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", g.cfg.OnSpoof.String())
+	if g.cfg.OnSpoof != SpoofReject {
+		return false
+	}
+	writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
+	return true
+}

@@ -138,10 +138,7 @@ func (g *Gateway) handleLogin(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, schemeNone, err)
 		return
 	}
-	g.endDisplaced(r, &grant)
-	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
-	noteSubject(w, grant.Subject)
-	g.sessionCreated(r, &grant)
+	g.loggedIn(w, r, &grant)
 	if err != nil {
 		g.fail(w, schemeNone, err)
 		return
@@ -163,11 +160,17 @@ func (g *Gateway) endDisplaced(r *http.Request, grant *auth.Grant) {
 	}
 }
 
-// sessionCreated reports a login's new session: counted by binding, and
-// the security event a "new sign-in" notice is made from. The user agent
-// is the one the session records (bounded by auth); the token is never
-// logged.
-func (g *Gateway) sessionCreated(r *http.Request, grant *auth.Grant) {
+// loggedIn reports a login's new session, whichever login source made it
+// (a password here, the OpenID Provider in oidc.go), even when its token
+// could not be minted: it ends the sessions the login displaced
+// (endDisplaced), counts a successful login, notes the subject for the
+// access log, and counts the session by binding with the security event a
+// "new sign-in" notice is made from. The user agent is the one the session
+// records (bounded by auth); the token is never logged.
+func (g *Gateway) loggedIn(w http.ResponseWriter, r *http.Request, grant *auth.Grant) {
+	g.endDisplaced(r, grant)
+	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
+	noteSubject(w, grant.Subject)
 	bound := metrics.BoundFalse
 	if grant.Bound {
 		bound = metrics.BoundTrue
@@ -476,12 +479,8 @@ func (g *Gateway) answerToken(w http.ResponseWriter, grant *auth.Grant) {
 	if g.cfg.Delivery != DeliveryBearer {
 		g.setTokenCookie(w, grant)
 	}
-	body, _ := json.Marshal(resp)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.Write(append(body, '\n'))
+	w.Header().Set("Pragma", "no-cache") // RFC 6749 section 5.1, for HTTP/1.0 caches
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // setTokenCookie sets grant's token as the token cookie, for as long as

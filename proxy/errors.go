@@ -44,11 +44,19 @@ type errorBody struct {
 // must never hold a token, a password or anything else the client sent
 // unescaped; it is a fixed phrase of ours.
 func writeError(w http.ResponseWriter, status int, code, description string) {
+	writeJSON(w, status, errorBody{Error: code, Description: description})
+}
+
+// writeJSON answers status with v as a JSON line: never cached (every
+// JSON answer of the gateway's is about a credential or a session), never
+// sniffed as anything but JSON, with its length. v is one of the
+// gateway's own body types, which always marshal.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, _ := json.Marshal(v)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	body, _ := json.Marshal(errorBody{Error: code, Description: description})
 	h.Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))

@@ -25,7 +25,8 @@
 // token that every handler shares), tunnels.go (upgraded connections and their
 // sessions), dpop.go (DPoP proofs: the login's binding, the bound token's
 // proof, the nonces), credentials.go (the request's token, the CSRF and origin
-// rules, what a session records of the client), upstream.go (the
+// rules, the spoofed identity headers, what a session records of the
+// client), upstream.go (the
 // ReverseProxy and its hooks), observe.go (the access log, the events, the
 // status writer), errors.go (the answers), gateway.go (the types every
 // file names: Config, Deps, Gateway, Route and its prepared route),

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -70,11 +69,8 @@ func (g *Gateway) handleOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		g.oidcFailed(w, r, metrics.OIDCUnavailable, err)
 		return
 	}
-	g.endDisplaced(r, &grant)
-	g.m.Logins.WithLabelValues(metrics.LoginSuccess).Inc()
 	g.m.OIDCLogins.WithLabelValues(metrics.OIDCSuccess).Inc()
-	noteSubject(w, grant.Subject)
-	g.sessionCreated(r, &grant)
+	g.loggedIn(w, r, &grant)
 	if err != nil {
 		g.fail(w, schemeNone, err)
 		return
@@ -177,12 +173,10 @@ func (g *Gateway) endSessionURL(r *http.Request, id string) string {
 // answerLogout answers a logout of the caller's own session: 204, or, for
 // an OpenID Connect session, 200 with the provider's end-session URL.
 func answerLogout(w http.ResponseWriter, endSession string) {
-	w.Header().Set("Cache-Control", "no-store")
 	if endSession == "" {
+		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	body, _ := json.Marshal(logoutBody{EndSessionURL: endSession})
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(append(body, '\n'))
+	writeJSON(w, http.StatusOK, logoutBody{EndSessionURL: endSession})
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -57,14 +56,9 @@ func (g *Gateway) handleOwnSessions(w http.ResponseWriter, r *http.Request) {
 			Bound: s.Bound, Current: s.Current,
 		}
 	}
-	body, _ := json.Marshal(out)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
 	// Who logged in from where is the user's own business: no cache, shared
-	// or private, keeps it.
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.Write(append(body, '\n'))
+	// or private, keeps it (writeJSON's no-store).
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (g *Gateway) handleEndOwnSession(w http.ResponseWriter, r *http.Request) {

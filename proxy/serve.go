@@ -126,14 +126,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serveRoute(w *statusWriter, r *http.Request, rt *route) {
-	if hasIdentityHeader(r.Header, g.prefix) {
-		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
-			"client", clientIP(g.cfg.TrustedProxies, r), "request_id", r.Header.Get(HeaderRequestID), "action", g.cfg.OnSpoof.String())
-		if g.cfg.OnSpoof == SpoofReject {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
-			return
-		}
+	if g.spoofRefused(w, r, rt) {
+		return
 	}
 	upgrade := false
 	if up := r.Header.Get("Upgrade"); up != "" {

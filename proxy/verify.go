@@ -42,9 +42,6 @@ const (
 // It is a fixed phrase of ours, never anything the client sent.
 const HeaderVerifyError = "X-Gateway-Error"
 
-// errVerifyUntrusted: /auth/verify called by a peer outside TrustedProxies.
-var errVerifyUntrusted = errors.New("forward-auth caller not in trusted_proxies")
-
 // handleVerify answers the forward-auth question for the original request
 // r's headers describe. Any method: the ingress's subrequest may be a GET
 // or the original method.
@@ -90,14 +87,8 @@ func (g *Gateway) handleVerify(w http.ResponseWriter, r *http.Request) {
 // every_request), and on success sets the identity headers on w. It
 // returns the status it answered, or 200 for the caller to write.
 func (g *Gateway) decide(w *verifyWriter, orig *http.Request, rt *route) int {
-	if hasIdentityHeader(orig.Header, g.prefix) {
-		g.m.SpoofedHeaders.WithLabelValues(rt.Prefix).Inc()
-		g.log.Warn("spoofed identity header", "event", EventSpoofedHeader, "route", rt.Prefix,
-			"client", clientIP(g.cfg.TrustedProxies, orig), "request_id", orig.Header.Get(HeaderRequestID), "action", g.cfg.OnSpoof.String())
-		if g.cfg.OnSpoof == SpoofReject {
-			writeError(w, http.StatusBadRequest, errInvalidRequest, "identity header not allowed")
-			return http.StatusBadRequest
-		}
+	if g.spoofRefused(w, orig, rt) {
+		return http.StatusBadRequest
 	}
 	if rt.Auth == AuthNone {
 		return http.StatusOK
