@@ -7,11 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,20 +105,7 @@ func (k *proofKey) proof(ath string, iat int64) (string, error) {
 // proofs makes n proofs for token issued now, in parallel.
 func (k *proofKey) proofs(token string, n int, now time.Time) ([]string, error) {
 	ath := auth.AccessTokenHash(token)
-	out := make([]string, n)
-	errs := make([]error, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for w := range errs {
-		wg.Go(func() {
-			for i := w; i < n; i += len(errs) {
-				if out[i], errs[w] = k.proof(ath, now.Unix()); errs[w] != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return out, errors.Join(errs...)
+	return makeAll(n, func(int) (string, error) { return k.proof(ath, now.Unix()) })
 }
 
 // proofsPerRun is how many proofs one gateway run of a bound mode needs at
