@@ -16,12 +16,12 @@ import (
 // A reload reads the configuration file again with loadConfig, the code
 // start-up uses (the file decoded strictly, Validate, every file it names
 // loaded: keys, users, admin token), then builds a successor Main from it
-// by newMain's own steps (buildAuth, the sessions service, buildProxy,
-// adminAPI). Only when all of that succeeded is the successor stored in
-// Main.live, in one atomic store: the main listener's handler loads it
-// once per request, so a request in flight finishes on the Gateway it
-// started on, and the next one sees the new routes, users, keys, origins,
-// claims and limits. A failure anywhere leaves live as it was.
+// by newMain's own steps (buildAuth, then buildServing: the sessions
+// service, the proxy, the admin API). Only when all of that succeeded is
+// the successor stored in Main.live, in one atomic store: the main
+// listener's handler loads it once per request, so a request in flight
+// finishes on the Gateway it started on, and the next one sees the new
+// routes, users, keys, origins, claims and limits. A failure anywhere leaves live as it was.
 //
 // What the successor shares instead of rebuilding: the session store (and
 // so every session), the metrics, the DPoP replay cache, the tunnel
@@ -119,7 +119,6 @@ func (m *Main) successor(cfg Config) (*Main, error) {
 		return nil, err
 	}
 	n.keepOIDC(prev)
-	n.sessions = n.newSessions()
 	if l, p := cfg.Login, prev.cfg.Login; l.MaxFailures != p.MaxFailures || l.FailureWindow != p.FailureWindow {
 		// The counts were kept against the old limits; the new ones start
 		// from none.
@@ -127,14 +126,9 @@ func (m *Main) successor(cfg Config) (*Main, error) {
 		m.log.Info("configuration reload: new failed-login limits, failure counts start over",
 			"max_failures", l.MaxFailures, "failure_window", l.FailureWindow.String())
 	}
-	if err := n.buildProxy(false); err != nil {
+	if err := n.buildServing(false); err != nil {
 		return nil, err
 	}
-	api, err := n.adminAPI()
-	if err != nil {
-		return nil, err
-	}
-	n.api = api
 	return n, nil
 }
 
