@@ -7,11 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,20 +105,7 @@ func (k *proofKey) proof(ath string, iat int64) (string, error) {
 // proofs makes n proofs for token issued now, in parallel.
 func (k *proofKey) proofs(token string, n int, now time.Time) ([]string, error) {
 	ath := auth.AccessTokenHash(token)
-	out := make([]string, n)
-	errs := make([]error, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for w := range errs {
-		wg.Go(func() {
-			for i := w; i < n; i += len(errs) {
-				if out[i], errs[w] = k.proof(ath, now.Unix()); errs[w] != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return out, errors.Join(errs...)
+	return makeAll(n, func(int) (string, error) { return k.proof(ath, now.Unix()) })
 }
 
 // proofsPerRun is how many proofs one gateway run of a bound mode needs at
@@ -151,32 +135,14 @@ func (o options) boundSession(now time.Time, jkt string) sessionstore.Session {
 	return s
 }
 
-// boundLoad is GET /api/bench with a bound token and a new proof on every
-// request: the same bytes go to the bare proxy, which ignores them.
-type boundLoad struct {
-	prefix, suffix []byte
-	proofs         tokenSource
-}
-
-func newBoundLoad(token string, proofs tokenSource) *boundLoad {
-	return &boundLoad{
+// newBoundLoad is GET /api/bench with a bound token and a new proof on
+// every request: the same bytes go to the bare proxy, which ignores them.
+// It is proxyLoad with the proofs where the bearer tokens go.
+func newBoundLoad(token string, proofs tokenSource) *proxyLoad {
+	return &proxyLoad{
 		prefix: []byte("GET /api/bench?page=1 HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: gateway-bench\r\n" +
 			"Accept: application/json\r\nAuthorization: DPoP " + token + "\r\nDPoP: "),
 		suffix: []byte("\r\n\r\n"),
-		proofs: proofs,
+		tokens: proofs,
 	}
 }
-
-func (l *boundLoad) request(_ int, buf []byte) ([]byte, bool) {
-	p, ok := l.proofs.next()
-	if !ok {
-		return buf, false
-	}
-	buf = append(buf, l.prefix...)
-	buf = append(buf, p...)
-	return append(buf, l.suffix...), true
-}
-
-func (l *boundLoad) response(_ int, status int, _ []byte) bool { return status == 200 }
-
-func (l *boundLoad) wantBody() bool { return false }

@@ -275,22 +275,30 @@ func (d *driver) setupAlg(alg string) (*algSetup, error) {
 // parallel.
 func (d *driver) mint(m *auth.Minter, n int) ([]string, error) {
 	run := rand.Text()[:8]
+	return makeAll(n, func(i int) (string, error) {
+		s := i % d.o.sessions
+		return m.Mint(auth.MintClaims{
+			Subject:   fmt.Sprintf("user%d", s),
+			SessionID: sessionID(s),
+			ID:        fmt.Sprintf("%s-%d", run, i),
+			Roles:     []string{"user"},
+			IssuedAt:  d.now,
+			ExpiresAt: d.now.Add(3 * time.Hour),
+		})
+	})
+}
+
+// makeAll returns one(0), ..., one(n-1), made by GOMAXPROCS goroutines in
+// parallel; a goroutine stops at its first error, and the errors are
+// joined.
+func makeAll(n int, one func(i int) (string, error)) ([]string, error) {
 	out := make([]string, n)
 	errs := make([]error, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for w := range errs {
 		wg.Go(func() {
 			for i := w; i < n; i += len(errs) {
-				s := i % d.o.sessions
-				out[i], errs[w] = m.Mint(auth.MintClaims{
-					Subject:   fmt.Sprintf("user%d", s),
-					SessionID: sessionID(s),
-					ID:        fmt.Sprintf("%s-%d", run, i),
-					Roles:     []string{"user"},
-					IssuedAt:  d.now,
-					ExpiresAt: d.now.Add(3 * time.Hour),
-				})
-				if errs[w] != nil {
+				if out[i], errs[w] = one(i); errs[w] != nil {
 					return
 				}
 			}

@@ -175,6 +175,22 @@ upstream = "http://127.0.0.1:9"
 	return path
 }
 
+// patch replaces the first old in the file at path with new, failing tb
+// if the file has no old (a fixture that writeSetup no longer matches).
+func patch(tb testing.TB, path, old, new string) {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		tb.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func TestBinaryCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := writeSetup(t, dir, "")
@@ -288,10 +304,8 @@ func TestBinaryCrashSafety(t *testing.T) {
 	// Tokens refreshable at once (refresh_before_expiry just under
 	// access_ttl), and a short grace so the reuse check comes quickly.
 	path := writeSetup(t, dir, "")
-	cfg, _ := os.ReadFile(path)
-	cfg = bytes.Replace(cfg, []byte("key_file = \"signing.pem\"\n"),
-		[]byte("key_file = \"signing.pem\"\naccess_ttl = \"10s\"\nrefresh_before_expiry = \"9999ms\"\nrefresh_grace = \"2s\"\n"), 1)
-	os.WriteFile(path, cfg, 0o600)
+	patch(t, path, "key_file = \"signing.pem\"\n",
+		"key_file = \"signing.pem\"\naccess_ttl = \"10s\"\nrefresh_before_expiry = \"9999ms\"\nrefresh_grace = \"2s\"\n")
 
 	p := start(t, "serve", "--config", path)
 	mainAddr, _ := p.addrs(t)

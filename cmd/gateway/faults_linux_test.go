@@ -33,15 +33,8 @@ func setFileSizeLimit(t *testing.T, pid int, soft uint64) {
 func hardeningSetup(t *testing.T, dir, extra string) string {
 	t.Helper()
 	path := writeSetup(t, dir, extra)
-	cfg, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = bytes.Replace(cfg, []byte("key_file = \"signing.pem\"\n"),
-		[]byte("key_file = \"signing.pem\"\naccess_ttl = \"10s\"\nrefresh_before_expiry = \"9999ms\"\nrefresh_grace = \"2s\"\n"), 1)
-	if err := os.WriteFile(path, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	patch(t, path, "key_file = \"signing.pem\"\n",
+		"key_file = \"signing.pem\"\naccess_ttl = \"10s\"\nrefresh_before_expiry = \"9999ms\"\nrefresh_grace = \"2s\"\n")
 	return path
 }
 

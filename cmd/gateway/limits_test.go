@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -81,20 +80,6 @@ max_in_flight = 1
 			t.Errorf("held request: status = %d, want 200", got)
 		}
 	})
-}
-
-func patch(t *testing.T, path, old, new string) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("%s has no %q", path, old)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // rawStatus writes req on a new connection and returns the answer's

@@ -179,7 +179,7 @@ func (m *Main) buildOIDC() error {
 	}
 	secret := ""
 	if o.ClientSecretFile != "" {
-		s, err := loadRedisPassword(o.ClientSecretFile) // a secret file: read, trimmed, not empty
+		s, err := loadSecretFile(o.ClientSecretFile)
 		if err != nil {
 			return &ConfigError{Key: "login.oidc.client_secret_file", Err: err}
 		}

@@ -420,11 +420,7 @@ func TestBinaryRedisStartup(t *testing.T) {
 
 	t.Run("waits for Redis", func(t *testing.T) {
 		config := redisSetup(t, t.TempDir(), srv.URL(0), "", okUpstream(t), "0s")
-		cfg, _ := os.ReadFile(config)
-		cfg = bytes.Replace(cfg, []byte(`redis_connect_timeout = "2s"`), []byte(`redis_connect_timeout = "30s"`), 1)
-		if err := os.WriteFile(config, cfg, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		patch(t, config, `redis_connect_timeout = "2s"`, `redis_connect_timeout = "30s"`)
 		p := start(t, "serve", "--config", config)
 		time.Sleep(500 * time.Millisecond) // Let it find Redis down first.
 		srv.Restart(t)

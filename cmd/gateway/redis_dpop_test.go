@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -71,16 +69,7 @@ func TestBinaryRedisDPoPReplay(t *testing.T) {
 	config := redisSetup(t, dir, srv.URL(0), "", okUpstream(t), "0s")
 	// Under revocation = "refresh" a proxied request touches no session:
 	// what reaches Redis is the replay cache alone.
-	cfg, err := os.ReadFile(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg = bytes.Replace(cfg, []byte(`revocation = "every_request"`), []byte(`revocation = "refresh"`), 1); !bytes.Contains(cfg, []byte(`revocation = "refresh"`)) {
-		t.Fatal("redisSetup's configuration lacks revocation: update this test")
-	}
-	if err := os.WriteFile(config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	patch(t, config, `revocation = "every_request"`, `revocation = "refresh"`)
 	a, b := startGateway(t, config), startGateway(t, config)
 	key := authtest.NewDPoPKey(t)
 	htu := func(path string) string { return "http://" + dpopHost + path }

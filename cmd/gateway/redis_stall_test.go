@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -24,14 +22,7 @@ func TestBinaryRedisStall(t *testing.T) {
 	srv := redistest.Start(t)
 	dir := t.TempDir()
 	config := redisSetup(t, dir, srv.URL(0), "", okUpstream(t), "0s")
-	cfg, err := os.ReadFile(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = bytes.Replace(cfg, []byte("sweep_interval = \"1s\"\n"), []byte("sweep_interval = \"1s\"\nwrite_timeout = \""+stallWriteTimeout+"\"\n"), 1)
-	if err := os.WriteFile(config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	patch(t, config, "sweep_interval = \"1s\"\n", "sweep_interval = \"1s\"\nwrite_timeout = \""+stallWriteTimeout+"\"\n")
 	g := startGateway(t, config)
 	tok := g.mustLogin()
 	before := g.sessions()

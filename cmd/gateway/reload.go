@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/spa-gateway/gateway/metrics"
@@ -15,12 +16,12 @@ import (
 // A reload reads the configuration file again with loadConfig, the code
 // start-up uses (the file decoded strictly, Validate, every file it names
 // loaded: keys, users, admin token), then builds a successor Main from it
-// by newMain's own steps (buildAuth, the sessions service, buildProxy,
-// adminAPI). Only when all of that succeeded is the successor stored in
-// Main.live, in one atomic store: the main listener's handler loads it
-// once per request, so a request in flight finishes on the Gateway it
-// started on, and the next one sees the new routes, users, keys, origins,
-// claims and limits. A failure anywhere leaves live as it was.
+// by newMain's own steps (buildAuth, then buildServing: the sessions
+// service, the proxy, the admin API). Only when all of that succeeded is
+// the successor stored in Main.live, in one atomic store: the main
+// listener's handler loads it once per request, so a request in flight
+// finishes on the Gateway it started on, and the next one sees the new
+// routes, users, keys, origins, claims and limits. A failure anywhere leaves live as it was.
 //
 // What the successor shares instead of rebuilding: the session store (and
 // so every session), the metrics, the DPoP replay cache, the tunnel
@@ -118,7 +119,6 @@ func (m *Main) successor(cfg Config) (*Main, error) {
 		return nil, err
 	}
 	n.keepOIDC(prev)
-	n.sessions = n.newSessions()
 	if l, p := cfg.Login, prev.cfg.Login; l.MaxFailures != p.MaxFailures || l.FailureWindow != p.FailureWindow {
 		// The counts were kept against the old limits; the new ones start
 		// from none.
@@ -126,44 +126,29 @@ func (m *Main) successor(cfg Config) (*Main, error) {
 		m.log.Info("configuration reload: new failed-login limits, failure counts start over",
 			"max_failures", l.MaxFailures, "failure_window", l.FailureWindow.String())
 	}
-	if err := n.buildProxy(false); err != nil {
+	if err := n.buildServing(false); err != nil {
 		return nil, err
 	}
-	api, err := n.adminAPI()
-	if err != nil {
-		return nil, err
-	}
-	n.api = api
 	return n, nil
 }
 
 // fixedSettings are the keys a reload cannot apply: they are read once,
 // by the listeners, the servers, the logger, the store and the DPoP
-// replay cache, all kept across a reload. storeLive lists the [store] keys that are read per
-// call and so do change live; every other [store] key is fixed.
-var fixedSettings = []struct {
-	key string
-	at  func(*Config) any // a pointer to the setting
-}{
-	{"server.listen", func(c *Config) any { return &c.Server.Listen }},
-	{"admin.listen", func(c *Config) any { return &c.Admin.Listen }},
-	{"admin.pprof", func(c *Config) any { return &c.Admin.Pprof }},
-	{"server.tls_cert_file", func(c *Config) any { return &c.Server.TLSCertFile }},
-	{"server.tls_key_file", func(c *Config) any { return &c.Server.TLSKeyFile }},
-	{"server.read_header_timeout", func(c *Config) any { return &c.Server.ReadHeaderTimeout }},
-	{"server.read_timeout", func(c *Config) any { return &c.Server.ReadTimeout }},
-	{"server.write_timeout", func(c *Config) any { return &c.Server.WriteTimeout }},
-	{"server.idle_timeout", func(c *Config) any { return &c.Server.IdleTimeout }},
-	{"server.max_header_bytes", func(c *Config) any { return &c.Server.MaxHeaderBytes }},
-	{"server.shutdown_timeout", func(c *Config) any { return &c.Server.ShutdownTimeout }},
-	{"server.drain_delay", func(c *Config) any { return &c.Server.DrainDelay }},
-	{"log", func(c *Config) any { return &c.Log }},
+// replay cache, all kept across a reload. Each names its setting by its
+// TOML path (a table alone, "log", is all of it), so the key a warning
+// names is the setting kept. storeLive lists the [store] keys that are
+// read per call and so do change live; every other [store] key is fixed.
+var fixedSettings = []string{
+	"server.listen", "admin.listen", "admin.pprof",
+	"server.tls_cert_file", "server.tls_key_file",
+	"server.read_header_timeout", "server.read_timeout", "server.write_timeout", "server.idle_timeout",
+	"server.max_header_bytes", "server.shutdown_timeout", "server.drain_delay",
+	"log",
 	// The DPoP replay cache is kept across reloads, its capacity with it,
 	// and forgets a proof at the until of the verifier that recorded it:
 	// a longer max age would accept again the proofs of before the reload
 	// whose entries had gone.
-	{"tokens.dpop_proof_max_age", func(c *Config) any { return &c.Tokens.DPoPProofMaxAge }},
-	{"tokens.dpop_replay_entries", func(c *Config) any { return &c.Tokens.DPoPReplayEntries }},
+	"tokens.dpop_proof_max_age", "tokens.dpop_replay_entries",
 }
 
 // storeLive are the [store] keys a reload applies; see fixedSettings.
@@ -178,8 +163,8 @@ func (m *Main) keepFixed(cfg *Config) {
 			now.Set(start)
 		}
 	}
-	for _, f := range fixedSettings {
-		keep(f.key, reflect.ValueOf(f.at(cfg)).Elem(), reflect.ValueOf(f.at(&m.cfg)).Elem())
+	for _, key := range fixedSettings {
+		keep(key, settingAt(cfg, key), settingAt(&m.cfg, key))
 	}
 	// Every [store] key, by its TOML name, so that keys added to
 	// StoreConfig are covered without a list to keep up to date.
@@ -190,6 +175,20 @@ func (m *Main) keepFixed(cfg *Config) {
 			keep("store."+name, now.Field(i), start.Field(i))
 		}
 	}
+}
+
+// settingAt is the field of cfg at TOML path key ("server.listen"). A key
+// that names no field is a mistake in fixedSettings, and panics.
+func settingAt(cfg *Config, key string) reflect.Value {
+	v := reflect.ValueOf(cfg).Elem()
+	for name := range strings.SplitSeq(key, ".") {
+		f, ok := fieldByTag(v.Type(), name)
+		if !ok {
+			panic("fixedSettings: no setting " + key)
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	return v
 }
 
 // watchedFiles are the files a reload reads: the configuration file and

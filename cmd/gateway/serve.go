@@ -209,13 +209,9 @@ func newMainClock(cfg Config, dev bool, stderr io.Writer, now func() time.Time) 
 	m.met.BuildInfo.WithLabelValues(bv.version, bv.goVersion).Set(1)
 	m.met.ConfigLastReloadSuccess.Set(float64(now().Unix())) // the configuration loaded at start
 	m.logoutRC = m.logoutReplay()
-	m.sessions = m.newSessions()
 	m.limiter = newLimiter(cfg.Login, now)
 	m.replay = m.dpopReplay()
-	if err = m.buildProxy(dev); err != nil {
-		return nil, err
-	}
-	if m.api, err = m.adminAPI(); err != nil {
+	if err = m.buildServing(dev); err != nil {
 		return nil, err
 	}
 	m.live.Store(m)
@@ -357,6 +353,20 @@ func (m *Main) buildProxy(dev bool) error {
 		Now:        m.now,
 		Tunnels:    m.tunnels,
 	})
+	return err
+}
+
+// buildServing builds what serves m's configuration from the parts before
+// it (auth, the store, the metrics, the limiter and the replay caches):
+// the sessions service, the proxy and the admin API. newMain and a
+// reload's successor both end with it, so that a reload rebuilds what
+// start-up builds.
+func (m *Main) buildServing(dev bool) (err error) {
+	m.sessions = m.newSessions()
+	if err = m.buildProxy(dev); err != nil {
+		return err
+	}
+	m.api, err = m.adminAPI()
 	return err
 }
 

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,12 +36,8 @@ func TestBinaryGracefulShutdown(t *testing.T) {
 
 	dir := t.TempDir()
 	path := writeSetup(t, dir, "")
-	cfg, _ := os.ReadFile(path)
-	cfg = bytes.Replace(cfg, []byte(`upstream = "http://127.0.0.1:9"`), []byte(`upstream = "`+slow.URL+`"`), 1)
-	cfg = bytes.Replace(cfg, []byte("shutdown_timeout = \"5s\"\n"), []byte("shutdown_timeout = \"10s\"\ndrain_delay = \"1s\"\n"), 1)
-	if err := os.WriteFile(path, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	patch(t, path, `upstream = "http://127.0.0.1:9"`, `upstream = "`+slow.URL+`"`)
+	patch(t, path, "shutdown_timeout = \"5s\"\n", "shutdown_timeout = \"10s\"\ndrain_delay = \"1s\"\n")
 
 	p := start(t, "serve", "--config", path)
 	mainAddr, adminAddr := p.addrs(t)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,14 +18,7 @@ import (
 func TestBinarySIGHUPReloads(t *testing.T) {
 	dir := t.TempDir()
 	path := writeSetup(t, dir, "")
-	cfg, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = bytes.Replace(cfg, []byte(`upstream = "http://127.0.0.1:9"`), []byte(`upstream = "`+okUpstream(t)+`"`), 1)
-	if err := os.WriteFile(path, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	patch(t, path, `upstream = "http://127.0.0.1:9"`, `upstream = "`+okUpstream(t)+`"`)
 
 	p := start(t, "serve", "--config", path)
 	mainAddr, adminAddr := p.addrs(t)

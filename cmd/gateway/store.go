@@ -26,7 +26,7 @@ func openRedis(ctx context.Context, cfg StoreConfig, log *slog.Logger) (sessions
 		MinReplicas: cfg.RedisMinReplicas, ReplicaTimeout: time.Duration(cfg.RedisReplicaTimeout),
 	}
 	if cfg.RedisPasswordFile != "" {
-		pw, err := loadRedisPassword(cfg.RedisPasswordFile)
+		pw, err := loadSecretFile(cfg.RedisPasswordFile)
 		if err != nil {
 			return nil, &ConfigError{Key: "store.redis_password_file", Err: err}
 		}
@@ -52,10 +52,10 @@ func openRedis(ctx context.Context, cfg StoreConfig, log *slog.Logger) (sessions
 	return st, nil
 }
 
-// loadRedisPassword reads the Redis password from path, without surrounding
-// whitespace (a trailing newline is usual). The error never holds the
-// password.
-func loadRedisPassword(path string) (string, error) {
+// loadSecretFile reads a secret (the Redis password, the OIDC client
+// secret) from path, without surrounding whitespace (a trailing newline is
+// usual), refusing an empty one. The error never holds the secret.
+func loadSecretFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
