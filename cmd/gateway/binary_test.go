@@ -482,3 +482,21 @@ func TestBinaryServeDevAdminToken(t *testing.T) {
 		t.Errorf("admin token file after exit: %v, want removed", err)
 	}
 }
+
+// post sends body to url as JSON with token as a bearer token (none when
+// empty), and returns the status and body of the answer.
+func post(t *testing.T, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
