@@ -79,14 +79,7 @@ func (s *Store) IdPSessionSubject(ctx context.Context, issuer, sid string) (stri
 // the sessions' index, and returns how many it deleted.
 func (b buckets) sweepIdPSessions(limit uint64) (int, error) {
 	entries, deadlines := b.idpSessions(), b.idpDeadlines()
-	var due [][]byte
-	c := deadlines.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) > limit {
-			break
-		}
-		due = append(due, bytes.Clone(k))
-	}
+	due, _ := dueKeys(deadlines, limit)
 	// Delete after the walk: deleting under a bbolt cursor skips keys.
 	for _, k := range due {
 		if err := deadlines.Delete(k); err != nil {

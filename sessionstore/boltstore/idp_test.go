@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,11 +14,7 @@ import (
 // its first until (its old deadline key goes without it); and a file
 // written before the entries existed gets their buckets at Open.
 func TestIdPSessionSweep(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sessions.db")
-	st, err := Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, path := openTemp(t, nil)
 	// An older file: no identity provider buckets.
 	if err := st.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketIdPSessions); err != nil {
@@ -30,7 +25,8 @@ func TestIdPSessionSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	if st, err = Open(path, nil); err != nil {
+	st, err := Open(path, nil)
+	if err != nil {
 		t.Fatalf("Open(older file) = %v", err)
 	}
 	t.Cleanup(func() { st.Close() })

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spa-gateway/gateway/sessionstore"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Sweep deletes the sessions whose Deadline is at or before now, in one write
@@ -19,15 +20,8 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 	err := s.update(ctx, "sweep", func(b buckets) error {
 		n = 0 // In case bbolt ever retries the function.
 		limit := unixNanos(now)
-		var due [][]byte
-		c := b.deadlines.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			s.sweepVisited.Add(1)
-			if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) > limit {
-				break
-			}
-			due = append(due, bytes.Clone(k))
-		}
+		due, read := dueKeys(b.deadlines, limit)
+		s.sweepVisited.Add(int64(read))
 		idp, err := b.sweepIdPSessions(limit)
 		if err != nil {
 			return err
@@ -63,4 +57,21 @@ func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	return n, nil
+}
+
+// dueKeys copies out the keys of the deadline index d (8-byte big-endian
+// unix nanoseconds, then a name) at or before limit, and shorter stray keys,
+// walking d from its start and stopping at the first key after limit; read
+// is how many keys it read, that one included. The copies outlive the
+// transaction's cursor, so the caller may delete them.
+func dueKeys(d *bolt.Bucket, limit uint64) (due [][]byte, read int) {
+	c := d.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		read++
+		if len(k) >= 8 && binary.BigEndian.Uint64(k[:8]) > limit {
+			break
+		}
+		due = append(due, bytes.Clone(k))
+	}
+	return due, read
 }

@@ -449,3 +449,21 @@ func TestDecodesOldSessions(t *testing.T) {
 		t.Fatalf("Rotate(old) = %+v, %v; want the refresh's client context, the login's empty", res.Session, err)
 	}
 }
+
+// TestOpenLoadsScripts: Open loads every write script, so that a server
+// refusing one fails there and no first call pays for a NOSCRIPT round
+// trip.
+func TestOpenLoadsScripts(t *testing.T) {
+	st := openOn(t, redistest.Start(t).URL(0), nil)
+	all := map[string]*redis.Script{
+		"create": scriptCreate, "create limited": scriptCreateLimited, "rotate": scriptRotate,
+		"revoke": scriptRevoke, "revoke subject": scriptRevokeSubject, "sweep": scriptSweep,
+		"mark unconfirmed": scriptMarkUnconfirmed, "put idp session": scriptPutIdPSession,
+	}
+	for name, sc := range all {
+		ok, err := sc.Exists(t.Context(), st.client).Result()
+		if err != nil || len(ok) != 1 || !ok[0] {
+			t.Errorf("after Open, script %s loaded = %v, %v; want true, nil", name, ok, err)
+		}
+	}
+}

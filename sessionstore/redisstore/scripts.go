@@ -351,7 +351,7 @@ return n
 `)
 
 // scripts are loaded at Open, so that a server refusing them fails there.
-var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptMarkUnconfirmed}
+var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptMarkUnconfirmed, scriptPutIdPSession}
 
 // UnconfirmedGrace is how long after a rotation the replicas did not
 // confirm its previous token still gets the successor (answered "grace"):

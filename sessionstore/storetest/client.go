@@ -14,7 +14,6 @@ import (
 // stored before they existed) stays without them.
 func testClientContext(t *testing.T, open func(t testing.TB) sessionstore.Store) {
 	st := open(t)
-	ctx := t.Context()
 	s := newSession("ua", "alice", t0)
 	s.LoginUserAgent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0"
 	s.LoginClient = "192.0.2.7"
@@ -54,15 +53,6 @@ func testClientContext(t *testing.T, open func(t testing.TB) sessionstore.Store)
 	limited := newSession("ua-limited", "bob", t0)
 	limited.LoginUserAgent, limited.LoginClient = "Safari/17", "203.0.113.9"
 	limited.RefreshUserAgent, limited.RefreshClient = limited.LoginUserAgent, limited.LoginClient
-	if _, err := st.CreateLimited(ctx, limited, 5); err != nil {
-		t.Fatalf("CreateLimited = %v, want nil", err)
-	}
 	old := newSession("ua-old", "bob", t0.Add(time.Second)) // no client context, no binding
-	create(t, st, old)
-	list, err := st.List(ctx, "bob", t0.Add(time.Minute))
-	if err != nil || len(list) != 2 {
-		t.Fatalf("List(bob) = %d sessions, %v; want 2, nil", len(list), err)
-	}
-	wantSession(t, "List[0]", list[0], limited)
-	wantSession(t, "List[1]", list[1], old)
+	wantListed(t, st, limited, old, t0.Add(time.Minute))
 }

@@ -51,17 +51,7 @@ func testIdentityProvider(t *testing.T, open func(t testing.TB) sessionstore.Sto
 
 	limited := newSession("idp-limited", "bob", t0)
 	limited.Issuer, limited.IDToken = "https://idp.example/", "id-token"
-	if _, err := st.CreateLimited(ctx, limited, 5); err != nil {
-		t.Fatalf("CreateLimited = %v, want nil", err)
-	}
-	plain := newSession("idp-plain", "bob", t0.Add(time.Second))
-	create(t, st, plain)
-	list, err := st.List(ctx, "bob", t0.Add(2*time.Second))
-	if err != nil || len(list) != 2 {
-		t.Fatalf("List(bob) = %d sessions, %v; want 2, nil", len(list), err)
-	}
-	wantSession(t, "List's first", list[0], limited)
-	wantSession(t, "List's second", list[1], plain)
+	wantListed(t, st, limited, newSession("idp-plain", "bob", t0.Add(time.Second)), t0.Add(2*time.Second))
 
 	if _, err := st.Revoke(ctx, "idp", sessionstore.ReasonIdPRefused, at.Add(time.Second)); err != nil {
 		t.Fatalf("Revoke = %v", err)

@@ -163,6 +163,23 @@ func rotate(tb testing.TB, st sessionstore.Store, req sessionstore.RotateRequest
 	return res
 }
 
+// wantListed stores limited with CreateLimited (within its limit) and then
+// other with Create, both of one subject and live at at, and wants
+// List(subject, at) to be exactly them, as stored, in that order.
+func wantListed(tb testing.TB, st sessionstore.Store, limited, other sessionstore.Session, at time.Time) {
+	tb.Helper()
+	if _, err := st.CreateLimited(tb.Context(), limited, 5); err != nil {
+		tb.Fatalf("CreateLimited(%q) = %v, want nil", limited.ID, err)
+	}
+	create(tb, st, other)
+	list, err := st.List(tb.Context(), limited.Subject, at)
+	if err != nil || len(list) != 2 {
+		tb.Fatalf("List(%q) = %d sessions, %v; want 2, nil", limited.Subject, len(list), err)
+	}
+	wantSession(tb, "List[0]", list[0], limited)
+	wantSession(tb, "List[1]", list[1], other)
+}
+
 // diffSession describes how got differs from want (times compared with
 // Equal, Roles nil and empty alike), or returns "".
 func diffSession(got, want sessionstore.Session) string {
