@@ -202,11 +202,15 @@ type Options struct {
 // cannot take it back, and an undo would be as unconfirmed as the change.
 // What the store guarantees instead is that the caller's retry is safe.
 // A retried Create or Revoke finds its session or revocation; a Rotate
-// whose successor was not confirmed is marked so (a best-effort second
-// script, on the master that has the rotation), and the token it rotated
-// away from is then answered as within the grace, however late the retry
-// comes, until the successor is itself presented: the client that got the
-// 503 and retries receives the same successor, never "reuse". A rotation
+// marks itself unconfirmed in its own script (so that a failover keeps
+// both or neither), and the mark is cleared once the replicas confirm it.
+// While marked, the token it rotated away from is answered as within the
+// grace, for up to UnconfirmedGrace after the rotation, until the successor
+// is itself presented: the client that got the 503 and retries receives
+// the same successor, never "reuse". (A mark written by a second script
+// after the failure was lost when that script reached a master the
+// failover had just replaced, and the client's retry was taken for
+// reuse.) A rotation
 // lost with a master that died before any replica had it was never
 // answered with success, so the client still holds the token the new
 // master knows as current.

@@ -458,7 +458,7 @@ func TestOpenLoadsScripts(t *testing.T) {
 	all := map[string]*redis.Script{
 		"create": scriptCreate, "create limited": scriptCreateLimited, "rotate": scriptRotate,
 		"revoke": scriptRevoke, "revoke subject": scriptRevokeSubject, "sweep": scriptSweep,
-		"mark unconfirmed": scriptMarkUnconfirmed, "put idp session": scriptPutIdPSession,
+		"clear unconfirmed": scriptClearUnconfirmed, "put idp session": scriptPutIdPSession,
 	}
 	for name, sc := range all {
 		ok, err := sc.Exists(t.Context(), st.client).Result()

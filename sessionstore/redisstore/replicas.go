@@ -158,12 +158,22 @@ func isRedirect(err error) bool {
 	return false
 }
 
-// markUnconfirmed runs scriptMarkUnconfirmed after a rotation to newJTI
-// that was not confirmed (see Store, "Replicated writes"), on its own
-// short deadline whatever the caller's ctx: it is best-effort, and
-// harmless if the rotation never applied.
-func (s *Store) markUnconfirmed(ctx context.Context, key, newJTI string) {
+// marks is scriptRotate's argument saying whether a rotation is marked
+// unconfirmed until the replicas confirm it: "1" when they must.
+func (r replication) marks() string {
+	if r.min > 0 {
+		return "1"
+	}
+	return "0"
+}
+
+// clearUnconfirmed runs scriptClearUnconfirmed after a rotation to newJTI
+// that the replicas confirmed (see Store, "Replicated writes"), on its own
+// short deadline whatever the caller's ctx. It is best-effort: a mark it
+// fails to clear only keeps the previous token's grace for up to
+// UnconfirmedGrace.
+func (s *Store) clearUnconfirmed(ctx context.Context, key, newJTI string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.replicas.timeout)
 	defer cancel()
-	_ = scriptMarkUnconfirmed.Run(ctx, s.client, []string{key}, newJTI).Err()
+	_ = scriptClearUnconfirmed.Run(ctx, s.client, []string{key}, newJTI).Err()
 }

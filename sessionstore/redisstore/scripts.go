@@ -189,7 +189,9 @@ return r
 //	ARGV: id, jti, new jti, now, now+idle timeout, grace (ms, may be
 //	      fractional), expiry margin (ms), reuse reason, the refresh's
 //	      user agent, its client, the IdP refresh token ("" keeps the
-//	      stored one), write ID, write deadline
+//	      stored one), "1" when replicas must confirm the rotation (it is
+//	      then marked unconfirmed, "ucf", until Store.Rotate clears the
+//	      mark), write ID, write deadline
 //
 // It answers {"notfound"}, {"revoked"}, {"expired"}, {"reuse"} (having
 // revoked the session), {"late"}, or {"ok" | "grace", field, value, ...}
@@ -203,8 +205,9 @@ return r
 // with no grace period, and never reports a rotation it made as late. New
 // jtis and write IDs are random, so no other request can match. The
 // session hash's "wid" is not read by decodeSession, nor is "ucf": the
-// current jti, set by scriptMarkUnconfirmed when replicas did not confirm
-// the rotation to it, which makes the previous jti answer "grace" past the
+// current jti, set by the rotation itself when replicas must confirm it and
+// cleared once they did (scriptClearUnconfirmed), which makes the previous
+// jti answer "grace" past the
 // grace period, until the next rotation and for at most UnconfirmedGrace
 // after the rotation (see Store, "Replicated writes").
 var scriptRotate = redis.NewScript(lateCheck + `
@@ -218,7 +221,7 @@ if not f[5] then
 	return {'notfound'}
 end
 if f[6] then
-	if f[7] == ARGV[12] then
+	if f[7] == ARGV[13] then
 		return {'reuse'}
 	end
 	return {'revoked'}
@@ -226,7 +229,7 @@ end
 if f[2] and ARGV[2] == f[2] and ARGV[3] == f[1] and ARGV[4] == f[3] then
 	return answer('ok')
 end
-if late(ARGV[13]) then
+if late(ARGV[14]) then
 	return {'late'}
 end
 local now = tonumber(ARGV[4])
@@ -240,7 +243,14 @@ if ARGV[2] == f[1] then
 	if ARGV[11] ~= '' then
 		redis.call('HSET', KEYS[1], 'irt', ARGV[11])
 	end
-	redis.call('HDEL', KEYS[1], 'ucf')
+	if ARGV[12] == '1' then
+		-- Unconfirmed until the replicas have it (Store.Rotate clears the
+		-- mark once they do): set with the rotation itself, so that no
+		-- failover can keep the one and lose the other.
+		redis.call('HSET', KEYS[1], 'ucf', ARGV[3])
+	else
+		redis.call('HDEL', KEYS[1], 'ucf')
+	end
 	local deadline = ARGV[5]
 	if exp < tonumber(ARGV[5]) then
 		deadline = f[5]
@@ -254,7 +264,7 @@ if f[2] and f[2] ~= '' and ARGV[2] == f[2] then
 		return answer('grace')
 	end
 end
-redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[12])
+redis.call('HSET', KEYS[1], 'rva', ARGV[4], 'rvr', ARGV[8], 'wid', ARGV[13])
 redis.call('SREM', KEYS[3], ARGV[1])
 return {'reuse'}
 `)
@@ -351,7 +361,7 @@ return n
 `)
 
 // scripts are loaded at Open, so that a server refusing them fails there.
-var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptMarkUnconfirmed, scriptPutIdPSession}
+var scripts = []*redis.Script{scriptCreate, scriptCreateLimited, scriptRotate, scriptRevoke, scriptRevokeSubject, scriptSweep, scriptClearUnconfirmed, scriptPutIdPSession}
 
 // UnconfirmedGrace is how long after a rotation the replicas did not
 // confirm its previous token still gets the successor (answered "grace"):
@@ -364,19 +374,17 @@ const UnconfirmedGrace = 2 * time.Minute
 // unconfirmedGraceMillis is UnconfirmedGrace for the scripts.
 const unconfirmedGraceMillis = "120000"
 
-// scriptMarkUnconfirmed marks a rotation the replicas did not confirm in
-// time, if it is still the session's latest: its successor may never have
-// reached the client, whose retry with the previous token must then get it
-// rather than be taken for reuse (see scriptRotate).
+// scriptClearUnconfirmed clears the unconfirmed mark of a rotation the
+// replicas confirmed, if the mark is still that rotation's: the previous
+// token is then reuse past the grace, as without replicas.
 //
 //	KEYS: session
 //	ARGV: the rotation's new jti
 //
-// It has no deadline: whenever it runs, it only widens the grace of the
-// rotation it names, and only while that is the latest.
-var scriptMarkUnconfirmed = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'jti') == ARGV[1] then
-	redis.call('HSET', KEYS[1], 'ucf', ARGV[1])
+// It has no deadline: it only narrows the grace of the rotation it names.
+var scriptClearUnconfirmed = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'ucf') == ARGV[1] then
+	redis.call('HDEL', KEYS[1], 'ucf')
 	return 1
 end
 return 0

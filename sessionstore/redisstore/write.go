@@ -166,13 +166,9 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 		[]string{s.sessionKey(b, req.SessionID), b.deadlines, b.live},
 		req.SessionID, req.JTI, req.NewJTI, millis(req.Now), millis(req.Now.Add(req.IdleTimeout)),
 		grace, strconv.FormatInt(s.margin.Milliseconds(), 10), sessionstore.ReasonReuseDetected,
-		req.UserAgent, req.Client, req.IdPRefreshToken,
+		req.UserAgent, req.Client, req.IdPRefreshToken, s.replicas.marks(),
 	)
 	if err != nil {
-		if s.replicas.min > 0 {
-			// The rotation may have applied on the master, unconfirmed.
-			s.markUnconfirmed(ctx, s.sessionKey(b, req.SessionID), req.NewJTI)
-		}
 		return sessionstore.RotateResult{}, wrapErr("rotate", err)
 	}
 	reply, ok := res.([]any)
@@ -185,8 +181,17 @@ func (s *Store) Rotate(ctx context.Context, req sessionstore.RotateRequest) (ses
 	}
 	switch code {
 	case "ok":
+		if s.replicas.min > 0 && sess.JTI == req.NewJTI {
+			// The replicas have this rotation: it is confirmed.
+			s.clearUnconfirmed(ctx, s.sessionKey(b, req.SessionID), req.NewJTI)
+		}
 		return sessionstore.RotateResult{Session: sess}, nil
 	case "grace":
+		if s.replicas.min > 0 {
+			// Answered with replicas' confirmation: the successor handed
+			// out again is theirs, whatever mark it had.
+			s.clearUnconfirmed(ctx, s.sessionKey(b, req.SessionID), sess.JTI)
+		}
 		return sessionstore.RotateResult{Session: sess, Grace: true}, nil
 	case "notfound":
 		return sessionstore.RotateResult{}, sessionstore.ErrNotFound
